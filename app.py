@@ -1,0 +1,54 @@
+"""Every Lambda of LifeMonitor on one page: the API (blueprints), the scheduled refresh,
+the refresh worker fed by SQS, and the admin command function. Each is a thin shim over
+`chalicelib/`; nothing here reads configuration or opens a connection at import."""
+
+from chalice import Chalice, Rate
+
+from chalicelib.api import (
+    docs,
+    health,
+    history,
+    instances,
+    integrations,
+    oauth,
+    registries,
+    suites,
+    users,
+    webhooks,
+    workflows,
+)
+from chalicelib.api.middleware import http_middleware
+
+# Our JSON logging (chalicelib/logs.py) replaces Chalice's plain-text app logger.
+app = Chalice(app_name="lifemonitor", configure_logs=False)
+app.register_middleware(http_middleware, "http")
+
+for blueprint in (health, docs, oauth, registries, users, workflows, suites, instances,
+                  history, integrations, webhooks):
+    app.register_blueprint(blueprint.routes)
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="refresh")
+def refresh(event):
+    """Dispatch the test instances that are due to the refresh queue."""
+    from chalicelib.jobs import refresh as job
+
+    return job.dispatch_due()
+
+
+@app.on_sqs_message(queue="lifemonitor-refresh", batch_size=10,
+                    maximum_batching_window_in_seconds=5, name="worker")
+def worker(event):
+    """Refresh the batches of instances queued by `refresh`; report partial failures."""
+    from chalicelib.jobs import refresh as job
+
+    return job.handle_sqs_records(record.to_dict() for record in event)
+
+
+@app.lambda_function(name="admin")
+def admin(event, context):
+    """Admin commands: payload {"args": ["registry", "list"]} (`aws lambda invoke`, or
+    `chalice invoke -n admin` for stages deployed with `chalice deploy`)."""
+    from chalicelib.admin import handle_lambda_event
+
+    return handle_lambda_event(event)

@@ -1,0 +1,160 @@
+"""Administration commands: one dispatcher behind two doors.
+
+* locally: ``python -m chalicelib.admin registry add …``
+* deployed: ``aws lambda invoke --function-name lifemonitor-<stage>-admin
+  --cli-binary-format raw-in-base64-out --payload '{"args": ["registry", "list"]}' out.json``
+  (``chalice invoke -n admin`` works only for stages deployed with ``chalice deploy``); the
+  payload may carry a ``"stdin"`` string for ``--password-stdin``.
+
+Every command has ``--help`` and ``--json`` (machine-readable output on stdout), and exits
+non-zero with a one-line reason on bad input. Exit codes: 0 ok, 1 the command failed
+(not found, conflict, database error), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.admin import commands
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+    data: Any = field(default=None)
+
+    def as_dict(self) -> dict:
+        out = {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr}
+        if self.data is not None:
+            out["result"] = self.data
+        return out
+
+
+class UsageError(Exception):
+    def __init__(self, message: str, usage: str = "") -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class _HelpShown(Exception):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting (we may be in a Lambda)."""
+
+    def error(self, message: str):
+        raise UsageError(message, self.format_usage().strip())
+
+    def exit(self, status: int = 0, message: str | None = None):
+        if message:
+            raise UsageError(message.strip(), self.format_usage().strip())
+        raise _HelpShown(self.format_help())
+
+    def print_help(self, file=None):
+        raise _HelpShown(self.format_help())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS: a subcommand's --json must not reset one given before it (the parsers share
+    # this action object through `parents`, so no default may be set on it).
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output on stdout")
+    parser = _Parser(
+        prog="python -m chalicelib.admin",
+        description="LifeMonitor administration commands.",
+        parents=[common],
+    )
+    groups = parser.add_subparsers(dest="group", metavar="GROUP", parser_class=_Parser)
+    groups.required = True
+    for register in commands.REGISTRARS:
+        register(groups, common)
+    return parser
+
+
+def run(argv: list[str], stdin: str | None = None) -> Result:
+    """Run one command; never raises, never exits the process."""
+    from chalicelib.errors import LifeMonitorError
+    from chalicelib.migrate import MigrationError
+    from chalicelib.secrets import SecretError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args([str(a) for a in argv])
+        args.json = getattr(args, "json", False)  # absent unless given (SUPPRESS)
+    except _HelpShown as shown:
+        return Result(0, stdout=shown.text)
+    except UsageError as exc:
+        usage = f"{exc.usage}\n" if exc.usage else ""
+        return Result(2, stderr=f"{usage}usage error: {exc}\n")
+    handler: Callable[..., commands.Output] = args.handler
+    try:
+        output = handler(args, stdin)
+    except LifeMonitorError as exc:
+        return _fail(args, f"error: {exc.detail or exc.title}", 1)
+    except (MigrationError, SecretError) as exc:
+        return _fail(args, f"error: {exc}", 1)
+    except Exception as exc:  # database unreachable or not migrated, and the like
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300]
+        hint = " (has the database been migrated? run `db upgrade`)"
+        return _fail(args, f"error: database: {first}{hint}", 1)
+    finally:
+        from chalicelib.db import dispose_engines
+
+        dispose_engines()
+    if args.json:
+        text = json.dumps(output.data, indent=2, sort_keys=True, default=str) + "\n"
+    else:
+        text = output.text if output.text.endswith("\n") else output.text + "\n"
+    return Result(0, stdout=text, data=output.data)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> Result:
+    line = " ".join(message.split())  # one line, whatever the cause said
+    if getattr(args, "json", False):
+        return Result(code, stdout=json.dumps({"error": line}) + "\n", stderr=line + "\n")
+    return Result(code, stderr=line + "\n")
+
+
+def handle_lambda_event(event: Any) -> dict:
+    """The `admin` Lambda: ``{"args": [...], "stdin": "..."}`` → result dict."""
+    if not isinstance(event, dict) or not isinstance(event.get("args"), list):
+        return Result(2, stderr='usage error: payload must be {"args": ["group", "command", …]}\n'
+                      ).as_dict()
+    stdin = event.get("stdin")
+    if stdin is not None and not isinstance(stdin, str):
+        return Result(2, stderr="usage error: 'stdin' must be a string\n").as_dict()
+    return run(event["args"], stdin=stdin).as_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    stdin = None
+    args = sys.argv[1:] if argv is None else argv
+    if "--password-stdin" in args and not sys.stdin.isatty():
+        stdin = sys.stdin.read()
+    elif "--password-stdin" in args:
+        import getpass
+
+        stdin = getpass.getpass("Password: ")
+    result = run(args, stdin=stdin)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.exit_code
+
+
+__all__ = ["Result", "build_parser", "handle_lambda_event", "main", "run"]

@@ -1,0 +1,103 @@
+"""The one HTTP middleware: request id and logs, the caller's principal, problem+json for
+every error Chalice itself produces (405, 415, bad JSON, unhandled exceptions)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from chalicelib.api import context
+from chalicelib.api.problems import PROBLEM_JSON, from_chalice_body, from_error, problem
+
+log = logging.getLogger(__name__)
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "X-Request-Id",
+}
+
+
+def instance_url(info: context.RequestInfo | None) -> str | None:
+    if info is None:
+        return None
+    from chalicelib.config import ConfigError, get_settings
+
+    try:
+        return get_settings().external_server_url + info.full_path
+    except ConfigError:  # reporting a broken environment must not fail again
+        return info.full_path
+
+
+def http_middleware(event, get_response):
+    from chalicelib import logs
+    from chalicelib.errors import LifeMonitorError
+
+    logs.configure()
+    started = time.perf_counter()
+    info = context.request_info_from(event)
+    tokens = [context.request_var.set(info), logs.request_id_var.set(info.request_id)]
+    principal = None
+    try:
+        try:
+            principal = _principal(event)
+            context.principal_var.set(principal)
+            response = get_response(event)
+        except LifeMonitorError as exc:
+            response = from_error(exc, instance_url(info))
+        except Exception:
+            log.exception("unhandled error on %s %s", event.method, info.path)
+            response = problem(500, "Internal Error",
+                               "An internal error occurred; it has been logged",
+                               instance=instance_url(info))
+        response = _as_problem(response, info)
+        response.headers["X-Request-Id"] = info.request_id
+        # Errors made here or by Chalice before the view lack CORS headers: browsers could
+        # not read them. Every answer gets the app's CORS headers.
+        for name, value in CORS_HEADERS.items():
+            response.headers.setdefault(name, value)
+        log.info(
+            "%s %s -> %s", event.method, info.path, response.status_code,
+            extra={
+                "http_method": event.method,
+                "path": info.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "principal": principal.describe() if principal else "unresolved",
+            },
+        )
+        return response
+    finally:
+        context.principal_var.set(context.ANONYMOUS)
+        context.request_var.reset(tokens[0])
+        logs.request_id_var.reset(tokens[1])
+
+
+def _principal(event):
+    headers = event.headers or {}
+    api_key = headers.get("apikey")
+    authorization = headers.get("authorization")
+    if api_key is None and not (authorization or "").lower().startswith("bearer"):
+        return context.ANONYMOUS  # no database work for anonymous calls
+    from chalicelib.auth.principals import resolve
+    from chalicelib.db import session_scope
+
+    with session_scope() as session:
+        return resolve(session, api_key, authorization)
+
+
+def _as_problem(response, info):
+    """Chalice answers its own errors as {"Code", "Message"}; make them problem+json."""
+    if response.status_code < 400:
+        return response
+    ctype = {k.lower(): v for k, v in response.headers.items()}.get("content-type", "")
+    if ctype.startswith(PROBLEM_JSON):
+        return response
+    body = response.body
+    if isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        if response.status_code >= 500:
+            log.error("internal error on %s: %s", info.path, body.get("Message"))
+        return from_chalice_body(response.status_code, body, instance_url(info),
+                                 response.headers)
+    if isinstance(body, dict) and body:
+        return response  # a view's deliberate body (e.g. /health's 503 report)
+    return problem(response.status_code, instance=instance_url(info))

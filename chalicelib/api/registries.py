@@ -1,0 +1,154 @@
+"""Workflow registries: the public list, the calling registry's record, users and
+workflows, and the live index of a registry (contract §1.2 rows 1-10)."""
+
+from __future__ import annotations
+
+from chalice import Blueprint, Response
+
+from chalicelib.api import serializers
+from chalicelib.api.context import current_principal
+from chalicelib.api.routing import endpoint, json_body, query_flag
+from chalicelib.auth import scopes as S
+
+routes = Blueprint(__name__)
+
+
+def _flags():
+    req = routes.current_request
+    return {k: query_flag(req, k) for k in ("status", "versions")}
+
+
+def _listing(entries, flags):
+    return serializers.listing([
+        serializers.workflow_list_item(e, with_status=flags["status"],
+                                       with_versions=flags["versions"],
+                                       with_subscriptions=False)
+        for e in entries])
+
+
+@endpoint(routes, "/registries", public=True)
+def list_registries():
+    from chalicelib.db import session_scope
+    from chalicelib.services import registries
+
+    with session_scope() as s:
+        items = [serializers.registry(r, nested=True) for r in registries.list_registries(s)]
+    return serializers.listing(items)
+
+
+@endpoint(routes, "/registries/current", scopes=[S.REGISTRY_INFO], registry=True)
+def current_registry():
+    from chalicelib.db import session_scope
+    from chalicelib.services import registries
+
+    with session_scope() as s:
+        return serializers.registry(registries.get_by_uuid(s, current_principal().registry_uuid))
+
+
+@endpoint(routes, "/registries/current/users", scopes=[S.REGISTRY_USER],
+          registry_without_user=True)
+def current_registry_users():
+    from chalicelib.db import session_scope
+    from chalicelib.services import users
+
+    with session_scope() as s:
+        items = [serializers.user(u) for u in users.registry_users(
+            s, current_principal().registry_id)]
+    return serializers.listing(items)
+
+
+@endpoint(routes, "/registries/current/workflows", scopes=[S.REGISTRY_WORKFLOW_READ],
+          registry=True)
+def current_registry_workflows():
+    from chalicelib.db import session_scope
+    from chalicelib.services import workflows
+
+    flags = _flags()
+    principal = current_principal()
+    with session_scope() as s:
+        entries = workflows.list_workflows(
+            s, principal, mode="registry", registry_id=principal.registry_id,
+            with_status=flags["status"], all_versions=flags["versions"])
+        return _listing(entries, flags)
+
+
+@endpoint(routes, "/registries/current/workflows", methods=["POST"],
+          scopes=[S.REGISTRY_WORKFLOW_WRITE], registry=True)
+def submit_registry_workflow():
+    from chalicelib.db import session_scope
+    from chalicelib.services import registries, submission
+
+    body = json_body(routes.current_request)
+    principal = current_principal()
+    with session_scope() as s:
+        registry = registries.get_by_uuid(s, principal.registry_uuid)
+        version = submission.register(s, principal, body, registry=registry)
+        result = serializers.registered(version)
+    return Response(body=result, status_code=201)
+
+
+@endpoint(routes, "/registries/{registry_uuid}", public=True)
+def get_registry(registry_uuid: str):
+    from chalicelib.db import session_scope
+    from chalicelib.services import registries
+
+    with session_scope() as s:
+        return serializers.registry(registries.get_by_uuid(s, registry_uuid))
+
+
+@endpoint(routes, "/registries/{registry_uuid}/workflows", scopes=[S.USER_WORKFLOW_READ],
+          user=True)
+def user_registry_workflows(registry_uuid: str):
+    from chalicelib.db import session_scope
+    from chalicelib.services import registries, workflows
+
+    flags = _flags()
+    principal = current_principal()
+    with session_scope() as s:
+        registry = registries.get_by_uuid(s, registry_uuid)
+        entries = workflows.list_workflows(
+            s, principal, mode="user_registry", registry_id=registry.id,
+            user_id=principal.user_id, with_status=flags["status"],
+            all_versions=flags["versions"])
+        return _listing(entries, flags)
+
+
+@endpoint(routes, "/registries/{registry_uuid}/workflows", methods=["POST"],
+          scopes=[S.USER_WORKFLOW_WRITE], user=True)
+def submit_user_registry_workflow(registry_uuid: str):
+    from chalicelib.db import session_scope
+    from chalicelib.services import registries, submission
+
+    body = json_body(routes.current_request)
+    with session_scope() as s:
+        registry = registries.get_by_uuid(s, registry_uuid)
+        version = submission.register(s, current_principal(), body, registry=registry,
+                                      allow_crate=False)
+        result = serializers.registered(version)
+    return Response(body=result, status_code=201)
+
+
+@endpoint(routes, "/registries/{registry_uuid}/index", scopes=[S.USER_WORKFLOW_READ],
+          user=True)
+def registry_index(registry_uuid: str):
+    from chalicelib.db import session_scope
+    from chalicelib.services import registries
+
+    with session_scope() as s:
+        registry = registries.get_by_uuid(s, registry_uuid)
+        nested = serializers.registry(registry, nested=True)
+        items = registries.index(registry)
+    return serializers.listing([serializers.index_item(i, nested) for i in items])
+
+
+@endpoint(routes, "/registries/{registry_uuid}/index/{registry_workflow_identifier}",
+          scopes=[S.USER_WORKFLOW_READ], user=True)
+def registry_index_workflow(registry_uuid: str, registry_workflow_identifier: str):
+    from chalicelib.db import session_scope
+    from chalicelib.services import registries
+
+    with session_scope() as s:
+        registry = registries.get_by_uuid(s, registry_uuid)
+        nested = serializers.registry(registry, nested=True)
+        item = registries.index_item(registry, registry_workflow_identifier)
+    return serializers.single(serializers.index_item(item, nested, detailed=True))

@@ -1,0 +1,128 @@
+"""How routes are declared: authorization and error rendering in one decorator, so each
+view only parses, calls one domain function and serializes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from chalice import CORSConfig
+
+from chalicelib.api import context
+from chalicelib.api.problems import from_error
+from chalicelib.errors import BadRequestError, LifeMonitorError
+
+log = logging.getLogger(__name__)
+
+# Browsers (the web UI, Swagger UI) send LifeMonitor's `ApiKey` header: allow it.
+CORS = CORSConfig(
+    allow_origin="*",
+    allow_headers=["ApiKey", "X-Request-Id"],
+    expose_headers=["X-Request-Id"],
+    max_age=600,
+)
+
+# Every route, for the OpenAPI check: (path, method) -> security summary.
+ROUTES: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def endpoint(
+    bp,
+    path: str,
+    methods: Iterable[str] = ("GET",),
+    *,
+    scopes: Iterable[str] = (),
+    public: bool = False,
+    anonymous: bool = False,
+    user: bool = False,
+    registry: bool = False,
+    registry_without_user: bool = False,
+    content_types: list[str] | None = None,
+) -> Callable:
+    """Register a view on blueprint `bp`.
+
+    public: no credentials needed or checked (health, docs, token endpoint).
+    anonymous: credentials optional; if sent, they must hold `scopes`.
+    """
+    scopes = tuple(scopes)
+    methods = [m.upper() for m in methods]
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def view(**kwargs):
+            try:
+                if not public:
+                    from chalicelib.auth.principals import require
+
+                    require(context.current_principal(), scopes, anonymous=anonymous, user=user,
+                            registry=registry, registry_without_user=registry_without_user)
+                return fn(**kwargs)
+            except LifeMonitorError as exc:
+                from chalicelib.api.middleware import instance_url
+
+                return from_error(exc, instance_url(context.current_request_info()))
+
+        route_kwargs: dict[str, Any] = {"methods": methods, "cors": CORS}
+        if content_types is not None:
+            route_kwargs["content_types"] = content_types
+        bp.route(path, **route_kwargs)(view)
+        for method in methods:
+            ROUTES[(path, method)] = {"public": public, "anonymous": anonymous,
+                                      "scopes": list(scopes)}
+        return view
+
+    return decorate
+
+
+def json_body(request, *, required: bool = True) -> Any:
+    """The JSON body; a clear 400 rather than Chalice's own error shape."""
+    raw = request.raw_body
+    if not raw:
+        if required:
+            raise BadRequestError("a JSON request body is required")
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"malformed JSON body: {exc}") from None
+
+
+def query_flag(request, name: str, default: bool = False) -> bool:
+    params = request.query_params or {}
+    value = params.get(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"true", "1", "yes", "on"}:
+        return True
+    if lowered in {"false", "0", "no", "off", ""}:
+        return False
+    raise BadRequestError(f"query parameter {name!r} must be true or false, got {value!r}")
+
+
+def query_text(request, name: str, max_length: int = 256) -> str | None:
+    params = request.query_params or {}
+    value = params.get(name)
+    if value is None:
+        return None
+    if len(value) > max_length:
+        raise BadRequestError(f"query parameter {name!r} is too long")
+    return value.strip() or None
+
+
+def query_int(request, name: str, default: int, minimum: int = 1,
+              maximum: int = 1000) -> int:
+    params = request.query_params or {}
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequestError(f"query parameter {name!r} must be an integer") from None
+    if not minimum <= number <= maximum:
+        raise BadRequestError(f"query parameter {name!r} must be between {minimum} and {maximum}")
+    return number

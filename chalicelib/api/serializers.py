@@ -1,0 +1,359 @@
+"""Response envelopes and resource shapes of the LifeMonitor API (contract §1.4, §1.5).
+Every datetime leaves here as epoch seconds (legacy) or ISO-8601 text, never raw."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from chalicelib.api.context import current_request_info
+from chalicelib.config import get_settings
+
+API_VERSION = "0.15.0"  # the LifeMonitor API version we are a drop-in for
+
+
+def epoch(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def meta(created: datetime | None = None, modified: datetime | None = None) -> dict[str, Any]:
+    settings = get_settings()
+    info = current_request_info()
+    return {
+        "api_version": API_VERSION,
+        "base_url": settings.external_server_url,
+        "resource": info.full_path if info else None,
+        "created": epoch(created),
+        "modified": epoch(modified),
+    }
+
+
+def self_links() -> dict[str, str | None]:
+    info = current_request_info()
+    base = get_settings().external_server_url
+    return {"self": base + info.full_path if info else None}
+
+
+def single(body: dict[str, Any], created: datetime | None = None,
+           modified: datetime | None = None) -> dict[str, Any]:
+    return {"meta": meta(created, modified), "links": self_links(), **body}
+
+
+def listing(items: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"meta": meta(), "links": self_links(), "items": items, **extra}
+
+
+def registry(r, *, nested: bool = False) -> dict[str, Any]:
+    body = {"uuid": r.uuid, "identifier": r.client_name, "uri": r.uri, "type": r.type,
+            "name": r.name}
+    return body if nested else single(body, r.created, r.modified)
+
+
+# --- workflows, suites, instances, builds (contract §1.5) ------------------------------
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def user(u) -> dict[str, Any]:
+    return {"id": u.id, "username": u.username}
+
+
+def test_instance(view, *, nested: bool = True) -> dict[str, Any]:
+    from chalicelib.testing.links import instance_link
+
+    inst, service = view.instance, view.service
+    body = {
+        "uuid": inst.uuid,
+        "roc_instance": inst.roc_instance,
+        "name": inst.name,
+        "resource": inst.resource,
+        "managed": inst.managed,
+        "service": {"uuid": service.uuid, "url": service.url, "type": service.type},
+        "links": {"origin": instance_link(service.type, service.url, inst.resource)},
+        # Our additions: when we last looked and what went wrong, if anything.
+        "last_checked": iso(inst.last_checked_at),
+        "last_error": inst.last_error,
+    }
+    body = _drop_none(body)
+    if nested:
+        return body
+    base = get_settings().external_server_url
+    body["links"]["self"] = f"{base}/instances/{inst.uuid}"
+    return {"meta": meta(inst.created, inst.modified), **body}
+
+
+def build_summary(build, view, *, links: bool = True) -> dict[str, Any]:
+    """BuildSummary: legacy `timestamp` (string, epoch seconds for every CI) and `duration`
+    (integer seconds), plus ISO-8601 `started_at`/`finished_at`."""
+    body = {
+        "build_id": build.build_id,
+        "suite_uuid": view.suite_uuid,
+        "status": build.status,
+        "instance": test_instance(view),
+        "timestamp": str(int(build.started_at.timestamp())) if build.started_at else None,
+        "duration": round(build.duration) if build.duration is not None else None,
+        "started_at": iso(build.started_at),
+        "finished_at": iso(build.finished_at),
+        "duration_seconds": build.duration,
+    }
+    if links:
+        body["links"] = {"origin": build.url}
+    return _drop_none(body)
+
+
+def test_suite(view, *, nested: bool = True, with_status: bool = False,
+               with_latest_builds: bool = False) -> dict[str, Any]:
+    suite = view.suite
+    body: dict[str, Any] = {
+        "uuid": suite.uuid,
+        "roc_suite": suite.roc_suite,
+        "name": suite.name,
+        "definition": suite.definition or None,
+        "instances": [test_instance(i) for i in view.instances],
+    }
+    body = _drop_none(body)
+    if with_status or with_latest_builds:
+        result = view.status()
+        if with_status:
+            body["aggregate_test_status"] = result.aggregate_test_status
+        if with_latest_builds:
+            body["latest_builds"] = [_build_of(b, view) for b in result.latest_builds]
+    if nested:
+        return body
+    return single(body, suite.created, suite.modified)
+
+
+def _build_of(build, suite_view, links: bool = True) -> dict[str, Any]:
+    inst_view = next(i for i in suite_view.instances if build.id in (
+        getattr(i.latest_build, "id", None), getattr(i.last_completed_build, "id", None)))
+    return build_summary(build, inst_view, links=links)
+
+
+def _builds_of(result, suites, links: bool = True,
+               limit: int | None = None) -> list[dict[str, Any]]:
+    by_build = {}
+    for s in suites:
+        for i in s.instances:
+            for b in (i.latest_build, i.last_completed_build):
+                if b is not None:
+                    by_build[b.id] = i
+    builds = result.latest_builds if limit is None else result.latest_builds[:limit]
+    return [build_summary(b, by_build[b.id], links=links) for b in builds]
+
+
+def suite_status(view) -> dict[str, Any]:
+    result = view.status()
+    body = {
+        "suite_uuid": view.suite.uuid,
+        "aggregate_test_status": result.aggregate_test_status,
+        "latest_builds": _builds_of(result, [view]),
+    }
+    if result.reason:
+        body["reason"] = result.reason
+    return single(body, view.suite.created, view.suite.modified)
+
+
+def ro_crate_links(version_view) -> dict[str, Any]:
+    v = version_view.version
+    base = get_settings().external_server_url
+    wf_uuid = v.workflow.uuid
+    links: dict[str, Any] = {
+        "origin": v.crate_origin,
+        "metadata": f"{base}/workflows/{wf_uuid}/rocrate/{v.version}/metadata",
+        "download": f"{base}/workflows/{wf_uuid}/rocrate/{v.version}/download",
+    }
+    if version_view.registries:
+        links["registries"] = {r.client_name: link.uri for r, link in version_view.registries}
+    return links
+
+
+def _version_status(version_view, *, latest_build_only: bool) -> dict[str, Any]:
+    result = version_view.status()
+    builds = _builds_of(result, version_view.suites, limit=1 if latest_build_only else None)
+    body = {"aggregate_test_status": result.aggregate_test_status, "latest_builds": builds}
+    if result.reason:
+        body["reason"] = result.reason
+    return body
+
+
+def workflow_list_item(entry, *, with_status: bool, with_versions: bool,
+                       with_subscriptions: bool) -> dict[str, Any]:
+    wf = entry.workflow
+    body: dict[str, Any] = {
+        "uuid": wf.uuid,
+        "name": wf.name,
+        "public": wf.public,
+        "latest_version": entry.latest.version.version,
+    }
+    if with_status:
+        body["status"] = _version_status(entry.latest, latest_build_only=True)
+    if with_subscriptions:
+        body["subscriptions"] = [subscription(s) for s in entry.subscriptions]
+    if with_versions:
+        body["versions"] = []
+        for vv in entry.versions:
+            item = {"uuid": vv.version.uuid, "version": vv.version.version,
+                    "ro_crate": {"links": ro_crate_links(vv)}, "is_latest": vv.is_latest}
+            if with_status:
+                item["status"] = _version_status(vv, latest_build_only=True)
+            body["versions"].append(item)
+    return body
+
+
+def subscription(s) -> dict[str, Any]:
+    return {
+        "user": user(s.user),
+        "resource": {"uuid": s.workflow_id and _workflow_uuid(s), "type": "workflow"
+                     if s.workflow_id else "workflow_version"},
+        "created": str(s.created.replace(tzinfo=None)),
+        "modified": str(s.modified.replace(tzinfo=None)),
+        "events": list(s.events),
+    }
+
+
+def _workflow_uuid(s) -> str | None:
+    from sqlalchemy.orm import object_session
+
+    from chalicelib.models import Workflow
+
+    session = object_session(s)
+    wf = session.get(Workflow, s.workflow_id) if session else None
+    return wf.uuid if wf else None
+
+
+def version_body(version_view, *, with_crate: bool = False) -> dict[str, Any]:
+    v = version_view.version
+    body: dict[str, Any] = {
+        "uuid": v.uuid,
+        "name": v.name,
+        "version": v.version,
+        "is_latest": version_view.is_latest,
+        "submitter": user(v.submitter) if v.submitter else None,
+        "authors": list(v.authors or []),
+        "ro_crate": {"links": ro_crate_links(version_view)},
+        "links": _drop_none({
+            "origin": v.crate_origin,
+            "registries": ro_crate_links(version_view).get("registries"),
+        }),
+    }
+    if with_crate:
+        body["ro_crate"]["metadata"] = v.crate_metadata
+    return _drop_none(body)
+
+
+def workflow_details(entry, *, with_crate: bool = False, previous_versions: bool = False,
+                     principal=None) -> dict[str, Any]:
+    wf = entry.workflow
+    chosen = entry.versions[0]
+    body: dict[str, Any] = {
+        "uuid": wf.uuid,
+        "name": wf.name,
+        "public": wf.public,
+        "registries": [registry(r, nested=True) for r, _ in chosen.registries],
+        "version": version_body(chosen, with_crate=with_crate),
+    }
+    if principal is not None and principal.user_id is not None:
+        body["subscriptions"] = [subscription(s) for s in entry.subscriptions]
+    if previous_versions:
+        body["previous_versions"] = [
+            {"uuid": vv.version.uuid, "version": vv.version.version,
+             "ro_crate": {"links": ro_crate_links(vv)}}
+            for vv in entry.versions[1:]
+        ]
+    return single(body, chosen.version.created, chosen.version.modified)
+
+
+def workflow_status(entry) -> dict[str, Any]:
+    body = workflow_details(entry)
+    chosen = entry.versions[0]
+    result = chosen.status()
+    body["aggregate_test_status"] = result.aggregate_test_status
+    body["latest_builds"] = _builds_of(result, chosen.suites, links=False)
+    if result.reason:
+        body["reason"] = result.reason
+    return body
+
+
+def versions_list(entry) -> dict[str, Any]:
+    base = get_settings().external_server_url
+    wf = entry.workflow
+    versions = sorted(entry.versions, key=lambda vv: vv.version.modified, reverse=True)
+    return {
+        "meta": meta(wf.created, wf.modified),
+        "links": self_links(),
+        "workflow": {"uuid": wf.uuid, "name": wf.name,
+                     "links": {"self": f"{base}/workflows/{wf.uuid}"}},
+        "versions": [
+            _drop_none({
+                "uuid": vv.version.uuid, "version": vv.version.version,
+                "ro_crate": {"links": ro_crate_links(vv)}, "is_latest": vv.is_latest,
+                "submitter": user(vv.version.submitter) if vv.version.submitter else None,
+                "authors": list(vv.version.authors or []),
+            })
+            for vv in versions
+        ],
+    }
+
+
+def registered(version) -> dict[str, Any]:
+    """The 201 body of every workflow POST (LifeMonitor's actual shape, contract §1.3)."""
+    return {
+        "uuid": version.workflow.uuid,
+        "wf_version": version.version,
+        "name": version.workflow.name,
+        "meta": {"created": epoch(version.created), "modified": epoch(version.modified)},
+    }
+
+
+def user_profile(profile) -> dict[str, Any]:
+    u, identities, registry_ = profile
+    base = get_settings().external_server_url
+    ids: dict[str, Any] = {}
+    if registry_ is None:
+        ids["lifemonitor"] = {
+            "sub": str(u.id), "username": u.username, "picture": None,
+            "provider": {"name": "LifeMonitor", "type": "oauth2_identity_provider",
+                         "uri": base, "userinfo_endpoint": f"{base}/users/current"},
+        }
+    for ident in identities:
+        info = ident.user_info or {}
+        ids[ident.provider] = {
+            "sub": ident.provider_user_id,
+            "name": info.get("name"),
+            "username": info.get("username") or info.get("preferred_username"),
+            "email": info.get("email"),
+            "mbox_sha1sum": info.get("mbox_sha1sum"),
+            "profile": info.get("profile"),
+            "picture": info.get("picture"),
+            "provider": {"name": ident.provider,
+                         "type": "registry" if ident.registry_id else "oauth2_identity_provider"},
+        }
+    return single({"id": u.id, "username": u.username, "identities": ids}, u.created,
+                  u.modified)
+
+
+def notification(user_notification, n) -> dict[str, Any]:
+    return _drop_none({
+        "uuid": n.uuid,
+        "created": iso(n.created),
+        "read": iso(user_notification.read_at),
+        "emailed": iso(user_notification.emailed_at),
+        "name": n.name,
+        "event": n.event,
+        "data": n.data,
+    })
+
+
+def index_item(item, registry_body: dict[str, Any], *, detailed: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {"identifier": item.identifier, "name": item.name,
+                            "registry": registry_body, "links": {"origin": item.link}}
+    if detailed:
+        body["latest_version"] = item.latest_version
+        body["versions"] = item.versions
+    return body

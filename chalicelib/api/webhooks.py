@@ -1,0 +1,7 @@
+"""Blueprint module for the webhooks routes (filled in by the refresh issue)."""
+
+from __future__ import annotations
+
+from chalice import Blueprint
+
+routes = Blueprint(__name__)

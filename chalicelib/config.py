@@ -1,0 +1,145 @@
+"""Settings, read lazily from the environment (the one place that reads it).
+
+Never read at import time: `chalice package` imports `app.py`, and the Chalice test
+client only patches `os.environ` around each request. `get_settings()` re-reads the
+handful of variables on every call (cheap) and memoises the parsed object per distinct
+environment, so a changed environment is always honoured.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Every variable the service reads. Documented in the README.
+ENV_VARS = (
+    "LM_STAGE",
+    "DATABASE_URL",
+    "LM_DATA_DIR",
+    "LM_SECRETS_BACKEND",
+    "LM_SSM_PREFIX",
+    "LM_SECRETS_TTL",
+    "EXTERNAL_SERVER_URL",
+    "PORT",
+    "LOG_LEVEL",
+    "LM_TOKEN_EXPIRES_IN",
+    "LM_CRATE_BUCKET",
+    "LM_REFRESH_QUEUE_URL",
+    "ALLOW_PRIVATE_URLS",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "LM_DB_POOL_SIZE",
+    "LM_DB_TIMEOUT",
+)
+
+#: Stages that are deployed to AWS; development-only switches are refused there.
+DEPLOYED_STAGES = frozenset({"prod", "production", "staging"})
+
+
+class ConfigError(ValueError):
+    """The environment holds an invalid or unsafe setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    database_url: str | None  # None: the parameter store's `database/url`, else embedded
+    data_dir: Path
+    secrets_backend: str  # "ssm" | "file"
+    ssm_prefix: str
+    secrets_ttl: int
+    external_server_url: str
+    log_level: str
+    token_expires_in: int
+    crate_bucket: str | None
+    refresh_queue_url: str | None
+    allow_private_urls: bool
+    in_lambda: bool
+    db_pool_size: int
+    db_timeout: int  # seconds of socket silence before a database call fails
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.data_dir / "secrets.json"
+
+    @property
+    def crates_dir(self) -> Path:
+        return self.data_dir / "crates"
+
+    @property
+    def embedded_database_url(self) -> str:
+        return f"sqlite:///{self.data_dir / 'lifemonitor.db'}"
+
+    @property
+    def is_deployed(self) -> bool:
+        return self.in_lambda or self.stage in DEPLOYED_STAGES
+
+    def url_for(self, path: str) -> str:
+        """Absolute URL of one of our own paths, from EXTERNAL_SERVER_URL."""
+        return self.external_server_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, value: str | None, default: int, minimum: int = 0) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {number}")
+    return number
+
+
+@lru_cache(maxsize=16)
+def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
+    e = dict(env)
+    stage = e["LM_STAGE"] or "dev"
+    in_lambda = bool(e["AWS_LAMBDA_FUNCTION_NAME"])
+    data_dir = Path(e["LM_DATA_DIR"] or PROJECT_ROOT / ".data").expanduser().resolve()
+    # Deployed stages keep the URL (it holds a password) in the parameter store instead.
+    database_url = e["DATABASE_URL"] or None
+    backend = (e["LM_SECRETS_BACKEND"] or ("ssm" if in_lambda else "file")).lower()
+    if backend not in {"ssm", "file"}:
+        raise ConfigError(f"LM_SECRETS_BACKEND must be 'ssm' or 'file', got {backend!r}")
+    prefix = e["LM_SSM_PREFIX"] or f"/lifemonitor/{stage}/"
+    if not prefix.startswith("/"):
+        raise ConfigError(f"LM_SSM_PREFIX must start with '/', got {prefix!r}")
+    port = _int("PORT", e["PORT"], 8000, minimum=1)
+    external = (e["EXTERNAL_SERVER_URL"] or f"http://127.0.0.1:{port}").rstrip("/")
+    if not external.startswith(("http://", "https://")):
+        raise ConfigError(f"EXTERNAL_SERVER_URL must be an http(s) URL, got {external!r}")
+    allow_private = _flag(e["ALLOW_PRIVATE_URLS"])
+    settings = Settings(
+        stage=stage,
+        database_url=database_url,
+        data_dir=data_dir,
+        secrets_backend=backend,
+        ssm_prefix=prefix if prefix.endswith("/") else prefix + "/",
+        secrets_ttl=_int("LM_SECRETS_TTL", e["LM_SECRETS_TTL"], 300),
+        external_server_url=external,
+        log_level=(e["LOG_LEVEL"] or "INFO").upper(),
+        token_expires_in=_int("LM_TOKEN_EXPIRES_IN", e["LM_TOKEN_EXPIRES_IN"], 86400, 60),
+        crate_bucket=e["LM_CRATE_BUCKET"] or None,
+        refresh_queue_url=e["LM_REFRESH_QUEUE_URL"] or None,
+        allow_private_urls=allow_private,
+        in_lambda=in_lambda,
+        db_pool_size=_int("LM_DB_POOL_SIZE", e["LM_DB_POOL_SIZE"], 1 if in_lambda else 5, 1),
+        db_timeout=_int("LM_DB_TIMEOUT", e["LM_DB_TIMEOUT"], 30, 1),
+    )
+    if allow_private and settings.is_deployed:
+        # The SSRF guard must never be lifted where real users reach the service.
+        raise ConfigError("ALLOW_PRIVATE_URLS is for development and tests only")
+    return settings
+
+
+def get_settings() -> Settings:
+    """The current settings; raises ConfigError on an invalid environment."""
+    return _build(tuple((name, os.environ.get(name)) for name in ENV_VARS))

@@ -1,0 +1,143 @@
+"""Engine and sessions, created lazily (never at import) and sized for Lambda."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from chalicelib.config import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def normalize_url(url: str) -> str:
+    """Use pg8000 for every Postgres URL (pure Python: same wheel on x86_64 and arm64)."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+pg8000://" + url[len(prefix):]
+    return url
+
+
+DATABASE_URL_SECRET = "database/url"  # noqa: S105 - a parameter name, not a secret
+
+
+def database_url() -> str:
+    """DATABASE_URL; else the parameter store's `database/url` (deployed stages: the URL
+    holds a password); else the embedded SQLite database under the data dir."""
+    settings = get_settings()
+    if settings.database_url:
+        return normalize_url(settings.database_url)
+    if settings.secrets_backend == "ssm":
+        from chalicelib.secrets import get_secrets
+
+        url = get_secrets(settings).get(DATABASE_URL_SECRET)
+        if url:
+            return normalize_url(url)
+        if settings.is_deployed:
+            raise RuntimeError(
+                f"no database configured: set DATABASE_URL or the {settings.ssm_prefix}"
+                f"{DATABASE_URL_SECRET} parameter"
+            )
+    return settings.embedded_database_url
+
+
+def _create_engine(url: str) -> Engine:
+    from sqlalchemy import create_engine, event
+
+    if url.startswith("sqlite"):
+        from pathlib import Path
+
+        from sqlalchemy.engine import make_url
+
+        db = make_url(url).database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.close()
+
+        return engine
+    settings = get_settings()
+    # Every warm container keeps its pool while frozen: keep it tiny in Lambda (chalice.md
+    # §5.2); recycle before RDS/NAT idle timeouts; pre-ping to survive reaped connections.
+    engine = create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=0 if settings.in_lambda else 5,
+        pool_pre_ping=True,
+        pool_recycle=300,
+        connect_args={"timeout": settings.db_timeout},
+    )
+    if engine.dialect.driver == "pg8000":
+        event.listen(engine, "connect", _fast_timestamps)
+    return engine
+
+
+def _fast_timestamps(dbapi_conn, _record) -> None:
+    """pg8000 parses every timestamp with strptime (~50 µs each, most of a big list's
+    time); `datetime.fromisoformat` reads Postgres' text format in C. Anything it cannot
+    read (infinity, BC dates) falls back to pg8000's own converter."""
+    from datetime import datetime
+
+    from pg8000 import converters
+
+    def make(fallback):
+        def convert(data: str):
+            try:
+                return datetime.fromisoformat(data)
+            except ValueError:
+                return fallback(data)
+
+        return convert
+
+    dbapi_conn.register_in_adapter(1184, make(converters.timestamptz_in))  # timestamptz
+    dbapi_conn.register_in_adapter(1114, make(converters.timestamp_in))  # timestamp
+
+
+def get_engine() -> Engine:
+    url = database_url()
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = _create_engine(url)
+    return engine
+
+
+def get_sessionmaker():
+    from sqlalchemy.orm import sessionmaker
+
+    return sessionmaker(bind=get_engine(), expire_on_commit=False, future=True)
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error, always close."""
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_engines() -> None:
+    """Close every pool (tests, and admin commands before exiting)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()

@@ -1,0 +1,129 @@
+"""Test suites, test instances, CI services and the durable build history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from chalicelib.models.base import Base, JSONType, Timestamped, UTCDateTime, uuid_column
+from chalicelib.models.workflows import WorkflowVersion
+
+#: CI build states (contract §2).
+BUILD_STATUSES = ("passed", "failed", "error", "aborted", "running", "waiting")
+#: States that count for the aggregate status; the others are skipped.
+COMPLETED_STATUSES = frozenset({"passed", "failed", "error"})
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class TestingService(Timestamped, Base):
+    """A CI server (Jenkins, GitHub Actions, Travis, GitLab), shared by its instances."""
+
+    __tablename__ = "testing_services"
+    __test__ = False  # not a pytest class
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = uuid_column()
+    type: Mapped[str] = mapped_column(String(32), nullable=False)
+    url: Mapped[str] = mapped_column(String(1024), unique=True, nullable=False)
+    # Set when the host rate-limits us; the scheduler skips it until then.
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TestSuite(Timestamped, Base):
+    __tablename__ = "test_suites"
+    __test__ = False
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = uuid_column()
+    workflow_version_id: Mapped[int] = mapped_column(
+        ForeignKey("workflow_versions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    roc_suite: Mapped[str | None] = mapped_column(String(512))  # crate @id, e.g. "#test1"
+    name: Mapped[str | None] = mapped_column(Text)
+    # {path, test_engine: {type, version}} from the crate's TestDefinition.
+    definition: Mapped[dict | None] = mapped_column(JSONType)
+
+    workflow_version: Mapped[WorkflowVersion] = relationship()
+    instances: Mapped[list[TestInstance]] = relationship(
+        back_populates="suite", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class TestInstance(Timestamped, Base):
+    __tablename__ = "test_instances"
+    __test__ = False
+    __table_args__ = (Index("ix_test_instances_due", "next_check_at", "lease_until"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = uuid_column()
+    suite_id: Mapped[int] = mapped_column(
+        ForeignKey("test_suites.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    roc_instance: Mapped[str | None] = mapped_column(String(512))  # e.g. "#test1_1"
+    name: Mapped[str | None] = mapped_column(Text)
+    resource: Mapped[str] = mapped_column(Text, nullable=False)  # job path, workflow file, …
+    managed: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    testing_service_id: Mapped[int] = mapped_column(
+        ForeignKey("testing_services.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    parameters: Mapped[dict] = mapped_column(JSONType, default=dict, nullable=False)
+    # Refresh bookkeeping: when to look again, who holds it now, what went wrong last.
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    consecutive_errors: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    etag: Mapped[str | None] = mapped_column(String(256))  # conditional requests (GitHub)
+    # Denormalised pointers into `builds`, so a status read is one indexed query: the newest
+    # build, and the first completed one among the newest ten (the LifeMonitor rule). Plain
+    # columns, not foreign keys: builds reference instances, and the refresh sets both in
+    # one transaction.
+    latest_build_id: Mapped[int | None] = mapped_column(BigId)
+    last_completed_build_id: Mapped[int | None] = mapped_column(BigId)
+
+    suite: Mapped[TestSuite] = relationship(back_populates="instances")
+    testing_service: Mapped[TestingService] = relationship()
+
+
+class Build(Timestamped, Base):
+    """One CI build or run attempt, kept for good (LifeMonitor only cached ten)."""
+
+    __tablename__ = "builds"
+    __table_args__ = (
+        UniqueConstraint("instance_id", "build_id"),
+        Index("ix_builds_instance_started", "instance_id", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(
+        ForeignKey("test_instances.id", ondelete="CASCADE"), nullable=False
+    )
+    build_id: Mapped[str] = mapped_column(String(128), nullable=False)  # CI's id, as a string
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # BUILD_STATUSES
+    # UTC instants; the API shows them as epoch seconds (legacy) and ISO-8601.
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)  # seconds, for every CI
+    url: Mapped[str | None] = mapped_column(Text)  # the build's page on the CI
+    revision: Mapped[str | None] = mapped_column(String(128))
+    links: Mapped[dict] = mapped_column(JSONType, default=dict, nullable=False)
+
+    instance: Mapped[TestInstance] = relationship()
+
+    @property
+    def completed(self) -> bool:
+        return self.status in COMPLETED_STATUSES

@@ -1,0 +1,379 @@
+"""Submitting a workflow version (architecture flow 1, contract §1.3 and §5).
+
+fetch the crate (registry download, `roc_link` through the guarded client, or base64)
+→ parse it → one transaction writes workflow, version, suites, instances, registry link,
+the submitter's permission and subscription → the bytes go to the crate store.
+Nothing is written when any step fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import uuid as uuidlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+
+from chalicelib.auth.principals import Principal
+from chalicelib.errors import BadRequestError, UnprocessableError, WorkflowVersionConflictError
+from chalicelib.models import (
+    Permission,
+    Registry,
+    RegistryWorkflowVersion,
+    Subscription,
+    TestingService,
+    TestInstance,
+    TestSuite,
+    User,
+    Workflow,
+    WorkflowVersion,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from chalicelib.crates import CrateInfo
+
+log = logging.getLogger(__name__)
+
+MAX_CRATE_BYTES = 100 * 1024 * 1024
+_GITHUB_REPO = re.compile(r"^https://github\.com/([\w.\-]+)/([\w.\-]+?)(?:\.git)?/?$")
+UPLOADED = "local file uploaded"
+
+
+@dataclass
+class Submission:
+    """A parsed request body (contract §1.3)."""
+
+    version: str | None = None
+    uuid: str | None = None
+    name: str | None = None
+    public: bool = False
+    identifier: str | None = None  # RegistryWorkflowVersion
+    roc_link: str | None = None  # RoCrateLinkWorkflowVersion
+    authorization: str | None = None
+    rocrate: str | None = None  # RoCrateWorkflowVersion (base64)
+    registry: str | None = None  # a registry name/uuid on user endpoints (LM extension)
+    submitter_id: int | None = None  # registry clients naming the submitter
+
+    @classmethod
+    def from_body(cls, body: Any, *, allow_identifier: bool = True,
+                  allow_crate: bool = True) -> Submission:
+        if not isinstance(body, dict):
+            raise BadRequestError("the request body must be a JSON object")
+        known = {"version", "uuid", "name", "public", "identifier", "roc_link",
+                 "authorization", "rocrate", "registry", "submitter_id", "user_id", "async"}
+
+        def text(key: str) -> str | None:
+            value = body.get(key)
+            if value is None:
+                return None
+            if isinstance(value, int | float) and not isinstance(value, bool) and key in {
+                "version", "identifier"
+            }:
+                return str(value)  # WorkflowHub sends numbers for ids and versions
+            if not isinstance(value, str):
+                raise BadRequestError(f"'{key}' must be a string", field=key)
+            return value.strip() or None
+
+        public = body.get("public", False)
+        if not isinstance(public, bool):
+            raise BadRequestError("'public' must be true or false", field="public")
+        submitter = body.get("submitter_id", body.get("user_id"))
+        if submitter is not None and (isinstance(submitter, bool) or not isinstance(
+                submitter, int | str) or not str(submitter).isdigit()):
+            raise BadRequestError("'submitter_id' must be a user id", field="submitter_id")
+        sub = cls(version=text("version"), uuid=text("uuid"), name=text("name"), public=public,
+                  identifier=text("identifier"), roc_link=text("roc_link"),
+                  authorization=text("authorization"), rocrate=text("rocrate"),
+                  registry=text("registry"),
+                  submitter_id=int(submitter) if submitter is not None else None)
+        sources = [s for s in ("identifier", "roc_link", "rocrate") if getattr(sub, s)]
+        allowed = ([("identifier")] if allow_identifier else []) + (
+            ["roc_link", "rocrate"] if allow_crate else [])
+        if not sources:
+            raise BadRequestError(
+                "Missing input: one of " + ", ".join(f"'{s}'" for s in allowed) + " is required",
+                **{"missing input": " or ".join(allowed)},
+            )
+        if len(sources) > 1:
+            raise BadRequestError(f"give only one of {', '.join(sources)}")
+        if sources[0] not in allowed:
+            raise BadRequestError(f"'{sources[0]}' is not accepted by this endpoint")
+        if sub.uuid is not None:
+            try:
+                sub.uuid = str(uuidlib.UUID(sub.uuid))
+            except ValueError:
+                raise BadRequestError(f"'uuid' is not a UUID: {sub.uuid!r}",
+                                      field="uuid") from None
+        if sub.version is not None and len(sub.version) > 128:
+            raise BadRequestError("'version' is longer than 128 characters", field="version")
+        if sub.version is None and not sub.identifier:
+            raise BadRequestError("'version' is required", field="version")
+        if unknown := sorted(set(body) - known):
+            log.info("submission: ignoring unknown keys %s", unknown)
+        return sub
+
+
+@dataclass
+class FetchedCrate:
+    data: bytes
+    origin: str
+    workflow_uuid: str | None = None  # adopted from the registry
+    name: str | None = None
+    version: str | None = None
+    registry: Registry | None = None
+    registry_identifier: str | None = None
+    registry_link: str | None = None
+
+
+def fetch_crate(session: Session, sub: Submission, registry: Registry | None) -> FetchedCrate:
+    """Get the crate bytes; no database writes. Raises 400/404/422/503 with the reason."""
+    if sub.identifier:
+        if registry is None:
+            raise BadRequestError("'identifier' needs a registry")
+        return _from_registry(registry, sub)
+    if sub.roc_link:
+        return _from_link(sub.roc_link, sub.authorization, sub.version)
+    try:
+        data = base64.b64decode(sub.rocrate or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError("'rocrate' is not valid base64") from None
+    if not data:
+        raise BadRequestError("'rocrate' is empty")
+    return FetchedCrate(data=data, origin=UPLOADED)
+
+
+def _from_registry(registry: Registry, sub: Submission) -> FetchedCrate:
+    from chalicelib.registries import seek
+
+    client = seek.client_for(registry)
+    data = client.get_workflow(sub.identifier)
+    version = sub.version or seek.latest_version(data)
+    if version is None:
+        raise UnprocessableError(f"workflow {sub.identifier} on {registry.name} has no version")
+    crate = client.download_crate(sub.identifier, version)
+    return FetchedCrate(
+        data=crate, origin=client.workflow_url(sub.identifier, version),
+        workflow_uuid=seek.workflow_uuid(data), name=seek.workflow_title(data), version=version,
+        registry=registry,
+        registry_identifier=str(sub.identifier),
+        registry_link=client.workflow_url(sub.identifier, version),
+    )
+
+
+def _from_link(link: str, authorization: str | None, version: str | None) -> FetchedCrate:
+    from chalicelib import http
+
+    parts = urlsplit(link)
+    if parts.scheme not in {"http", "https"}:
+        raise BadRequestError("'roc_link' must be an http(s) URL", field="roc_link")
+    url = link
+    repo = _GITHUB_REPO.match(link)
+    if repo and version:
+        # A GitHub repository: its archive at the branch or tag named like the version.
+        url = f"https://github.com/{repo.group(1)}/{repo.group(2)}/archive/{version}.zip"
+    headers = {"Authorization": authorization} if authorization else None
+    try:
+        response = http.get(url, headers=headers, max_bytes=MAX_CRATE_BYTES)
+    except http.BlockedURLError as exc:
+        raise BadRequestError(f"'roc_link' refused: {exc.reason}", field="roc_link") from None
+    except http.OutboundError as exc:
+        raise UnprocessableError(f"cannot download 'roc_link': {exc.reason}",
+                                 field="roc_link") from None
+    if response.status in (401, 403):
+        raise UnprocessableError(f"'roc_link' answered {response.status}: not authorized",
+                                 field="roc_link")
+    if response.status == 404:
+        raise UnprocessableError("'roc_link' answered 404: RO-Crate not found",
+                                 field="roc_link")
+    if not response.ok:
+        raise UnprocessableError(f"'roc_link' answered {response.status}", field="roc_link")
+    return FetchedCrate(data=response.content, origin=link)
+
+
+def submit(
+    session: Session,
+    principal: Principal,
+    sub: Submission,
+    *,
+    registry: Registry | None = None,
+    submitter: User | None = None,
+) -> WorkflowVersion:
+    """Register a workflow version. The caller commits (one transaction); on any error
+    nothing is written. Returns the new version."""
+    from chalicelib import crates, storage
+
+    fetched = fetch_crate(session, sub, registry)
+    info: CrateInfo = crates.read_crate(fetched.data)
+    version_label = sub.version or fetched.version
+    name = sub.name or fetched.name or info.name or info.main_entity
+    if not name:
+        raise BadRequestError("Missing attribute 'name'", field="name")
+
+    wf_uuid = fetched.workflow_uuid or sub.uuid
+    workflow = None
+    if wf_uuid is not None:
+        workflow = session.scalar(select(Workflow).where(Workflow.uuid == wf_uuid))
+    if workflow is not None:
+        from chalicelib.services.access import require_write
+
+        if session.scalar(select(WorkflowVersion.id).where(
+                WorkflowVersion.workflow_id == workflow.id,
+                WorkflowVersion.version == version_label)) is not None:
+            raise WorkflowVersionConflictError(
+                f"Workflow '{workflow.uuid}' version '{version_label}' is already registered",
+                resource_type="workflow_version", resource_identifier=workflow.uuid,
+            )
+        # A new version of an existing workflow: only its owner or registry may add one.
+        require_write(session, principal, workflow)
+        if sub.name:
+            workflow.name = sub.name
+        workflow.public = sub.public or workflow.public
+    else:
+        workflow = Workflow(name=name, public=sub.public)
+        if wf_uuid:
+            workflow.uuid = wf_uuid
+        session.add(workflow)
+
+    version = WorkflowVersion(
+        workflow=workflow, version=version_label, name=name, submitter=submitter,
+        crate_metadata=info.metadata, crate_origin=fetched.origin, crate_sha256=info.sha256,
+        authors=info.authors,
+    )
+    session.add(version)
+    session.flush()
+    add_suites(session, version, info)
+    if fetched.registry is not None:
+        session.add(RegistryWorkflowVersion(
+            workflow_registry=fetched.registry, workflow_version=version,
+            identifier=fetched.registry_identifier, uri=fetched.registry_link,
+        ))
+    elif registry is not None and principal.registry_id == registry.id:
+        # A registry client submitting by link or upload still "submitted" it.
+        session.add(RegistryWorkflowVersion(workflow_registry=registry,
+                                            workflow_version=version,
+                                            identifier=workflow.uuid, uri=None))
+    if submitter is not None:
+        _grant_owner(session, submitter, workflow)
+    if sub.authorization and sub.roc_link:
+        from chalicelib.secrets import get_secrets
+
+        key = f"workflows/{version.uuid}/authorization"
+        get_secrets().put(key, sub.authorization)
+        version.crate_authorization_key = key
+    version.crate_location = storage.put_crate(workflow.uuid, version.uuid, fetched.data)
+    session.flush()
+    return version
+
+
+def add_suites(session: Session, version: WorkflowVersion, info: CrateInfo) -> None:
+    now = utcnow()
+    for spec in info.suites:
+        suite = TestSuite(workflow_version=version, roc_suite=spec.roc_suite, name=spec.name,
+                          definition=spec.definition)
+        session.add(suite)
+        for inst in spec.instances:
+            service = testing_service(session, inst.service_type, inst.service_url)
+            session.add(TestInstance(
+                suite=suite, roc_instance=inst.roc_instance, name=inst.name,
+                resource=inst.resource, managed=False, testing_service=service,
+                next_check_at=now,  # due at once: the next refresh fetches its builds
+            ))
+
+
+def testing_service(session: Session, service_type: str, url: str) -> TestingService:
+    """Get or create the service for `url` (unique), safe under concurrent submissions."""
+    service = session.scalar(select(TestingService).where(TestingService.url == url))
+    if service is not None:
+        if service.type != service_type:
+            raise UnprocessableError(
+                f"testing service {url} is already registered as {service.type!r}, "
+                f"not {service_type!r}")
+        return service
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    now = utcnow()
+    # Insert-or-nothing: two submissions naming a new CI at once both succeed.
+    session.execute(insert(TestingService).values(
+        uuid=str(uuidlib.uuid4()), type=service_type, url=url, created=now, modified=now,
+    ).on_conflict_do_nothing(index_elements=["url"]))
+    return session.scalar(select(TestingService).where(TestingService.url == url))
+
+
+def _grant_owner(session: Session, user: User, workflow: Workflow) -> None:
+    if session.scalar(select(Permission.id).where(Permission.user_id == user.id,
+                                                  Permission.workflow_id == workflow.id)):
+        return
+    session.add(Permission(user_id=user.id, workflow_id=workflow.id, roles=["owner"]))
+    # The submitter is subscribed to their workflow (as in LifeMonitor).
+    if session.scalar(select(Subscription.id).where(
+            Subscription.user_id == user.id, Subscription.workflow_id == workflow.id)) is None:
+        session.add(Subscription(user_id=user.id, workflow_id=workflow.id, events=["ALL"]))
+
+
+def replace_crate(session: Session, principal: Principal, version: WorkflowVersion,
+                  sub: Submission) -> bool:
+    """PUT of a version with a new crate source: re-read it; when the crate changed,
+    rebuild its suites (builds of removed instances go with them). True if replaced."""
+    from chalicelib import crates, storage
+
+    if not (sub.roc_link or sub.rocrate):
+        return False
+    fetched = fetch_crate(session, sub, None)
+    info = crates.read_crate(fetched.data)
+    if info.sha256 == version.crate_sha256:
+        return False
+    for suite in list(session.scalars(select(TestSuite).where(
+            TestSuite.workflow_version_id == version.id))):
+        session.delete(suite)
+    session.flush()
+    version.crate_metadata = info.metadata
+    version.crate_sha256 = info.sha256
+    version.crate_origin = fetched.origin
+    version.authors = info.authors
+    add_suites(session, version, info)
+    if sub.authorization and sub.roc_link:
+        from chalicelib.secrets import get_secrets
+
+        key = f"workflows/{version.uuid}/authorization"
+        get_secrets().put(key, sub.authorization)
+        version.crate_authorization_key = key
+    version.crate_location = storage.put_crate(version.workflow.uuid, version.uuid,
+                                               fetched.data)
+    session.flush()
+    return True
+
+
+def register(
+    session: Session,
+    principal: Principal,
+    body: Any,
+    *,
+    registry: Registry | None = None,
+    submitter: User | None = None,
+    allow_identifier: bool = True,
+    allow_crate: bool = True,
+) -> WorkflowVersion:
+    """A workflow POST: parse the body, resolve who submits, submit."""
+    sub = Submission.from_body(body, allow_identifier=allow_identifier, allow_crate=allow_crate)
+    if sub.registry and registry is None:
+        from chalicelib.services.registries import find_registry
+
+        registry = find_registry(session, sub.registry)
+    if submitter is None and sub.submitter_id is not None and principal.is_registry:
+        # Registry clients may name the submitter (LifeMonitor's submitter_id/user_id).
+        submitter = session.get(User, sub.submitter_id)
+        if submitter is None:
+            raise BadRequestError(f"no user with id {sub.submitter_id}", field="submitter_id")
+    if submitter is None and principal.user_id is not None:
+        submitter = session.get(User, principal.user_id)
+    return submit(session, principal, sub, registry=registry, submitter=submitter)

@@ -1,0 +1,567 @@
+"""Reading and changing workflows, versions, suites, instances and builds (flows 3 and 1).
+
+Reads come from the database only. Lists load every level in one query each (workflows,
+versions, suites, instances, builds), so a page costs a fixed number of queries whatever
+the number of workflows; statuses fold over the instances' denormalised build pointers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, exists, select
+from sqlalchemy.orm import aliased
+
+from chalicelib import status as status_rule
+from chalicelib.auth.principals import Principal
+from chalicelib.errors import BadRequestError, NotFoundError, NotImplementedYetError
+from chalicelib.models import (
+    Build,
+    Permission,
+    Registry,
+    RegistryWorkflowVersion,
+    Subscription,
+    TestingService,
+    TestInstance,
+    TestSuite,
+    Workflow,
+    WorkflowVersion,
+    utcnow,
+)
+from chalicelib.services import access
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+SUPPORTED_SERVICES = ("jenkins", "github", "travis", "gitlab")
+MAX_BUILDS_LIMIT = 1000
+
+
+@dataclass
+class InstanceView:
+    instance: TestInstance
+    service: TestingService
+    suite_uuid: str
+    latest_build: Build | None = None
+    last_completed_build: Build | None = None
+
+    def state(self) -> status_rule.InstanceState:
+        return status_rule.InstanceState(
+            name=self.instance.name, resource=self.instance.resource,
+            service_url=self.service.url, latest_build=self.latest_build,
+            last_completed_build=self.last_completed_build,
+            last_error=self.instance.last_error,
+        )
+
+
+@dataclass
+class SuiteView:
+    suite: TestSuite
+    instances: list[InstanceView] = field(default_factory=list)
+
+    def state(self) -> status_rule.SuiteState:
+        return status_rule.SuiteState(self.suite.name, [i.state() for i in self.instances])
+
+    def status(self) -> status_rule.StatusResult:
+        return status_rule.compute([self.state()])
+
+
+@dataclass
+class VersionView:
+    version: WorkflowVersion
+    is_latest: bool
+    suites: list[SuiteView] = field(default_factory=list)
+    registries: list[tuple[Registry, RegistryWorkflowVersion]] = field(default_factory=list)
+
+    def status(self) -> status_rule.StatusResult:
+        return status_rule.compute([s.state() for s in self.suites])
+
+
+@dataclass
+class WorkflowEntry:
+    workflow: Workflow
+    versions: list[VersionView]  # newest first
+    subscriptions: list[Subscription] = field(default_factory=list)
+
+    @property
+    def latest(self) -> VersionView:
+        return self.versions[0]
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def _in(session: Session, column, ids):
+    """`column IN ids` as one bound array on Postgres (`= ANY(:ids)`): the statement and
+    its plan stay the same size whatever the number of ids (and pg8000's 32,767-parameter
+    limit never bites)."""
+    ids = list(ids)
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy import Integer, any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, ids, type_=ARRAY(Integer)))
+    return column.in_(ids)
+
+
+def _versions_of(session: Session, workflow_ids: list[int]) -> dict[int, list[WorkflowVersion]]:
+    out: dict[int, list[WorkflowVersion]] = defaultdict(list)
+    if not workflow_ids:
+        return out
+    rows = session.scalars(
+        select(WorkflowVersion).where(_in(session, WorkflowVersion.workflow_id, workflow_ids))
+        .order_by(WorkflowVersion.workflow_id, WorkflowVersion.created.desc(),
+                  WorkflowVersion.id.desc())
+    )
+    for v in rows:
+        out[v.workflow_id].append(v)
+    return out
+
+
+def load_suites(session: Session, version_ids: list[int]) -> dict[int, list[SuiteView]]:
+    """Suites, then instances with their service and builds: 2 queries."""
+    by_version: dict[int, list[SuiteView]] = defaultdict(list)
+    if not version_ids:
+        return by_version
+    suites = list(session.scalars(
+        select(TestSuite).where(_in(session, TestSuite.workflow_version_id, version_ids))
+        .order_by(TestSuite.id)))
+    views = {s.id: SuiteView(s) for s in suites}
+    for s in suites:
+        by_version[s.workflow_version_id].append(views[s.id])
+    if not suites:
+        return by_version
+    _load_instances(session, views)
+    return by_version
+
+
+_INSTANCE_COLUMNS = ("id", "uuid", "suite_id", "roc_instance", "name", "resource", "managed",
+                     "last_checked_at", "last_error", "created", "modified")
+_SERVICE_COLUMNS = ("uuid", "type", "url")
+_BUILD_COLUMNS = ("id", "build_id", "status", "started_at", "finished_at", "duration", "url")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRow:
+    """Read-only instance columns for lists and statuses (no ORM identity-map cost)."""
+
+    id: int
+    uuid: str
+    suite_id: int
+    roc_instance: str | None
+    name: str | None
+    resource: str
+    managed: bool
+    last_checked_at: Any
+    last_error: str | None
+    created: Any
+    modified: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRow:
+    uuid: str
+    type: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRow:
+    id: int
+    build_id: str
+    status: str
+    started_at: Any
+    finished_at: Any
+    duration: float | None
+    url: str | None
+
+
+def _load_instances(session: Session, views: dict[int, SuiteView]) -> None:
+    """Instances with their service and both denormalised builds: one query, read as plain
+    rows — a catalogue-wide list touches tens of thousands of them."""
+    latest, completed = aliased(Build), aliased(Build)
+    columns = (
+        [getattr(TestInstance, c) for c in _INSTANCE_COLUMNS]
+        + [getattr(TestingService, c) for c in _SERVICE_COLUMNS]
+        + [getattr(latest, c) for c in _BUILD_COLUMNS]
+        + [getattr(completed, c) for c in _BUILD_COLUMNS]
+    )
+    rows = session.execute(
+        select(*columns)
+        .join(TestingService, TestInstance.testing_service_id == TestingService.id)
+        .outerjoin(latest, latest.id == TestInstance.latest_build_id)
+        .outerjoin(completed, completed.id == TestInstance.last_completed_build_id)
+        .where(_in(session, TestInstance.suite_id, views)).order_by(TestInstance.id)
+    )
+    ni, ns, nb = len(_INSTANCE_COLUMNS), len(_SERVICE_COLUMNS), len(_BUILD_COLUMNS)
+    services: dict[tuple, ServiceRow] = {}
+    for row in rows:
+        inst = InstanceRow(*row[:ni])
+        service_key = row[ni:ni + ns]
+        service = services.get(service_key) or services.setdefault(
+            service_key, ServiceRow(*service_key))
+        lb = row[ni + ns:ni + ns + nb]
+        cb = row[ni + ns + nb:]
+        suite = views[inst.suite_id]
+        suite.instances.append(InstanceView(
+            inst, service, suite.suite.uuid,
+            latest_build=BuildRow(*lb) if lb[0] is not None else None,
+            last_completed_build=BuildRow(*cb) if cb[0] is not None else None,
+        ))
+
+
+def _registries_of(session: Session, version_ids: list[int]):
+    out: dict[int, list] = defaultdict(list)
+    if not version_ids:
+        return out
+    rows = session.execute(
+        select(RegistryWorkflowVersion, Registry)
+        .join(Registry, RegistryWorkflowVersion.registry_id == Registry.id)
+        .where(_in(session, RegistryWorkflowVersion.workflow_version_id, version_ids))
+    ).all()
+    for link, registry in rows:
+        out[link.workflow_version_id].append((registry, link))
+    return out
+
+
+def list_workflows(
+    session: Session,
+    principal: Principal,
+    *,
+    mode: str = "visible",
+    registry_id: int | None = None,
+    user_id: int | None = None,
+    with_status: bool = False,
+    all_versions: bool = False,
+    with_subscriptions: bool = False,
+) -> list[WorkflowEntry]:
+    """mode: "visible" (GET /workflows), "user" (a user's own, plus subscribed ones when
+    asked), "registry" (a registry's), "user_registry" (a user's on one registry)."""
+    query = select(Workflow)
+    if mode == "visible":
+        query = query.where(access.readable_clause(principal))
+    elif mode in {"user", "user_registry"}:
+        owned = exists().where(Permission.workflow_id == Workflow.id,
+                               Permission.user_id == user_id)
+        if mode == "user" and with_subscriptions:
+            owned = owned | exists().where(Subscription.workflow_id == Workflow.id,
+                                           Subscription.user_id == user_id)
+        query = query.where(owned)
+    if mode in {"registry", "user_registry"}:
+        query = query.where(exists().where(
+            RegistryWorkflowVersion.registry_id == registry_id,
+            RegistryWorkflowVersion.workflow_version_id == WorkflowVersion.id,
+            WorkflowVersion.workflow_id == Workflow.id))
+    workflows = list(session.scalars(query.order_by(Workflow.id)))
+    versions = _versions_of(session, [w.id for w in workflows])
+    entries = []
+    for w in workflows:
+        vs = versions.get(w.id)
+        if not vs:
+            continue  # a workflow is never left without versions; skip if it raced
+        entries.append(WorkflowEntry(w, [VersionView(v, i == 0) for i, v in enumerate(vs)]))
+    if with_status:
+        wanted = [v for e in entries for v in (e.versions if all_versions else e.versions[:1])]
+        suites = load_suites(session, [v.version.id for v in wanted])
+        for v in wanted:
+            v.suites = suites.get(v.version.id, [])
+    if with_subscriptions and principal.user_id is not None and entries:
+        subs = session.scalars(select(Subscription).where(
+            Subscription.user_id == principal.user_id,
+            _in(session, Subscription.workflow_id, [e.workflow.id for e in entries])))
+        by_wf = defaultdict(list)
+        for s in subs:
+            by_wf[s.workflow_id].append(s)
+        for e in entries:
+            e.subscriptions = by_wf.get(e.workflow.id, [])
+    return entries
+
+
+def get_version(session: Session, principal: Principal, wf_uuid: str,
+                version: str | None = "latest", *, with_suites: bool = True) -> WorkflowEntry:
+    """One workflow with the asked version first (the status and details endpoints)."""
+    # The workflow and its versions in one query; the access check needs no more for
+    # public workflows.
+    rows = session.execute(
+        select(Workflow, WorkflowVersion).join(WorkflowVersion)
+        .where(Workflow.uuid == wf_uuid)
+        .order_by(WorkflowVersion.created.desc(), WorkflowVersion.id.desc())
+    ).all()
+    if not rows:
+        access.workflow_for_read(session, principal, wf_uuid)  # 404 (or 403)
+        raise NotFoundError(f"Workflow '{wf_uuid}' has no version")
+    workflow = rows[0][0]
+    access.check_read(session, principal, workflow)
+    versions = [v for _, v in rows]
+    latest_id = versions[0].id
+    chosen = versions[0]
+    if version and version != "latest":
+        chosen = next((v for v in versions if v.version == version), None)
+        if chosen is None:
+            raise NotFoundError(f"Workflow '{wf_uuid}' (ver.{version}) not found",
+                                resource_type="workflow_version",
+                                resource_identifier=f"{wf_uuid}:{version}")
+    ordered = [chosen] + [v for v in versions if v.id != chosen.id]
+    views = [VersionView(v, v.id == latest_id) for v in ordered]
+    if with_suites:
+        views[0].suites = load_suites(session, [chosen.id]).get(chosen.id, [])
+    regs = _registries_of(session, [chosen.id])
+    views[0].registries = regs.get(chosen.id, [])
+    entry = WorkflowEntry(workflow, views)
+    if principal.user_id is not None:
+        entry.subscriptions = list(session.scalars(select(Subscription).where(
+            Subscription.user_id == principal.user_id,
+            Subscription.workflow_id == workflow.id)))
+    return entry
+
+
+def list_versions(session: Session, principal: Principal, wf_uuid: str) -> WorkflowEntry:
+    workflow = access.workflow_for_read(session, principal, wf_uuid)
+    versions = _versions_of(session, [workflow.id]).get(workflow.id, [])
+    return WorkflowEntry(workflow, [VersionView(v, i == 0) for i, v in enumerate(versions)])
+
+
+# --- changes ---------------------------------------------------------------------------
+
+
+def _text(body: dict, key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequestError(f"'{key}' must be a non-empty string", field=key)
+    return value.strip()
+
+
+def _flag(body: dict, key: str) -> bool | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise BadRequestError(f"'{key}' must be true or false", field=key)
+    return value
+
+
+def update_workflow(session: Session, principal: Principal, wf_uuid: str, body: Any) -> Workflow:
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    name, public = _text(body, "name"), _flag(body, "public")
+    workflow = access.workflow_for_write(session, principal, wf_uuid)
+    if name is not None:
+        workflow.name = name
+    if public is not None:
+        workflow.public = public
+    workflow.modified = utcnow()
+    session.flush()
+    return workflow
+
+
+def delete_workflow(session: Session, principal: Principal, wf_uuid: str) -> list[str]:
+    """Returns the stored crate locations to remove once the transaction committed."""
+    workflow = access.workflow_for_write(session, principal, wf_uuid)
+    versions = _versions_of(session, [workflow.id]).get(workflow.id, [])
+    locations = [v.crate_location for v in versions if v.crate_location]
+    _forget_secrets(versions)
+    session.delete(workflow)
+    session.flush()
+    return locations
+
+
+def _forget_secrets(versions: list[WorkflowVersion]) -> None:
+    keys = [v.crate_authorization_key for v in versions if v.crate_authorization_key]
+    if keys:
+        from chalicelib.secrets import get_secrets
+
+        store = get_secrets()
+        for key in keys:
+            store.delete(key)
+
+
+def _version_for_write(session, principal, wf_uuid, version) -> WorkflowVersion:
+    workflow = access.workflow_for_write(session, principal, wf_uuid)
+    found = session.scalar(select(WorkflowVersion).where(
+        WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == version))
+    if found is None:
+        raise NotFoundError(f"Workflow '{wf_uuid}' (ver.{version}) not found",
+                            resource_type="workflow_version",
+                            resource_identifier=f"{wf_uuid}:{version}")
+    return found
+
+
+def delete_version(session: Session, principal: Principal, wf_uuid: str,
+                   version: str) -> list[str]:
+    """Deletes the whole workflow when it was its last version (as LifeMonitor)."""
+    found = _version_for_write(session, principal, wf_uuid, version)
+    workflow = found.workflow
+    remaining = session.scalar(select(WorkflowVersion.id).where(
+        WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.id != found.id).limit(1))
+    locations = [found.crate_location] if found.crate_location else []
+    _forget_secrets([found])
+    session.delete(workflow if remaining is None else found)
+    session.flush()
+    return locations
+
+
+def update_version(session: Session, principal: Principal, wf_uuid: str, version: str,
+                   body: Any) -> tuple[WorkflowVersion, bool]:
+    """Name, visibility, version label and crate. Returns (version, crate replaced)."""
+    from chalicelib.services.submission import Submission, replace_crate
+
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    name, public = _text(body, "name"), _flag(body, "public")
+    label = body.get("version")
+    if label is not None:
+        label = str(label).strip() if isinstance(label, str | int) else None
+        if not label:
+            raise BadRequestError("'version' must be a non-empty string", field="version")
+    crate_given = bool(body.get("roc_link") or body.get("rocrate"))
+    sub = Submission.from_body({**body, "version": label or version},
+                               allow_identifier=False) if crate_given else None
+    found = _version_for_write(session, principal, wf_uuid, version)
+    if label is not None and label != found.version:
+        clash = session.scalar(select(WorkflowVersion.id).where(
+            WorkflowVersion.workflow_id == found.workflow_id, WorkflowVersion.version == label))
+        if clash is not None:
+            from chalicelib.errors import WorkflowVersionConflictError
+
+            raise WorkflowVersionConflictError(
+                f"Workflow '{wf_uuid}' version '{label}' already exists")
+        found.version = label
+    if name is not None:
+        found.name = name
+        found.workflow.name = name
+    if public is not None:
+        found.workflow.public = public
+    replaced = replace_crate(session, principal, found, sub) if sub else False
+    found.modified = utcnow()
+    session.flush()
+    return found, replaced
+
+
+# --- suites, instances, builds ---------------------------------------------------------
+
+
+def get_suite(session: Session, principal: Principal, suite_uuid: str,
+              *, write: bool = False) -> SuiteView:
+    row = session.execute(
+        select(TestSuite, Workflow)
+        .join(WorkflowVersion, TestSuite.workflow_version_id == WorkflowVersion.id)
+        .join(Workflow, WorkflowVersion.workflow_id == Workflow.id)
+        .where(TestSuite.uuid == suite_uuid)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"Test suite '{suite_uuid}' not found", resource_type="test_suite",
+                            resource_identifier=suite_uuid)
+    suite, workflow = row
+    access.check_read(session, principal, workflow)
+    if write:
+        access.require_write(session, principal, workflow)
+    view = SuiteView(suite)
+    _load_instances(session, {suite.id: view})
+    return view
+
+
+def update_suite(session: Session, principal: Principal, suite_uuid: str, body: Any) -> None:
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    name = _text(body, "name")
+    view = get_suite(session, principal, suite_uuid, write=True)
+    if name is not None:
+        view.suite.name = name
+    session.flush()
+
+
+def add_instance(session: Session, principal: Principal, suite_uuid: str,
+                 body: Any) -> TestInstance:
+    from chalicelib.services.submission import testing_service
+
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    if body.get("managed") is True:
+        raise NotImplementedYetError("Managed test instances are not supported")
+    service = body.get("service")
+    if not isinstance(service, dict):
+        raise BadRequestError("'service' must be an object {type, url}", field="service")
+    stype, url = service.get("type"), service.get("url")
+    if stype not in SUPPORTED_SERVICES:
+        raise BadRequestError(f"Testing service not supported: {stype!r}",
+                              supported=list(SUPPORTED_SERVICES))
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise BadRequestError("'service.url' must be an http(s) URL", field="service.url")
+    resource = _text(body, "resource")
+    if resource is None:
+        raise BadRequestError("'resource' is required", field="resource")
+    name = _text(body, "name")
+    view = get_suite(session, principal, suite_uuid, write=True)
+    instance = TestInstance(suite=view.suite, name=name, resource=resource, managed=False,
+                            testing_service=testing_service(session, stype, url.rstrip("/")),
+                            next_check_at=utcnow())
+    session.add(instance)
+    session.flush()
+    return instance
+
+
+def get_instance(session: Session, principal: Principal, instance_uuid: str,
+                 *, write: bool = False) -> InstanceView:
+    """The instance, its service, suite, workflow and builds in one query."""
+    latest, completed = aliased(Build), aliased(Build)
+    row = session.execute(
+        select(TestInstance, TestingService, TestSuite.uuid, Workflow, latest, completed)
+        .join(TestingService, TestInstance.testing_service_id == TestingService.id)
+        .join(TestSuite, TestInstance.suite_id == TestSuite.id)
+        .join(WorkflowVersion, TestSuite.workflow_version_id == WorkflowVersion.id)
+        .join(Workflow, WorkflowVersion.workflow_id == Workflow.id)
+        .outerjoin(latest, latest.id == TestInstance.latest_build_id)
+        .outerjoin(completed, completed.id == TestInstance.last_completed_build_id)
+        .where(TestInstance.uuid == instance_uuid)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"Test instance '{instance_uuid}' not found",
+                            resource_type="test_instance", resource_identifier=instance_uuid)
+    instance, service, suite_uuid, workflow, latest_build, completed_build = row
+    access.check_read(session, principal, workflow)
+    if write:
+        access.require_write(session, principal, workflow)
+    return InstanceView(instance, service, suite_uuid, latest_build, completed_build)
+
+
+def update_instance(session: Session, principal: Principal, instance_uuid: str,
+                    body: Any) -> None:
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    name = _text(body, "name")
+    view = get_instance(session, principal, instance_uuid, write=True)
+    if name is not None:
+        view.instance.name = name
+    session.flush()
+
+
+def delete_instance(session: Session, principal: Principal, instance_uuid: str) -> None:
+    view = get_instance(session, principal, instance_uuid, write=True)
+    session.delete(view.instance)
+    session.flush()
+
+
+def latest_builds(session: Session, principal: Principal, instance_uuid: str,
+                  limit: int = 10) -> tuple[InstanceView, list[Build]]:
+    if limit < 1 or limit > MAX_BUILDS_LIMIT:
+        raise BadRequestError(f"'limit' must be between 1 and {MAX_BUILDS_LIMIT}")
+    view = get_instance(session, principal, instance_uuid)
+    builds = list(session.scalars(
+        select(Build).where(Build.instance_id == view.instance.id)
+        .order_by(Build.started_at.desc().nulls_last(), Build.id.desc()).limit(limit)))
+    return view, builds
+
+
+def get_build(session: Session, principal: Principal, instance_uuid: str,
+              build_id: str) -> tuple[InstanceView, Build]:
+    if not build_id or len(build_id) > 128:
+        raise BadRequestError("Invalid build identifier")
+    view = get_instance(session, principal, instance_uuid)
+    build = session.scalar(select(Build).where(
+        and_(Build.instance_id == view.instance.id, Build.build_id == build_id)))
+    if build is None:
+        raise NotFoundError(f"Build '{build_id}' of instance '{instance_uuid}' not found",
+                            resource_type="build", resource_identifier=build_id)
+    return view, build

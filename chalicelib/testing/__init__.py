@@ -1,0 +1,97 @@
+"""CI adapters behind one small protocol: each turns a CI's builds into `BuildData`.
+
+Adapters register by service type (`jenkins`, `github`, `travis`, `gitlab`); the refresh
+job asks `get_adapter(type)` for the one that serves an instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from chalicelib.errors import BadRequestError
+
+
+@dataclass(frozen=True)
+class BuildData:
+    """One build as a CI reports it, normalised: status enum, UTC times, seconds."""
+
+    build_id: str
+    status: str  # passed | failed | error | aborted | running | waiting
+    started_at: datetime | None
+    finished_at: datetime | None = None
+    duration: float | None = None  # seconds
+    url: str | None = None
+    revision: str | None = None
+    links: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    builds: list[BuildData]  # newest first
+    etag: str | None = None  # for the next conditional request
+    not_modified: bool = False  # the CI answered 304: nothing changed
+
+
+class InstanceRef(Protocol):
+    resource: str
+    etag: str | None
+    parameters: dict
+
+
+class CIAdapter(Protocol):
+    """Fetch the most recent builds of one test instance."""
+
+    def fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
+        ...
+
+
+class CIError(Exception):
+    """A CI could not be read (unreachable, refused, rate-limited, malformed answer)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnsupportedServiceError(BadRequestError):
+    title = "Testing service not supported"
+
+
+_ADAPTERS: dict[str, Callable[[], CIAdapter]] = {}
+
+
+def register(service_type: str, factory: Callable[[], CIAdapter]) -> None:
+    _ADAPTERS[service_type] = factory
+
+
+def unregister(service_type: str) -> None:
+    _ADAPTERS.pop(service_type, None)
+
+
+def supported_types() -> list[str]:
+    return sorted(set(_ADAPTERS) | set(BUILTIN))
+
+
+#: Built-in adapters, imported on first use (each module registers itself).
+BUILTIN = ("jenkins", "github", "travis", "gitlab")
+
+
+def _load_builtin(service_type: str) -> None:
+    if service_type in BUILTIN and service_type not in _ADAPTERS:
+        import importlib
+
+        importlib.import_module(f"chalicelib.testing.{service_type}")
+
+
+def get_adapter(service_type: str) -> CIAdapter:
+    _load_builtin(service_type)
+    factory = _ADAPTERS.get(service_type)
+    if factory is None:
+        raise UnsupportedServiceError(
+            f"no CI adapter for service type {service_type!r}"
+            + (f" (supported: {', '.join(supported_types())})" if _ADAPTERS else "")
+        )
+    return factory()

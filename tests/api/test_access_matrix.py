@@ -1,0 +1,434 @@
+"""Who may call what: every API route × every kind of caller × a private workflow, a public
+one and identifiers that do not exist (contract §1.1, §1.2, §1.7, with the holes of §12
+closed: anonymous callers read public workflows only, changes need ownership — the owner
+user or the submitting registry — and `workflow.write`).
+
+The expected status of every cell is written out below, by hand; nothing is derived from the
+code under test. The route list itself comes from the app, so a new route without
+expectations fails `test_every_route_has_expectations`.
+
+One module-scoped world holds the shared objects (two registries, two users, a private and
+a public workflow submitted by the registry on behalf of the owner). Cells that delete run
+on fresh objects; cells that create remove what they created.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid as uuidlib
+from dataclasses import dataclass
+
+import pytest
+
+import app as app_module
+from tests.support import api_data
+from tests.support.api_data import b64, build, crate
+
+# -- callers ---------------------------------------------------------------------------------
+
+A = "anonymous"
+O = "owner"  # noqa: E741 - the owner's API key (all user scopes)
+U = "other_user"  # another user's API key (all user scopes)
+R = "registry"  # the submitting registry's client token (WorkflowHub's scope list)
+R2 = "other_registry"  # another registry's client token
+S = "wrong_scope"  # the owner's API key with only `user.profile`
+PRINCIPALS = (A, O, U, R, R2, S)
+
+OK = 200  # any 2xx
+PRIVATE, PUBLIC, MISSING, ANY = "private", "public", "missing", "any"
+
+
+def wf(**cells: tuple[int, int, int]) -> dict[str, dict[str, int]]:
+    """Per caller: (private workflow, public workflow, nonexistent uuid)."""
+    return {p: dict(zip((PRIVATE, PUBLIC, MISSING), cells[p], strict=True)) for p in PRINCIPALS}
+
+
+def one(**cells: int | tuple[int, int]) -> dict[str, dict[str, int]]:
+    """Per caller: a route not about one workflow; a pair is (existing, nonexistent id)."""
+    out = {}
+    for p in PRINCIPALS:
+        value = cells[p]
+        out[p] = {ANY: value[0], MISSING: value[1]} if isinstance(value, tuple) else {
+            ANY: value}
+    return out
+
+
+def flag(**cells: int | tuple[int, int]) -> dict[str, dict[str, int]]:
+    """A creating route whose body says `public: false/true`; a pair adds the status for a
+    nonexistent id in the path."""
+    out = {}
+    for p in PRINCIPALS:
+        value = cells[p]
+        code, missing = value if isinstance(value, tuple) else (value, None)
+        out[p] = {PRIVATE: code, PUBLIC: code}
+        if missing is not None:
+            out[p][MISSING] = missing
+    return out
+
+
+# Reads of a workflow or of its suites, instances and builds.
+READ = wf(**{A: (403, OK, 404), O: (OK, OK, 404), U: (403, OK, 404), R: (OK, OK, 404),
+             R2: (403, OK, 404), S: (403, 403, 403)})
+# Changes: the owner or the submitting registry, with workflow.write.
+WRITE = wf(**{A: (401, 401, 401), O: (OK, OK, 404), U: (403, 403, 404), R: (OK, OK, 404),
+              R2: (403, 403, 404), S: (403, 403, 403)})
+# Subscriptions belong to users who can read the workflow.
+SUBSCRIBE = wf(**{A: (401, 401, 401), O: (OK, OK, 404), U: (403, OK, 404),
+                  R: (403, 403, 403), R2: (403, 403, 403), S: (403, 403, 403)})
+# A registry client's own record and lists.
+REGISTRY_ONLY = one(**{A: 401, O: 403, U: 403, R: OK, R2: OK, S: 403})
+# A user's own things, read with user.workflow.read.
+USER_READ = one(**{A: 401, O: OK, U: OK, R: 403, R2: 403, S: 403})
+# The profile and notifications (user.profile, a user).
+PROFILE = one(**{A: 401, O: OK, U: OK, R: 403, R2: 403, S: OK})
+
+EXPECTED: dict[tuple[str, str], dict[str, dict[str, int]]] = {
+    # registries (contract rows 1-10)
+    ("GET", "/registries"): one(**{p: OK for p in PRINCIPALS}),
+    ("GET", "/registries/{registry_uuid}"): one(**{p: (OK, 404) for p in PRINCIPALS}),
+    ("GET", "/registries/current"): REGISTRY_ONLY,
+    ("GET", "/registries/current/users"): REGISTRY_ONLY,
+    ("GET", "/registries/current/workflows"): REGISTRY_ONLY,
+    ("POST", "/registries/current/workflows"):
+        flag(**{A: 401, O: 403, U: 403, R: OK, R2: OK, S: 403}),
+    ("GET", "/registries/{registry_uuid}/index"):
+        one(**{A: 401, O: (OK, 404), U: (OK, 404), R: 403, R2: 403, S: 403}),
+    ("GET", "/registries/{registry_uuid}/index/{registry_workflow_identifier}"):
+        one(**{A: 401, O: (OK, 404), U: (OK, 404), R: 403, R2: 403, S: 403}),
+    ("GET", "/registries/{registry_uuid}/workflows"):
+        one(**{A: 401, O: (OK, 404), U: (OK, 404), R: 403, R2: 403, S: 403}),
+    ("POST", "/registries/{registry_uuid}/workflows"):
+        flag(**{A: (401, 401), O: (OK, 404), U: (OK, 404), R: (403, 403), R2: (403, 403),
+                S: (403, 403)}),
+    # users (rows 11-20): a registry reads and submits for users with an identity on it
+    ("GET", "/users/{user_id}/workflows"):
+        one(**{A: (401, 401), O: (403, 403), U: (403, 403), R: (OK, 404), R2: (401, 404),
+               S: (403, 403)}),
+    ("POST", "/users/{user_id}/workflows"):
+        flag(**{A: (401, 401), O: (403, 403), U: (403, 403), R: (OK, 404), R2: (401, 404),
+                S: (403, 403)}),
+    ("GET", "/users/current"): PROFILE,
+    ("GET", "/users/current/notifications"): PROFILE,
+    ("PUT", "/users/current/notifications"): PROFILE,
+    ("PATCH", "/users/current/notifications"): PROFILE,
+    # The notification belongs to the owner: another user cannot see (so delete) it.
+    ("DELETE", "/users/current/notifications/{notification_uuid}"):
+        one(**{A: (401, 401), O: (OK, 404), U: (404, 404), R: (403, 403), R2: (403, 403),
+               S: (OK, 404)}),
+    ("GET", "/users/current/workflows"): USER_READ,
+    ("POST", "/users/current/workflows"): flag(**{A: 401, O: OK, U: OK, R: 403, R2: 403,
+                                                  S: 403}),
+    ("GET", "/users/current/subscriptions"): USER_READ,
+    # workflows (rows 21-37)
+    ("GET", "/workflows"): one(**{A: OK, O: OK, U: OK, R: OK, R2: OK, S: 403}),
+    ("GET", "/workflows/{wf_uuid}"): READ,
+    ("PUT", "/workflows/{wf_uuid}"): WRITE,
+    ("DELETE", "/workflows/{wf_uuid}"): WRITE,
+    ("POST", "/workflows/{wf_uuid}/subscribe"): SUBSCRIBE,
+    ("PUT", "/workflows/{wf_uuid}/subscribe"): SUBSCRIBE,
+    ("POST", "/workflows/{wf_uuid}/unsubscribe"): SUBSCRIBE,
+    ("GET", "/workflows/{wf_uuid}/versions"): READ,
+    ("GET", "/workflows/{wf_uuid}/versions/{wf_version}"): READ,
+    ("PUT", "/workflows/{wf_uuid}/versions/{wf_version}"): WRITE,
+    ("DELETE", "/workflows/{wf_uuid}/versions/{wf_version}"): WRITE,
+    ("GET", "/workflows/{wf_uuid}/status"): READ,
+    ("GET", "/workflows/{wf_uuid}/rocrate/{wf_version}/metadata"): READ,
+    ("GET", "/workflows/{wf_uuid}/rocrate/{wf_version}/download"): READ,
+    ("GET", "/workflows/{wf_uuid}/suites"): READ,
+    # suites and instances (rows 38-47)
+    ("GET", "/suites/{suite_uuid}"): READ,
+    ("PUT", "/suites/{suite_uuid}"): WRITE,
+    ("GET", "/suites/{suite_uuid}/status"): READ,
+    ("GET", "/suites/{suite_uuid}/instances"): READ,
+    ("POST", "/suites/{suite_uuid}/instances"): WRITE,
+    ("GET", "/instances/{instance_uuid}"): READ,
+    ("PUT", "/instances/{instance_uuid}"): WRITE,
+    ("DELETE", "/instances/{instance_uuid}"): WRITE,
+    ("GET", "/instances/{instance_uuid}/latest-builds"): READ,
+    ("GET", "/instances/{instance_uuid}/builds/{build_id}"): READ,
+}
+
+# Cells that destroy what they touch run on fresh objects.
+DESTRUCTIVE = {("DELETE", "/workflows/{wf_uuid}"),
+               ("DELETE", "/workflows/{wf_uuid}/versions/{wf_version}"),
+               ("DELETE", "/instances/{instance_uuid}")}
+EXCLUDED_PATHS = ("/health", "/openapi.json", "/oauth2/token")
+EXCLUDED_PREFIXES = ("/ui", "/integrations/", "/workflows/issues")
+
+
+def app_routes() -> list[tuple[str, str]]:
+    return sorted((method, path) for path, methods in app_module.app.routes.items()
+                  for method in methods
+                  if path not in EXCLUDED_PATHS and not path.startswith(EXCLUDED_PREFIXES))
+
+
+def test_every_route_has_expectations():
+    assert set(app_routes()) == set(EXPECTED)
+
+
+def _cells():
+    for method, path in app_routes():
+        for principal, targets in EXPECTED.get((method, path), {}).items():
+            for target, status in targets.items():
+                yield pytest.param(method, path, principal, target, status,
+                                   id=f"{method} {path} {principal} {target}")
+
+
+# -- the world -------------------------------------------------------------------------------
+
+
+@dataclass
+class Objects:
+    """What the path placeholders of one cell stand for."""
+
+    wf_uuid: str
+    suite_uuid: str
+    instance_uuid: str
+    wf_version: str = "1"
+    build_id: str = "1"
+
+    def params(self, world, target: str) -> dict[str, str]:
+        missing = target == MISSING
+        d = world.data
+        return {
+            "wf_uuid": self.wf_uuid, "wf_version": self.wf_version,
+            "suite_uuid": self.suite_uuid, "instance_uuid": self.instance_uuid,
+            "build_id": self.build_id,
+            "registry_uuid": str(uuidlib.uuid4()) if missing else d[R].registry_uuid,
+            "registry_workflow_identifier": d["wfh"].public_id,
+            "user_id": "987654" if missing else str(d[O].user_id),
+            "notification_uuid": str(uuidlib.uuid4()),
+        }
+
+
+def _missing() -> Objects:
+    return Objects(str(uuidlib.uuid4()), str(uuidlib.uuid4()), str(uuidlib.uuid4()))
+
+
+@pytest.fixture(scope="module")
+def wfh():
+    from tests.emulators.seek import WorkflowHubEmulator
+
+    with WorkflowHubEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def world(database_url, chalice_app, tmp_path_factory, wfh):
+    env = {"ALLOW_PRIVATE_URLS": "1"}  # the WorkflowHub emulator listens on loopback
+    with api_data.open_world(database_url, chalice_app, tmp_path_factory, env=env) as w:
+        d = w.data
+        d["wfh"] = wfh
+        d[A] = api_data.ANONYMOUS
+        d[O] = api_data.make_user("alice")
+        d[U] = api_data.make_user("bob")
+        d[S] = api_data.make_user("alice", ["user.profile"])
+        d[R] = api_data.make_registry(w.client, "WorkflowHub", "wfh-app", api_url=wfh.url,
+                                      client_name="wfhub")
+        d[R2] = api_data.make_registry(w.client, "Other Hub", "other-app",
+                                       api_url="https://other-hub.example")
+        api_data.link_identity(d[O].user_id, d[R].registry_id, "wfhub")
+        for target, public in ((PRIVATE, False), (PUBLIC, True)):
+            d[target] = _submitted(w, public)
+        yield w
+
+
+def _submitted(world, public: bool) -> Objects:
+    """A workflow the registry submitted on behalf of the owner, with one build."""
+    d = world.data
+    r = api_data.submit(world.client, d[R], {
+        "rocrate": b64(crate(f"seed-{public}")), "version": "1", "public": public,
+        "submitter_id": d[O].user_id}, path="/registries/current/workflows")
+    assert r.status_code == 201, r.body
+    wf_uuid = r.json_body["uuid"]
+    [instance] = api_data.instance_uuids(wf_uuid)
+    api_data.store_builds(instance, [build("1", "passed")])
+    return Objects(wf_uuid, _suite_of(instance), instance)
+
+
+def _suite_of(instance_uuid: str) -> str:
+    from chalicelib.db import session_scope
+    from chalicelib.models import TestInstance, TestSuite
+
+    with session_scope() as s:
+        return s.query(TestSuite.uuid).join(TestInstance).filter(
+            TestInstance.uuid == instance_uuid).scalar()
+
+
+def _fresh(world, public: bool) -> Objects:
+    """Like `_submitted`, written straight to the database (cheap, for destructive cells)."""
+    from chalicelib.db import session_scope
+    from chalicelib.models import (
+        Permission,
+        RegistryWorkflowVersion,
+        TestingService,
+        TestInstance,
+        TestSuite,
+        Workflow,
+        WorkflowVersion,
+    )
+
+    d = world.data
+    with session_scope() as s:
+        service = s.query(TestingService).filter_by(url="https://ci.example/fresh").first() \
+            or TestingService(type="jenkins", url="https://ci.example/fresh")
+        workflow = Workflow(name="fresh", public=public)
+        version = WorkflowVersion(workflow=workflow, version="1", name="fresh",
+                                  submitter_id=d[O].user_id, crate_metadata={},
+                                  crate_origin="local file uploaded")
+        suite = TestSuite(workflow_version=version, roc_suite="#test1", name="test1")
+        instance = TestInstance(suite=suite, resource="job/fresh/", name="fresh",
+                                testing_service=service)
+        s.add_all([workflow, version, suite, instance])
+        s.flush()
+        s.add(Permission(user_id=d[O].user_id, workflow_id=workflow.id, roles=["owner"]))
+        s.add(RegistryWorkflowVersion(registry_id=d[R].registry_id, workflow_version=version,
+                                      identifier=workflow.uuid))
+        return Objects(workflow.uuid, suite.uuid, instance.uuid)
+
+
+def _notification_of(user_id: int) -> str:
+    from chalicelib.db import session_scope
+    from chalicelib.models import Notification, UserNotification
+
+    with session_scope() as s:
+        n = Notification(event="BUILD_FAILED", name="TestBuild '1' FAILED", data={})
+        s.add(n)
+        s.flush()
+        s.add(UserNotification(user_id=user_id, notification_id=n.id))
+        return n.uuid
+
+
+@pytest.fixture(autouse=True)
+def _world_env(world, monkeypatch):
+    world.activate(monkeypatch)
+
+
+# -- request bodies -------------------------------------------------------------------------
+
+
+def _body(world, method: str, path: str, target: str) -> dict | list | None:
+    public = target == PUBLIC
+    d = world.data
+    if (method, path) in {("POST", "/registries/current/workflows"),
+                          ("POST", "/users/{user_id}/workflows"),
+                          ("POST", "/users/current/workflows")}:
+        return {"rocrate": b64(crate(f"cell-{uuidlib.uuid4().hex[:6]}")), "version": "1",
+                "public": public}
+    if (method, path) == ("POST", "/registries/{registry_uuid}/workflows"):
+        return {"identifier": d["wfh"].public_id, "version": "1", "public": public}
+    if (method, path) == ("PUT", "/users/current/notifications"):
+        return {"items": []}
+    if (method, path) == ("PATCH", "/users/current/notifications"):
+        return []
+    if (method, path) == ("PUT", "/workflows/{wf_uuid}/subscribe"):
+        return ["ALL"]
+    if (method, path) == ("POST", "/suites/{suite_uuid}/instances"):
+        return {"managed": False, "name": "added", "resource": "job/added/",
+                "service": {"type": "jenkins", "url": "https://ci.example/added"}}
+    if method == "PUT":
+        return {"name": f"renamed-{target}"}
+    return None
+
+
+# -- the matrix --------------------------------------------------------------------------------
+
+
+def _created(method: str, path: str, response) -> tuple[str, str] | None:
+    if method != "POST" or response.status_code != 201 or not isinstance(
+            response.json_body, dict):
+        return None
+    if path == "/suites/{suite_uuid}/instances":
+        return ("instance", response.json_body["uuid"])
+    if path.endswith("/workflows"):
+        return ("workflow", response.json_body["uuid"])
+    return None
+
+
+def _remove(kind: str, uuid: str) -> None:
+    from chalicelib.db import session_scope
+    from chalicelib.models import TestInstance
+
+    if kind == "workflow":
+        api_data.delete_workflow_rows(uuid)
+        return
+    with session_scope() as s:
+        s.query(TestInstance).filter_by(uuid=uuid).delete()
+
+
+@pytest.mark.parametrize(("method", "path", "principal", "target", "expected"), _cells())
+def test_access(world, method, path, principal, target, expected):
+    d = world.data
+    fresh = None
+    if target == MISSING:
+        objects = _missing()
+    elif (method, path) in DESTRUCTIVE:
+        objects = fresh = _fresh(world, public=target == PUBLIC)
+    else:
+        objects = d[PUBLIC if target == PUBLIC else PRIVATE]
+    params = objects.params(world, target)
+    if "{notification_uuid}" in path and target != MISSING:
+        params["notification_uuid"] = _notification_of(d[O].user_id)
+    url = path.format(**params)
+    body = _body(world, method, path, target)
+    headers = dict(d[principal].headers)
+    if path.endswith("/download"):
+        headers["Accept"] = "application/zip"
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    r = world.http.request(method, url, headers=headers,
+                           body=json.dumps(body).encode() if body is not None else b"")
+    created = _created(method, path, r)
+    try:
+        if expected == OK:
+            assert 200 <= r.status_code < 300, (r.status_code, r.body[:300])
+        else:
+            assert r.status_code == expected, (r.status_code, r.body[:300])
+            ctype = {k.lower(): v for k, v in r.headers.items()}.get("content-type", "")
+            assert ctype.startswith("application/problem+json")
+    finally:
+        if created:
+            _remove(*created)
+        if fresh is not None:
+            api_data.delete_workflow_rows(fresh.wf_uuid)
+
+
+# -- what each caller sees in the lists ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("principal", "sees"), [
+    (A, {PUBLIC}), (O, {PRIVATE, PUBLIC}), (U, {PUBLIC}), (R, {PRIVATE, PUBLIC}),
+    (R2, {PUBLIC}),
+])
+def test_workflow_list_shows_what_the_caller_may_read(world, principal, sees):
+    d = world.data
+    r = world.http.get("/workflows", headers=d[principal].headers)
+    assert r.status_code == 200, r.body
+    shown = {i["uuid"] for i in r.json_body["items"]}
+    assert shown == {d[t].wf_uuid for t in sees}
+
+
+@pytest.mark.parametrize(("principal", "path", "sees"), [
+    (O, "/users/current/workflows", {PRIVATE, PUBLIC}),
+    (U, "/users/current/workflows", set()),
+    (R, "/registries/current/workflows", {PRIVATE, PUBLIC}),
+    (R2, "/registries/current/workflows", set()),
+    (O, "/registries/{registry}/workflows", {PRIVATE, PUBLIC}),
+    (U, "/registries/{registry}/workflows", set()),
+    (R, "/users/{alice}/workflows", {PRIVATE, PUBLIC}),
+])
+def test_own_lists_hold_only_own_workflows(world, principal, path, sees):
+    d = world.data
+    url = path.format(registry=d[R].registry_uuid, alice=d[O].user_id)
+    r = world.http.get(url, headers=d[principal].headers)
+    assert r.status_code == 200, r.body
+    assert {i["uuid"] for i in r.json_body["items"]} == {d[t].wf_uuid for t in sees}
+
+
+def test_denied_changes_change_nothing(world):
+    """After every cell has run, the shared workflows kept their visibility."""
+    d = world.data
+    for target, public in ((PRIVATE, False), (PUBLIC, True)):
+        r = world.http.get(f"/workflows/{d[target].wf_uuid}", headers=d[O].headers)
+        assert r.status_code == 200
+        assert r.json_body["public"] is public

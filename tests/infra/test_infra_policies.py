@@ -1,0 +1,114 @@
+"""The IAM policy files of the stages (.chalice/policy-<stage>.json, autogen_policy off)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+
+import pytest
+
+from tests.infra.infra_support import CHALICE_DIR, STAGES, chalice_config
+
+# The only actions AWS offers no resource-level permissions for, among those we need.
+RESOURCELESS_ACTIONS = {
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+    "logs:CreateLogGroup",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+}
+
+
+def policy_file(stage: str) -> str:
+    stage_config = chalice_config()["stages"][stage]
+    return stage_config.get("iam_policy_file", f"policy-{stage}.json")
+
+
+def load_policy(stage: str) -> dict:
+    return json.loads((CHALICE_DIR / policy_file(stage)).read_text())
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def grants(policy: dict, action: str, resource: str) -> bool:
+    """Whether an Allow statement covers action on resource (IAM wildcard matching)."""
+    for st in policy["Statement"]:
+        if st["Effect"] != "Allow":
+            continue
+        if not any(fnmatch.fnmatchcase(action, a) for a in as_list(st["Action"])):
+            continue
+        if any(fnmatch.fnmatchcase(resource, r) for r in as_list(st["Resource"])):
+            return True
+    return False
+
+
+def test_every_stage_has_its_policy_file():
+    config = chalice_config()
+    assert config["autogen_policy"] is False
+    assert set(config["stages"]) == set(STAGES)
+    for stage in STAGES:
+        assert (CHALICE_DIR / policy_file(stage)).is_file(), stage
+    assert policy_file("prod") == "policy-prod.json"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_policy_is_valid_and_allows_only(stage):
+    policy = load_policy(stage)
+    assert policy["Version"] == "2012-10-17"
+    sids = [st["Sid"] for st in policy["Statement"]]
+    assert len(sids) == len(set(sids))
+    for st in policy["Statement"]:
+        assert st["Effect"] == "Allow"
+        assert set(st) <= {"Sid", "Effect", "Action", "Resource", "Condition"}
+        for action in as_list(st["Action"]):
+            assert "*" not in action, f"wildcard action {action}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_star_resource_except_where_aws_requires_it(stage):
+    for st in load_policy(stage)["Statement"]:
+        resources = as_list(st["Resource"])
+        if "*" in resources:
+            assert set(as_list(st["Action"])) <= RESOURCELESS_ACTIONS, st["Sid"]
+        for resource in resources:
+            assert resource == "*" or resource.startswith("arn:aws:"), resource
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_policy_covers_the_stage_and_nothing_of_the_others(stage):
+    policy = load_policy(stage)
+    prefix = f"arn:aws:ssm:eu-west-1:123456789012:parameter/lifemonitor/{stage}"
+    for action in ("GetParametersByPath", "GetParameter", "PutParameter", "DeleteParameter"):
+        assert grants(policy, f"ssm:{action}", prefix), action  # the path itself
+        assert grants(policy, f"ssm:{action}", prefix + "/database/url"), action
+        assert grants(policy, f"ssm:{action}", prefix + "/registries/x/client_secret"), action
+    queue = f"arn:aws:sqs:eu-west-1:123456789012:lifemonitor-refresh-{stage}"
+    for action in ("SendMessage", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes"):
+        assert grants(policy, f"sqs:{action}", queue), action
+    assert not grants(policy, "sqs:ReceiveMessage", queue + "-dlq")
+    objects = f"arn:aws:s3:::lifemonitor-{stage}-crates-123456789012-eu-west-1/crates/1.zip"
+    for action in ("GetObject", "PutObject", "DeleteObject"):
+        assert grants(policy, f"s3:{action}", objects), action
+    for action in ("CreateNetworkInterface", "DeleteNetworkInterface"):
+        assert grants(policy, f"ec2:{action}", "*"), action
+    assert grants(policy, "kms:Decrypt", "arn:aws:kms:eu-west-1:123456789012:key/abc")
+    text = json.dumps(policy)
+    for other in set(STAGES) - {stage}:
+        assert f"/lifemonitor/{other}" not in text
+        assert f"lifemonitor-{other}" not in text
+        assert f"lifemonitor-refresh-{other}" not in text
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_kms_is_usable_only_through_ssm_for_the_stage(stage):
+    (st,) = [s for s in load_policy(stage)["Statement"] if s["Sid"] == "SecureStringKeyViaSsm"]
+    assert set(st["Action"]) == {"kms:Decrypt", "kms:Encrypt"}
+    like = st["Condition"]["StringLike"]
+    assert like["kms:ViaService"] == "ssm.*.amazonaws.com"
+    assert like["kms:EncryptionContext:PARAMETER_ARN"].endswith(f"parameter/lifemonitor/{stage}/*")

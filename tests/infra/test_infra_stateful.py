@@ -1,0 +1,94 @@
+"""infra/cfn/stateful.yaml: lints clean offline and provides what the Chalice stage imports."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.infra.infra_support import MERGE, STATEFUL, cfn_lint, chalice_config, load_cfn
+
+
+@pytest.fixture(scope="module")
+def stateful() -> dict:
+    return load_cfn(STATEFUL)
+
+
+def resources_of(template: dict, type_: str) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def test_stateful_template_passes_cfn_lint():
+    result = cfn_lint(STATEFUL)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_refresh_queue_has_a_dead_letter_queue_and_a_long_enough_visibility(stateful):
+    queues = resources_of(stateful, "AWS::SQS::Queue")
+    queue = queues["RefreshQueue"]["Properties"]
+    assert queue["QueueName"] == {"Fn::Sub": "lifemonitor-refresh-${Stage}"}
+    worker_timeout = chalice_config()["lambda_functions"]["worker"]["lambda_timeout"]
+    assert queue["VisibilityTimeout"] >= 6 * worker_timeout
+    redrive = queue["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == 5
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["RefreshDeadLetterQueue", "Arn"]}
+    dlq = queues["RefreshDeadLetterQueue"]["Properties"]
+    assert dlq["QueueName"] == {"Fn::Sub": "lifemonitor-refresh-${Stage}-dlq"}
+    assert dlq["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+
+
+def test_crate_bucket_is_encrypted_private_and_kept(stateful):
+    bucket = stateful["Resources"]["CrateBucket"]
+    props = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert props["BucketName"]["Fn::Sub"].startswith("lifemonitor-${Stage}-crates-")
+    rule = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert len(props["PublicAccessBlockConfiguration"]) == 4
+
+
+def test_database_sits_in_two_private_subnets(stateful):
+    res = stateful["Resources"]
+    db = res["Database"]
+    assert db["DeletionPolicy"] == "Snapshot"
+    assert db["Properties"]["PubliclyAccessible"] is False
+    assert db["Properties"]["StorageEncrypted"] is True
+    assert db["Properties"]["Engine"] == "postgres"
+    subnets = res["DatabaseSubnetGroup"]["Properties"]["SubnetIds"]
+    assert subnets == [{"Ref": "PrivateSubnet1"}, {"Ref": "PrivateSubnet2"}]
+    for name in ("PrivateSubnet1", "PrivateSubnet2"):
+        assert res[name]["Properties"]["MapPublicIpOnLaunch"] is False
+    # The private route table leads out through the NAT, never straight to the IGW.
+    assert res["PrivateDefaultRoute"]["Properties"]["NatGatewayId"] == {"Ref": "NatGateway"}
+    ingress = res["DatabaseIngressFromLambda"]["Properties"]
+    assert ingress["SourceSecurityGroupId"] == {"Ref": "LambdaSecurityGroup"}
+    assert (ingress["FromPort"], ingress["ToPort"]) == (5432, 5432)
+    # No password in the template: it is generated and resolved from Secrets Manager.
+    password = db["Properties"]["MasterUserPassword"]["Fn::Sub"]
+    assert password.startswith("{{resolve:secretsmanager:")
+
+
+def _imports(node) -> set[str]:
+    """Every `lifemonitor-${Stage}-X` export name imported anywhere below node."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if "Fn::ImportValue" in node:
+            found.add(node["Fn::ImportValue"]["Fn::Sub"])
+        for value in node.values():
+            found |= _imports(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _imports(value)
+    return found
+
+
+def test_every_import_of_the_merge_template_is_exported(stateful):
+    exports = {
+        o["Export"]["Name"]["Fn::Sub"] for o in stateful["Outputs"].values() if "Export" in o
+    }
+    imported = _imports(load_cfn(MERGE))
+    assert imported, "the merge template imports nothing from the stateful stack"
+    assert imported <= exports, f"not exported: {sorted(imported - exports)}"
+    for name in exports:
+        assert re.fullmatch(r"lifemonitor-\$\{Stage\}-[A-Za-z0-9]+", name), name

@@ -1,0 +1,180 @@
+"""Alembic migrations on fresh databases: PostgreSQL (the production engine) and SQLite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from chalicelib import migrate
+from chalicelib.db import dispose_engines, get_engine
+from chalicelib.migrate import MigrationError
+from chalicelib.models import Base, utcnow
+from tests.conftest import postgres_server, worker_id
+
+APP_TABLES = {t.name for t in Base.metadata.sorted_tables}
+CONFTEST = Path(__file__).resolve().parent / "conftest.py"
+
+
+def _session_server(config):
+    """The PostgreSQL server conftest found for this session. pytest loads conftest.py as
+    its own module, so `tests.conftest` is a second copy that would search (and possibly
+    start a throwaway cluster) again: ask the loaded one first."""
+    for plugin in config.pluginmanager.get_plugins():
+        path = getattr(plugin, "__file__", None)
+        if path and Path(path).resolve() == CONFTEST and hasattr(plugin, "postgres_server"):
+            return plugin.postgres_server()
+    return postgres_server()
+
+
+@pytest.fixture(scope="module")
+def pg_url(request):
+    """One scratch PostgreSQL database for this module, dropped at its end (DROP DATABASE
+    forces a checkpoint: once is enough)."""
+    server = _session_server(request.config)
+    if server is None:
+        pytest.skip("no PostgreSQL server available (see the report header)")
+    name = f"lm_mig_{worker_id()}_{os.getpid()}".lower().replace("-", "_")
+    url = server.create_database(name)
+    yield url
+    dispose_engines()
+    for attempt in (1, 2):
+        try:
+            server.drop_database(name)
+            break
+        except Exception as exc:  # a busy server can time out DROP DATABASE's checkpoint
+            if attempt == 2:
+                warnings.warn(f"could not drop scratch database {name}: {exc}", stacklevel=1)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def fresh_db(request, monkeypatch, tmp_path):
+    """DATABASE_URL pointing at an empty database of each kind."""
+    dispose_engines()
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+        # Start from nothing, whatever an earlier test left: an empty public schema.
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        engine.dispose()
+    else:
+        url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    yield url
+    dispose_engines()
+
+
+def _tables() -> set[str]:
+    return set(sa.inspect(get_engine()).get_table_names())
+
+
+def _diff() -> list:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with get_engine().connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return compare_metadata(ctx, Base.metadata)
+
+
+def test_upgrade_downgrade_cycle(fresh_db):
+    assert migrate.current() is None
+    assert migrate.describe_current() == "(empty database: no migration applied)"
+    assert _tables() == set()
+
+    head = migrate.head()
+    assert migrate.upgrade("head") == head
+    assert _tables() == APP_TABLES | {"alembic_version"}
+    assert _diff() == []
+    assert migrate.current() == head
+    assert migrate.describe_current() == f"{head} (head)"
+    assert migrate.upgrade("head") == head  # idempotent
+
+    assert migrate.downgrade("base") is None
+    assert _tables() - {"alembic_version"} == set()
+    assert migrate.current() is None
+    assert migrate.describe_current() == "(empty database: no migration applied)"
+
+    assert migrate.upgrade() == head
+    assert _diff() == []
+    assert migrate.describe_current().endswith("(head)")
+
+
+def test_migrated_schema_enforces_constraints(fresh_db):
+    migrate.upgrade("head")
+    now = utcnow()
+    users = Base.metadata.tables["users"]
+    row = {
+        "username": "u",
+        "email_verified": False,
+        "notifications_enabled": True,
+        "created": now,
+        "modified": now,
+    }
+    with get_engine().begin() as conn:
+        conn.execute(users.insert().values(**row))
+    with pytest.raises(sa.exc.IntegrityError), get_engine().begin() as conn:
+        conn.execute(users.insert().values(**row))
+    # An unknown target is an error, and the database stays where it was.
+    with pytest.raises(MigrationError):
+        migrate.downgrade("nonexistent")
+    assert migrate.current() == migrate.head()
+
+
+def test_downgrade_without_revision_is_refused():
+    with pytest.raises(MigrationError, match="needs a revision"):
+        migrate.downgrade("")
+
+
+def test_known_revision():
+    head = migrate.head()
+    for rev in ("head", "base", "-1", "+1", head):
+        assert migrate.known_revision(rev), rev
+    assert not migrate.known_revision("ffffdeadbeef")
+
+
+def test_one_head():
+    assert migrate.head() == "0001"
+
+
+def test_locate_scripts_default():
+    from chalicelib.config import PROJECT_ROOT
+
+    assert migrate.locate_scripts() == (PROJECT_ROOT / "migrations").resolve()
+
+
+def test_locate_scripts_honours_env(monkeypatch, tmp_path):
+    from chalicelib.config import PROJECT_ROOT
+
+    copy = tmp_path / "vendored" / "migrations"
+    shutil.copytree(PROJECT_ROOT / "migrations", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("LM_MIGRATIONS_DIR", str(copy))
+    assert migrate.locate_scripts() == copy.resolve()
+    assert migrate.alembic_config().get_main_option("script_location") == str(copy.resolve())
+    assert migrate.head() == "0001"
+
+
+def test_locate_scripts_env_without_scripts_falls_back(monkeypatch, tmp_path):
+    from chalicelib.config import PROJECT_ROOT
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("LM_MIGRATIONS_DIR", str(tmp_path / "empty"))
+    assert migrate.locate_scripts() == (PROJECT_ROOT / "migrations").resolve()
+
+
+def test_locate_scripts_raises_when_nothing_is_found(monkeypatch, tmp_path):
+    import chalicelib.migrate as m
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("LM_MIGRATIONS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(m, "PROJECT_ROOT", tmp_path / "no-project")
+    monkeypatch.setattr(m.sys, "path", [str(tmp_path / "nowhere")])
+    with pytest.raises(MigrationError, match="migration scripts not found") as info:
+        migrate.locate_scripts()
+    assert str(tmp_path / "empty") in str(info.value)
