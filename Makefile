@@ -51,7 +51,7 @@ admin: install ## run an admin command: make admin ARGS="registry list"
 
 test: install-dev ## run the whole test suite (real PostgreSQL; starts a throwaway one if needed)
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto $(PYTEST_ARGS)
 
 lint: install-dev ## ruff lint and format check
 	$(PY) -m ruff check .

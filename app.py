@@ -42,7 +42,10 @@ def worker(event):
     """Refresh the batches of instances queued by `refresh`; report partial failures."""
     from chalicelib.jobs import refresh as job
 
-    return job.handle_sqs_records(record.to_dict() for record in event)
+    # Stop starting fetches well before the Lambda's own timeout (leases cover the rest).
+    remaining = getattr(event.context, "get_remaining_time_in_millis", None)
+    budget = max(5.0, remaining() / 1000 - 30) if remaining else None
+    return job.handle_sqs_records((record.to_dict() for record in event), time_budget=budget)
 
 
 @app.lambda_function(name="admin")

@@ -33,6 +33,10 @@ ENV_VARS = (
     "AWS_LAMBDA_FUNCTION_NAME",
     "LM_DB_POOL_SIZE",
     "LM_DB_TIMEOUT",
+    "LM_REFRESH_CONCURRENCY",
+    "LM_REFRESH_PER_HOST",
+    "LM_LOCAL_REFRESH_INTERVAL",
+    "LM_MIGRATIONS_DIR",
 )
 
 #: Stages that are deployed to AWS; development-only switches are refused there.
@@ -60,6 +64,10 @@ class Settings:
     in_lambda: bool
     db_pool_size: int
     db_timeout: int  # seconds of socket silence before a database call fails
+    refresh_concurrency: int  # instances refreshed at once per process (thread pool)
+    refresh_per_host: int  # CI requests in flight per host
+    local_refresh_interval: int  # seconds between in-process refreshes (make run); 0: off
+    migrations_dir: Path | None  # where the Alembic scripts are, if not found by themselves
 
     @property
     def secrets_file(self) -> Path:
@@ -133,6 +141,12 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
         in_lambda=in_lambda,
         db_pool_size=_int("LM_DB_POOL_SIZE", e["LM_DB_POOL_SIZE"], 1 if in_lambda else 5, 1),
         db_timeout=_int("LM_DB_TIMEOUT", e["LM_DB_TIMEOUT"], 30, 1),
+        refresh_concurrency=_int("LM_REFRESH_CONCURRENCY", e["LM_REFRESH_CONCURRENCY"], 8, 1),
+        refresh_per_host=_int("LM_REFRESH_PER_HOST", e["LM_REFRESH_PER_HOST"], 4, 1),
+        local_refresh_interval=_int(
+            "LM_LOCAL_REFRESH_INTERVAL", e["LM_LOCAL_REFRESH_INTERVAL"], 60, 0
+        ),
+        migrations_dir=Path(e["LM_MIGRATIONS_DIR"]) if e["LM_MIGRATIONS_DIR"] else None,
     )
     if allow_private and settings.is_deployed:
         # The SSRF guard must never be lifted where real users reach the service.

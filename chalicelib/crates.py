@@ -121,6 +121,14 @@ class CrateInfo:
     has_tests: bool
     sha256: str
     based_on: str | None
+    main_entity_name: str | None = None  # the main workflow's declared name
+    root_name: str | None = None  # the root dataset's name
+
+    @property
+    def workflow_name(self) -> str | None:
+        """LifeMonitor's fallback (contract §5): the main entity's name, else its @id, else
+        the root dataset's name."""
+        return self.main_entity_name or self.main_entity or self.root_name
 
 
 # --------------------------------------------------------------------------- public API
@@ -330,6 +338,8 @@ def _crate_info(
         has_tests=bool(suites),
         sha256=sha256,
         based_on=_id_of(root.get("isBasedOn")),
+        main_entity_name=_text(_declared(metadata, main_entity, "name")),
+        root_name=_text(root.get("name")),
     )
 
 

@@ -9,7 +9,6 @@ root, so in Lambda the scripts sit at `/var/task/migrations` — the same place 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -21,9 +20,11 @@ class MigrationError(RuntimeError):
 
 
 def locate_scripts() -> Path:
+    from chalicelib.config import get_settings
+
     candidates = []
-    if os.environ.get("LM_MIGRATIONS_DIR"):
-        candidates.append(Path(os.environ["LM_MIGRATIONS_DIR"]))
+    if get_settings().migrations_dir is not None:
+        candidates.append(get_settings().migrations_dir)
     candidates.append(PROJECT_ROOT / "migrations")
     candidates += [Path(p) / "migrations" for p in sys.path if p]
     for path in candidates:

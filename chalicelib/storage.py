@@ -20,7 +20,7 @@ class StorageError(RuntimeError):
 
 def _key(workflow_uuid: str, version_uuid: str) -> str:
     for part in (workflow_uuid, version_uuid):
-        if not _SAFE.match(part):
+        if not _SAFE.match(part) or part in {".", ".."}:
             raise StorageError(f"unsafe storage key part {part!r}")
     return f"workflows/{workflow_uuid}/{version_uuid}.zip"
 

@@ -36,7 +36,8 @@ CLEARED_ENV = (
     "DATABASE_URL", "LM_DATA_DIR", "LM_SSM_PREFIX", "LM_SECRETS_TTL", "PORT",
     "LM_TOKEN_EXPIRES_IN", "LM_CRATE_BUCKET", "LM_REFRESH_QUEUE_URL", "ALLOW_PRIVATE_URLS",
     "AWS_LAMBDA_FUNCTION_NAME", "AWS_ENDPOINT_URL", "AWS_PROFILE", "LM_DB_POOL_SIZE",
-    "LM_MIGRATIONS_DIR", "LM_DB_TIMEOUT",
+    "LM_MIGRATIONS_DIR", "LM_DB_TIMEOUT", "LM_REFRESH_CONCURRENCY", "LM_REFRESH_PER_HOST",
+    "LM_LOCAL_REFRESH_INTERVAL",
 )
 
 _server = None
@@ -117,23 +118,27 @@ def _empty_tables() -> None:
     from chalicelib.models import Base
 
     engine = get_engine()
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    # DELETE in reverse dependency order, then reset the sequences: the end state of
+    # TRUNCATE … RESTART IDENTITY in ~15 ms instead of ~0.5 s a test on Postgres.
     with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
         if engine.dialect.name == "postgresql":
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for name in tables:
-                conn.execute(text(f"DELETE FROM {name}"))  # noqa: S608 - our table names
+            conn.execute(text("SELECT setval(oid, 1, false) FROM pg_class WHERE relkind = 'S'"))
 
 
 @pytest.fixture
 def session(db):
+    """A session on the test database; what it commits is visible to the API under test,
+    and `db` empties every table afterwards."""
     from chalicelib.db import get_sessionmaker
 
     s = get_sessionmaker()()
-    yield s
-    s.rollback()
-    s.close()
+    try:
+        yield s
+    finally:
+        s.rollback()
+        s.close()
 
 
 @pytest.fixture(scope="session")

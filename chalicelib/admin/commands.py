@@ -307,4 +307,97 @@ def register_api_key(groups, common) -> None:
     p.set_defaults(handler=_apikey_delete)
 
 
-REGISTRARS = [register_db, register_registry, register_user, register_api_key]
+# --- refresh ----------------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """One line on a terminal, redrawn in place: how many instances are done, how many
+    went wrong. Called from the refresh threads (serialised by the caller)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.problems = 0
+        self.drawn = False
+
+    def __call__(self, done: int, total: int, outcome: Any) -> None:
+        if outcome.outcome in ("error", "failed"):
+            self.problems += 1
+        filled = self.WIDTH * done // total if total else self.WIDTH
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        self.stream.write(f"\rrefresh [{bar}] {done}/{total}  errors: {self.problems}")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _refresh_text(summary: dict) -> str:
+    lines = [
+        f"refreshed {summary['refreshed']} of {summary['selected']} instances "
+        f"in {summary['seconds']:.1f} s"
+    ]
+    width = max((len(k) for k in summary["outcomes"]), default=0)
+    lines += [f"  {k.ljust(width)}  {n}" for k, n in summary["outcomes"].items()]
+    if summary["errors"]:
+        lines.append("errors:")
+        lines += [
+            f"  {e['instance']} {e['name'] or ''} [{e['workflow']}]: {e['reason']}"
+            for e in summary["errors"]
+        ]
+    if summary["skipped"]:
+        lines.append("skipped (another refresh holds them):")
+        lines += [
+            f"  {s['instance']} {s['name'] or ''} [{s['workflow']}]" for s in summary["skipped"]
+        ]
+    return "\n".join(lines)
+
+
+def _refresh(args, _stdin) -> Output:
+    import sys
+
+    from chalicelib.jobs import refresh
+
+    stream = sys.stderr
+    # A progress bar only for a person watching a terminal; logs and Lambda get the summary.
+    bar = _ProgressBar(stream) if getattr(stream, "isatty", lambda: False)() else None
+    try:
+        summary = refresh.refresh_now(
+            everything=args.all,
+            instance_uuids=args.instance or (),
+            workflow_uuids=args.workflow or (),
+            progress=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    return Output(summary, _refresh_text(summary))
+
+
+def register_refresh(groups, common) -> None:
+    p = groups.add_parser(
+        "refresh",
+        help="refresh test instances now (ignores next-check times, never races a worker)",
+        description="Fetch the latest builds of the chosen test instances now. Instances "
+        "another refresh is working on (leased) are skipped and listed.",
+        parents=[common],
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every test instance")
+    which.add_argument(
+        "--instance", action="append", metavar="UUID", help="a test instance (repeatable)"
+    )
+    which.add_argument(
+        "--workflow",
+        action="append",
+        metavar="UUID",
+        help="every instance of every version of a workflow (repeatable)",
+    )
+    p.set_defaults(handler=_refresh)
+
+
+REGISTRARS = [register_db, register_registry, register_user, register_api_key, register_refresh]

@@ -13,7 +13,7 @@ from chalice import CORSConfig
 
 from chalicelib.api import context
 from chalicelib.api.problems import from_error
-from chalicelib.errors import BadRequestError, LifeMonitorError
+from chalicelib.errors import BadRequestError, LifeMonitorError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ def endpoint(
         @functools.wraps(fn)
         def view(**kwargs):
             try:
+                if any("\x00" in str(v) for v in kwargs.values()):
+                    # API Gateway decodes %00; no id of ours contains NUL (Postgres refuses it).
+                    raise NotFoundError("No such resource")
                 if not public:
                     from chalicelib.auth.principals import require
 
@@ -68,6 +71,10 @@ def endpoint(
         route_kwargs: dict[str, Any] = {"methods": methods, "cors": CORS}
         if content_types is not None:
             route_kwargs["content_types"] = content_types
+        elif not set(methods) & {"POST", "PUT", "PATCH"}:
+            # No body to read: whatever Content-Type a client sends is fine (LifeMonitor and
+            # WorkflowHub's clients send some on GETs).
+            route_kwargs["content_types"] = ["*/*"]
         bp.route(path, **route_kwargs)(view)
         for method in methods:
             ROUTES[(path, method)] = {"public": public, "anonymous": anonymous,
@@ -85,9 +92,23 @@ def json_body(request, *, required: bool = True) -> Any:
             raise BadRequestError("a JSON request body is required")
         return None
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"malformed JSON body: {exc}") from None
+    if _has_nul(value):
+        raise BadRequestError("the JSON body contains a NUL character (\\u0000)")
+    return value
+
+
+def _has_nul(value: Any) -> bool:
+    """NUL cannot be stored in Postgres text: refuse it at the door with a clear 400."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def query_flag(request, name: str, default: bool = False) -> bool:
@@ -108,7 +129,7 @@ def query_text(request, name: str, max_length: int = 256) -> str | None:
     value = params.get(name)
     if value is None:
         return None
-    if len(value) > max_length:
+    if len(value) > max_length or "\x00" in value:
         raise BadRequestError(f"query parameter {name!r} is too long")
     return value.strip() or None
 

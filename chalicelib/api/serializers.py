@@ -168,8 +168,9 @@ def ro_crate_links(version_view) -> dict[str, Any]:
         "metadata": f"{base}/workflows/{wf_uuid}/rocrate/{v.version}/metadata",
         "download": f"{base}/workflows/{wf_uuid}/rocrate/{v.version}/download",
     }
-    if version_view.registries:
-        links["registries"] = {r.client_name: link.uri for r, link in version_view.registries}
+    if v.based_on:
+        links["based_on"] = v.based_on
+    links["registries"] = {r.client_name: link.uri for r, link in version_view.registries}
     return links
 
 
@@ -239,7 +240,8 @@ def version_body(version_view, *, with_crate: bool = False) -> dict[str, Any]:
         "ro_crate": {"links": ro_crate_links(version_view)},
         "links": _drop_none({
             "origin": v.crate_origin,
-            "registries": ro_crate_links(version_view).get("registries"),
+            "based_on": v.based_on,
+            "registries": ro_crate_links(version_view)["registries"],
         }),
     }
     if with_crate:
@@ -269,8 +271,8 @@ def workflow_details(entry, *, with_crate: bool = False, previous_versions: bool
     return single(body, chosen.version.created, chosen.version.modified)
 
 
-def workflow_status(entry) -> dict[str, Any]:
-    body = workflow_details(entry)
+def workflow_status(entry, principal=None) -> dict[str, Any]:
+    body = workflow_details(entry, principal=principal)
     chosen = entry.versions[0]
     result = chosen.status()
     body["aggregate_test_status"] = result.aggregate_test_status
@@ -312,7 +314,7 @@ def registered(version) -> dict[str, Any]:
 
 
 def user_profile(profile) -> dict[str, Any]:
-    u, identities, registry_ = profile
+    u, identities, registry_, registries_by_id = profile
     base = get_settings().external_server_url
     ids: dict[str, Any] = {}
     if registry_ is None:
@@ -331,11 +333,19 @@ def user_profile(profile) -> dict[str, Any]:
             "mbox_sha1sum": info.get("mbox_sha1sum"),
             "profile": info.get("profile"),
             "picture": info.get("picture"),
-            "provider": {"name": ident.provider,
-                         "type": "registry" if ident.registry_id else "oauth2_identity_provider"},
+            "provider": _identity_provider(ident, registries_by_id.get(ident.registry_id)),
         }
     return single({"id": u.id, "username": u.username, "identities": ids}, u.created,
                   u.modified)
+
+
+def _identity_provider(ident, reg) -> dict[str, Any]:
+    if reg is not None:
+        return {"uuid": reg.uuid, "name": reg.client_name, "type": "registry", "uri": reg.uri,
+                "userinfo_endpoint": f"{reg.uri}/people/current?format=json"}
+    info = ident.user_info or {}
+    return {"uuid": None, "name": ident.provider, "type": "oauth2_identity_provider",
+            "uri": info.get("provider_uri"), "userinfo_endpoint": info.get("userinfo_endpoint")}
 
 
 def notification(user_notification, n) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def workflow_status(wf_uuid: str):
     version = query_text(_request(), "version") or "latest"
     with session_scope() as s:
         entry = workflows.get_version(s, current_principal(), wf_uuid, version)
-        return serializers.workflow_status(entry)
+        return serializers.workflow_status(entry, principal=current_principal())
 
 
 @endpoint(routes, "/workflows/{wf_uuid}/rocrate/{wf_version}/metadata", scopes=READ,

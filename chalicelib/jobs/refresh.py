@@ -2,10 +2,28 @@
 
 Flow (architecture §2): `dispatch_due()` (the `refresh` schedule) claims instances whose
 next-check time has passed with a lease, groups them by CI host and sends them in batches to
-SQS (or, with no queue configured — the embedded default — processes them inline);
-`handle_sqs_records()` (the `worker`) refreshes each batch. Every instance is refreshed in
-its own transaction, so one failing CI degrades one instance, never the batch. Builds are
-upserted on (instance, build id): duplicate or concurrent deliveries are harmless.
+SQS (or, with no queue configured — the embedded default — refreshes them inline);
+`handle_sqs_records()` (the `worker`) refreshes the batches; `refresh_now()` is the admin
+command's door (chosen instances, next-check times ignored, leases honoured).
+
+Concurrency (`run_refresh`): a thread pool of ``LM_REFRESH_CONCURRENCY`` (default 8) with at
+most ``LM_REFRESH_PER_HOST`` (default 4) fetches in flight per CI host, every request going
+through chalicelib.http's one pooled session (keep-alive). Each instance is refreshed in
+three phases, each phase in the calling thread with its own session, so that no database
+connection is held while a CI answers:
+
+1. read — a short transaction copies what the adapter needs into a detached `Target`;
+2. fetch — the adapter call, outside any transaction, under the host's semaphore;
+3. write — a short transaction locks the instance row (``SELECT … FOR UPDATE`` on
+   Postgres), upserts the builds on (instance, build id), recomputes the denormalised
+   pointers and the bookkeeping (next check, last error, back-off).
+
+Writes are idempotent: duplicate SQS deliveries and concurrent refreshes of one instance
+serialise on the row lock, the upsert never duplicates a build, a build row is only
+overwritten by an observation at least as recent as its own (so a slow, stale fetch never
+undoes a newer one), and the pointers are recomputed from the rows under the lock. One
+failing CI degrades its own instances only: errors are recorded with exponential back-off
+(and a rate-limited host is skipped by the scheduler until its `Retry-After`), never raised.
 """
 
 from __future__ import annotations
@@ -13,8 +31,13 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections import defaultdict
-from collections.abc import Iterable
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -30,55 +53,136 @@ log = logging.getLogger(__name__)
 
 MESSAGE_VERSION = 1
 INSTANCES_PER_MESSAGE = 25
+MAX_INSTANCES_PER_MESSAGE = 1000  # anything bigger is not one of ours: poison
 LEASE = timedelta(minutes=10)
 BUILDS_PER_FETCH = 10  # the window of LifeMonitor's status rule
 INTERVAL = timedelta(minutes=5)  # idle instances
 RUNNING_INTERVAL = timedelta(minutes=1)  # a build is running: look again soon
 MAX_BACKOFF = timedelta(hours=6)
+# Time a worker invocation spends starting fetches when the caller gives no deadline while
+# running in Lambda (the worker's timeout is 120 s; an in-flight fetch may take ~40 s more).
+# Instances not started by then keep their lease and are claimed again when it runs out.
+WORKER_TIME_BUDGET = 60.0
+ADMIN_TIME_BUDGET = 240.0  # the admin Lambda's timeout is 300 s
+
+#: Outcomes of one instance's refresh.
+UPDATED, UNCHANGED, ERROR, MISSING, FAILED = "updated", "unchanged", "error", "missing", "failed"
+DEFERRED = "deferred"  # not started before the deadline; the lease runs out
+LEASED = "leased"  # admin refresh: someone else holds the lease, left alone
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def refresh_concurrency() -> int:
+    """Instances refreshed at once by one process (``LM_REFRESH_CONCURRENCY``, default 8)."""
+    from chalicelib.config import get_settings
+
+    return get_settings().refresh_concurrency
+
+
+def refresh_per_host() -> int:
+    """Fetches in flight per CI host (``LM_REFRESH_PER_HOST``, default 4)."""
+    from chalicelib.config import get_settings
+
+    return get_settings().refresh_per_host
+
+
+def local_refresh_interval() -> int:
+    """Seconds between two in-process refreshes of `make run` (``LM_LOCAL_REFRESH_INTERVAL``,
+    default 60; 0 disables the timer)."""
+    from chalicelib.config import get_settings
+
+    return get_settings().local_refresh_interval
+
+
+def _in_lambda() -> bool:
+    from chalicelib.config import get_settings
+
+    return get_settings().in_lambda
+
+
+# --- claiming ------------------------------------------------------------------------------
 
 
 def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def claim_due(session: Session, now: datetime, limit: int = 10_000) -> list[tuple[int, str]]:
-    """Lease up to `limit` due instances; returns (instance id, CI url) pairs."""
+def _id_in(session: Session, column, ids: list[int]):
+    """`column IN ids` as one bound array on Postgres: the statement stays the same size
+    whatever the number of ids (and pg8000's parameter limit never bites)."""
+    if _is_postgres(session):
+        from sqlalchemy import Integer, any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(Integer)))
+    return column.in_(list(ids))
+
+
+def _claim(
+    session: Session,
+    now: datetime,
+    *,
+    ids: list[int] | None = None,
+    due_only: bool = True,
+    limit: int | None = None,
+) -> list[tuple[int, str]]:
+    """Lease instances nobody else holds; returns (instance id, CI url) pairs. `due_only`:
+    the scheduler's claim (next check passed, host not blocked); otherwise every instance
+    in `ids` (or all of them) whose lease is free."""
     from sqlalchemy import or_, select, update
 
     query = (
         select(TestInstance.id, TestingService.url)
         .join(TestingService, TestInstance.testing_service_id == TestingService.id)
-        .where(or_(TestInstance.next_check_at.is_(None), TestInstance.next_check_at <= now))
         .where(or_(TestInstance.lease_until.is_(None), TestInstance.lease_until < now))
-        .where(or_(TestingService.blocked_until.is_(None), TestingService.blocked_until <= now))
         .where(TestInstance.managed.is_(False))
-        .order_by(TestInstance.next_check_at.asc().nulls_first(), TestInstance.id)
-        .limit(limit)
     )
+    if due_only:
+        query = query.where(
+            or_(TestInstance.next_check_at.is_(None), TestInstance.next_check_at <= now)
+        ).where(or_(TestingService.blocked_until.is_(None), TestingService.blocked_until <= now))
+    if ids is not None:
+        if not ids:
+            return []
+        query = query.where(_id_in(session, TestInstance.id, ids))
+    query = query.order_by(TestInstance.next_check_at.asc().nulls_first(), TestInstance.id)
+    if limit is not None:
+        query = query.limit(limit)
     if _is_postgres(session):
-        # Overlapping schedulers skip each other's rows instead of double-enqueuing.
+        # Overlapping claimers skip each other's rows instead of double-enqueuing.
         query = query.with_for_update(skip_locked=True, of=TestInstance)
     rows = [(row[0], row[1]) for row in session.execute(query)]
     if rows:
         session.execute(
             update(TestInstance)
-            .where(TestInstance.id.in_([r[0] for r in rows]))
+            .where(_id_in(session, TestInstance.id, [r[0] for r in rows]))
             .values(lease_until=now + LEASE)
         )
     return rows
+
+
+def claim_due(session: Session, now: datetime, limit: int = 10_000) -> list[tuple[int, str]]:
+    """Lease up to `limit` due instances; returns (instance id, CI url) pairs."""
+    return _claim(session, now, due_only=True, limit=limit)
 
 
 def build_messages(rows: Iterable[tuple[int, str]]) -> list[dict[str, Any]]:
     """One message per CI host and chunk, so a worker's concurrency maps to one host."""
     by_host: dict[str, list[int]] = defaultdict(list)
     for instance_id, url in rows:
-        by_host[urlsplit(url).netloc or url].append(instance_id)
+        by_host[_host_of(url)].append(instance_id)
     messages = []
     for host, ids in sorted(by_host.items()):
         for i in range(0, len(ids), INSTANCES_PER_MESSAGE):
-            messages.append({"v": MESSAGE_VERSION, "host": host,
-                             "instances": ids[i:i + INSTANCES_PER_MESSAGE]})
+            chunk = ids[i : i + INSTANCES_PER_MESSAGE]
+            messages.append({"v": MESSAGE_VERSION, "host": host, "instances": chunk})
     return messages
+
+
+def _host_of(url: str) -> str:
+    return urlsplit(url).netloc.lower() or url
 
 
 def send_messages(queue_url: str, messages: list[dict[str, Any]]) -> int:
@@ -87,7 +191,7 @@ def send_messages(queue_url: str, messages: list[dict[str, Any]]) -> int:
     sqs = boto3.client("sqs")
     sent = 0
     for i in range(0, len(messages), 10):  # SQS batch limit
-        chunk = messages[i:i + 10]
+        chunk = messages[i : i + 10]
         response = sqs.send_message_batch(
             QueueUrl=queue_url,
             Entries=[{"Id": str(n), "MessageBody": json.dumps(m)} for n, m in enumerate(chunk)],
@@ -100,7 +204,12 @@ def send_messages(queue_url: str, messages: list[dict[str, Any]]) -> int:
     return sent
 
 
+# --- the three doors -----------------------------------------------------------------------
+
+
 def dispatch_due(now: datetime | None = None, limit: int = 10_000) -> dict[str, Any]:
+    """The `refresh` schedule (and the local timer): claim due instances, then queue them,
+    or refresh them here when no queue is configured."""
     from chalicelib.config import get_settings
     from chalicelib.db import session_scope
 
@@ -113,72 +222,427 @@ def dispatch_due(now: datetime | None = None, limit: int = 10_000) -> dict[str, 
         sent = send_messages(queue, messages)
         summary = {"mode": "sqs", "claimed": len(rows), "messages": len(messages), "sent": sent}
     else:
-        outcomes: dict[str, int] = defaultdict(int)
-        for message in messages:
-            for outcome, count in process_batch(message["instances"], now=now).items():
-                outcomes[outcome] += count
-        summary = {"mode": "inline", "claimed": len(rows), "messages": len(messages),
-                   "outcomes": dict(outcomes)}
+        results = run_refresh([instance_id for instance_id, _ in rows], now=now)
+        summary = {
+            "mode": "inline",
+            "claimed": len(rows),
+            "messages": len(messages),
+            "outcomes": dict(Counter(r.outcome for r in results)),
+        }
     log.info("refresh dispatched", extra=summary)
     return summary
 
 
-def handle_sqs_records(records: Iterable[dict[str, Any]]) -> dict[str, list]:
-    """SQS worker: partial batch response, so one poison message is retried (and then
-    dead-lettered by the queue's redrive policy) without repeating the others."""
-    failures = []
+def _parse_message(record: dict[str, Any]) -> list[int]:
+    message = json.loads(record["body"])
+    instances = message.get("instances")
+    if message.get("v") != MESSAGE_VERSION or not isinstance(instances, list):
+        raise ValueError(f"unexpected message: {record['body'][:200]!r}")
+    if len(instances) > MAX_INSTANCES_PER_MESSAGE:
+        raise ValueError(f"message with {len(instances)} instances")
+    ids = []
+    for value in instances:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"not an instance id: {value!r}")
+        ids.append(int(value))
+    return ids
+
+
+def handle_sqs_records(
+    records: Iterable[dict[str, Any]], *, time_budget: float | None = None
+) -> dict[str, list]:
+    """SQS worker: every instance of every message of the batch is refreshed through one
+    pool (bounded per host); the response lists the messages to retry (partial batch
+    response), so a poison message is retried and then dead-lettered by the queue's redrive
+    policy without repeating the others. A message fails when it cannot be read or when one
+    of its instances failed unexpectedly (CI errors are recorded, not failures).
+
+    `time_budget`: seconds to keep starting fetches (pass the invocation's remaining time
+    minus a margin); in Lambda it defaults to `WORKER_TIME_BUDGET`."""
+    failures: list[str] = []
+    batches: list[tuple[str, list[int]]] = []
     for record in records:
+        message_id = record.get("messageId")
         try:
-            message = json.loads(record["body"])
-            if message.get("v") != MESSAGE_VERSION or not isinstance(
-                message.get("instances"), list
-            ):
-                raise ValueError(f"unexpected message: {record['body'][:200]!r}")
-            ids = [int(i) for i in message["instances"]]
-            process_batch(ids)
+            batches.append((message_id, _parse_message(record)))
         except Exception:
-            log.exception("refresh worker: message %s failed", record.get("messageId"))
-            failures.append({"itemIdentifier": record.get("messageId")})
-    return {"batchItemFailures": failures}
+            log.exception("refresh worker: message %s is unreadable", message_id)
+            failures.append(message_id)
+    if time_budget is None and _in_lambda():
+        time_budget = WORKER_TIME_BUDGET
+    deadline = time.monotonic() + time_budget if time_budget is not None else None
+    try:
+        # Duplicates (the same instance in two deliveries) are refreshed once.
+        results = run_refresh([i for _, ids in batches for i in ids], deadline=deadline)
+        by_id = {r.instance_id: r.outcome for r in results}
+    except Exception:  # pragma: no cover - run_refresh catches per instance
+        log.exception("refresh worker: batch failed")
+        by_id = {}
+    for message_id, ids in batches:
+        if any(by_id.get(i, FAILED) == FAILED for i in ids):
+            failures.append(message_id)
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
 
 
 def process_batch(instance_ids: list[int], now: datetime | None = None) -> dict[str, int]:
+    """Refresh these instances (concurrently); returns the count of each outcome."""
+    return dict(Counter(r.outcome for r in run_refresh(instance_ids, now=now)))
+
+
+# --- the admin door ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selected:
+    id: int
+    uuid: str
+    name: str | None
+    workflow: str | None  # "<name> (<version>)", for humans
+
+
+def _check_uuids(values: Iterable[str], what: str) -> list[str]:
+    import uuid
+
+    out = []
+    for value in values:
+        try:
+            out.append(str(uuid.UUID(str(value))))
+        except ValueError:
+            from chalicelib.errors import BadRequestError
+
+            raise BadRequestError(f"not a {what} UUID: {str(value)[:80]!r}") from None
+    return list(dict.fromkeys(out))
+
+
+def select_instances(
+    session: Session,
+    *,
+    everything: bool = False,
+    instance_uuids: Iterable[str] = (),
+    workflow_uuids: Iterable[str] = (),
+) -> list[Selected]:
+    """The instances an admin refresh names; NotFoundError names any unknown uuid."""
+    from sqlalchemy import select
+
+    from chalicelib.errors import BadRequestError, NotFoundError
+    from chalicelib.models import TestSuite, Workflow, WorkflowVersion
+
+    instance_uuids = _check_uuids(instance_uuids, "test instance")
+    workflow_uuids = _check_uuids(workflow_uuids, "workflow")
+    query = (
+        select(
+            TestInstance.id,
+            TestInstance.uuid,
+            TestInstance.name,
+            Workflow.name,
+            WorkflowVersion.version,
+        )
+        .join(TestSuite, TestInstance.suite_id == TestSuite.id)
+        .join(WorkflowVersion, TestSuite.workflow_version_id == WorkflowVersion.id)
+        .join(Workflow, WorkflowVersion.workflow_id == Workflow.id)
+        .order_by(TestInstance.id)
+    )
+    if everything:
+        pass
+    elif instance_uuids:
+        query = query.where(TestInstance.uuid.in_(instance_uuids))
+    elif workflow_uuids:
+        known = set(session.scalars(select(Workflow.uuid).where(Workflow.uuid.in_(workflow_uuids))))
+        unknown = [u for u in workflow_uuids if u not in known]
+        if unknown:
+            raise NotFoundError(f"unknown workflow: {', '.join(unknown)}")
+        query = query.where(Workflow.uuid.in_(workflow_uuids))
+    else:
+        raise BadRequestError("say which instances: --all, --instance UUID or --workflow UUID")
+    rows = [
+        Selected(r[0], r[1], r[2], f"{r[3] or '(unnamed)'} ({r[4]})")
+        for r in session.execute(query)
+    ]
+    if instance_uuids:
+        found = {r.uuid for r in rows}
+        unknown = [u for u in instance_uuids if u not in found]
+        if unknown:
+            raise NotFoundError(f"unknown test instance: {', '.join(unknown)}")
+    return rows
+
+
+def refresh_now(
+    *,
+    everything: bool = False,
+    instance_uuids: Iterable[str] = (),
+    workflow_uuids: Iterable[str] = (),
+    now: datetime | None = None,
+    progress: Callable[[int, int, Outcome], None] | None = None,
+    time_budget: float | None = None,
+) -> dict[str, Any]:
+    """Refresh the chosen instances now, whatever their next-check time, except those
+    whose lease another refresh holds (never race a worker). Returns a summary: counts
+    per outcome, the instances with errors and their reason, the skipped ones."""
     from chalicelib.db import session_scope
 
-    outcomes: dict[str, int] = defaultdict(int)
-    for instance_id in instance_ids:
-        try:
-            with session_scope() as session:
-                outcomes[refresh_instance(session, instance_id, now=now)] += 1
-        except Exception:
-            # A bug or a database hiccup for one instance: log it, keep going. The lease
-            # expires and the instance is claimed again.
-            log.exception("refresh of instance %s failed", instance_id)
-            outcomes["failed"] += 1
-    return dict(outcomes)
+    started = time.monotonic()
+    claim_time = now or utcnow()
+    with session_scope() as session:
+        selected = select_instances(
+            session,
+            everything=everything,
+            instance_uuids=instance_uuids,
+            workflow_uuids=workflow_uuids,
+        )
+        ids = None if everything else [s.id for s in selected]
+        claimed = {i for i, _ in _claim(session, claim_time, ids=ids, due_only=False)}
+    if time_budget is None and _in_lambda():
+        time_budget = ADMIN_TIME_BUDGET
+    deadline = started + time_budget if time_budget is not None else None
+    todo = [s.id for s in selected if s.id in claimed]
+    results = {
+        r.instance_id: r for r in run_refresh(todo, now=now, progress=progress, deadline=deadline)
+    }
+    outcomes: Counter[str] = Counter()
+    errors, skipped = [], []
+    for s in selected:
+        result = results.get(s.id)
+        if result is None:
+            outcomes[LEASED] += 1
+            skipped.append({"instance": s.uuid, "name": s.name, "workflow": s.workflow})
+            continue
+        outcomes[result.outcome] += 1
+        if result.outcome in (ERROR, FAILED):
+            errors.append(
+                {
+                    "instance": s.uuid,
+                    "name": s.name,
+                    "workflow": s.workflow,
+                    "outcome": result.outcome,
+                    "reason": result.error,
+                }
+            )
+    return {
+        "selected": len(selected),
+        "refreshed": len(results),
+        "outcomes": dict(sorted(outcomes.items())),
+        "errors": errors,
+        "skipped": skipped,
+        "seconds": round(time.monotonic() - started, 3),
+    }
 
 
-def refresh_instance(session: Session, instance_id: int, now: datetime | None = None) -> str:
-    """Fetch one instance's recent builds and store them. Returns the outcome:
-    "updated", "unchanged", "error" or "missing"."""
-    now = now or utcnow()
-    instance = session.get(TestInstance, instance_id)
-    if instance is None:
-        return "missing"  # deleted since it was queued
-    service = instance.testing_service
-    if service.type == "github":
-        from sqlalchemy import select
+# --- the concurrent runner -----------------------------------------------------------------
 
-        # Superseded GitHub run attempts never change: let the adapter skip stored ones.
-        instance.known_build_ids = frozenset(session.scalars(
-            select(Build.build_id).where(Build.instance_id == instance.id)))
+
+@dataclass(frozen=True)
+class Target:
+    """What an adapter needs of one instance, detached from any session (phase 1). It
+    satisfies `chalicelib.testing.InstanceRef`; `known_build_ids` lets the GitHub adapter
+    skip run attempts already stored (superseded attempts never change)."""
+
+    id: int
+    uuid: str
+    resource: str
+    parameters: dict = field(hash=False)
+    etag: str | None
+    service_id: int
+    service_type: str
+    service_url: str
+    known_build_ids: frozenset[str] = frozenset()
+
+    @property
+    def host(self) -> str:
+        return _host_of(self.service_url)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Phase 2's answer: the adapter's result or the CI error, and when it was asked."""
+
+    observed_at: datetime
+    result: FetchResult | None = None
+    error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    instance_id: int
+    outcome: str
+    error: str | None = None  # the recorded reason, for "error" and "failed"
+
+
+def run_refresh(
+    instance_ids: Iterable[int],
+    now: datetime | None = None,
+    *,
+    concurrency: int | None = None,
+    per_host: int | None = None,
+    progress: Callable[[int, int, Outcome], None] | None = None,
+    deadline: float | None = None,
+) -> list[Outcome]:
+    """Refresh instances concurrently (each once, in its own transactions); never raises
+    for one instance. `now` fixes the scheduling clock (tests); by default each instance
+    uses the time it is written. `deadline` (time.monotonic()) stops starting fetches.
+
+    Every thread opens its own sessions, so the engine's pool should allow `concurrency`
+    connections for full speed; with fewer, the short read/write phases queue for one."""
+    ids = list(dict.fromkeys(instance_ids))
+    if not ids:
+        return []
+    workers = min(concurrency or refresh_concurrency(), len(ids))
+    slots = per_host or refresh_per_host()
+    lock = threading.Lock()
+    done = 0
+
+    def one(instance_id: int) -> Outcome:
+        nonlocal done
+        result = _refresh_one(instance_id, now, slots, deadline)
+        if progress is not None:
+            with lock:
+                done += 1
+                try:
+                    progress(done, len(ids), result)
+                except Exception:  # a display problem must not stop the refresh
+                    log.exception("refresh progress callback failed")
+        return result
+
+    if workers == 1:
+        return [one(i) for i in ids]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lm-refresh") as pool:
+        return list(pool.map(one, ids))
+
+
+_slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+@contextmanager
+def _host_slot(host: str, per_host: int) -> Iterator[None]:
+    """At most `per_host` fetches in flight to one host in this process (shared by every
+    batch running here: worker, admin command and local timer alike)."""
+    key = (host, per_host)
+    with _slots_lock:
+        semaphore = _slots.get(key)
+        if semaphore is None:
+            semaphore = _slots[key] = threading.BoundedSemaphore(per_host)
+    with semaphore:
+        yield
+
+
+def _refresh_one(
+    instance_id: int, now: datetime | None, per_host: int, deadline: float | None
+) -> Outcome:
+    from chalicelib.db import session_scope
+
     try:
-        adapter = get_adapter(service.type)
-        result: FetchResult = adapter.fetch_builds(service.url, instance, BUILDS_PER_FETCH)
+        with session_scope() as session:
+            target = load_target(session, instance_id)
+        if target is None:
+            return Outcome(instance_id, MISSING)
+        with _host_slot(target.host, per_host):
+            if deadline is not None and time.monotonic() > deadline:
+                return Outcome(instance_id, DEFERRED)  # the lease runs out; claimed again
+            fetched = fetch(target)
+        with session_scope() as session:
+            outcome = apply(session, instance_id, fetched, now or utcnow())
+        error = _reason(fetched.error) if outcome == ERROR else None
+        return Outcome(instance_id, outcome, error)
+    except Exception as exc:
+        # A bug or a database hiccup for one instance: log it, record it if we can, keep
+        # going with the others.
+        log.exception("refresh of instance %s failed", instance_id)
+        reason = f"internal error while refreshing ({type(exc).__name__})"
+        _record_failure(instance_id, reason, now or utcnow())
+        return Outcome(instance_id, FAILED, reason)
+
+
+def _record_failure(instance_id: int, reason: str, now: datetime) -> None:
+    from chalicelib.db import session_scope
+
+    try:
+        with session_scope() as session:
+            instance = lock_instance(session, instance_id)
+            if instance is not None:
+                record_error(instance, reason, now)
+    except Exception:
+        log.exception("could not record the failure of instance %s", instance_id)
+
+
+def _reason(exc: BaseException | None) -> str | None:
+    return None if exc is None else str(exc)[:2000]
+
+
+# --- the phases ----------------------------------------------------------------------------
+
+
+def load_target(session: Session, instance_id: int) -> Target | None:
+    """Phase 1: a detached copy of what the adapter needs (None: deleted since queued)."""
+    from sqlalchemy import select
+
+    row = session.execute(
+        select(TestInstance, TestingService)
+        .join(TestingService, TestInstance.testing_service_id == TestingService.id)
+        .where(TestInstance.id == instance_id)
+    ).first()
+    if row is None:
+        return None
+    instance, service = row
+    known: frozenset[str] = frozenset()
+    if service.type == "github":
+        # Superseded GitHub run attempts never change: let the adapter skip stored ones.
+        known = frozenset(
+            session.scalars(select(Build.build_id).where(Build.instance_id == instance.id))
+        )
+    return Target(
+        id=instance.id,
+        uuid=instance.uuid,
+        resource=instance.resource,
+        parameters=dict(instance.parameters or {}),
+        etag=instance.etag,
+        service_id=service.id,
+        service_type=service.type,
+        service_url=service.url,
+        known_build_ids=known,
+    )
+
+
+def fetch(target: Target) -> Fetched:
+    """Phase 2: ask the CI. CI errors are returned (they are data); anything else raises.
+
+    The observation is stamped when the request *starts*: whatever the CI answers is at
+    least that fresh, so of two overlapping fetches the one that started later wins, even
+    when its answer arrives first."""
+    started = utcnow()
+    try:
+        adapter = get_adapter(target.service_type)
+        result: FetchResult = adapter.fetch_builds(target.service_url, target, BUILDS_PER_FETCH)
     except (CIError, UnsupportedServiceError) as exc:
-        record_error(instance, str(exc), now,
-                     retry_after=getattr(exc, "retry_after", None))
-        return "error"
+        return Fetched(observed_at=started, error=exc)
+    return Fetched(observed_at=started, result=result)
+
+
+def lock_instance(session: Session, instance_id: int) -> TestInstance | None:
+    """The instance row, locked until the transaction ends (Postgres), freshly read."""
+    from sqlalchemy import select
+
+    query = (
+        select(TestInstance)
+        .where(TestInstance.id == instance_id)
+        .execution_options(populate_existing=True)
+    )
+    if _is_postgres(session):
+        query = query.with_for_update(of=TestInstance)
+    return session.scalar(query)
+
+
+def apply(session: Session, instance_id: int, fetched: Fetched, now: datetime) -> str:
+    """Phase 3: store what the fetch found, under the instance's row lock."""
+    instance = lock_instance(session, instance_id)
+    if instance is None:
+        return MISSING  # deleted while we were fetching
+    if fetched.error is not None:
+        retry_after = getattr(fetched.error, "retry_after", None)
+        record_error(instance, str(fetched.error), now, retry_after=retry_after)
+        block_service(session, instance.testing_service_id, retry_after, now)
+        return ERROR
+    result = fetched.result
+    assert result is not None
     instance.last_checked_at = now
     instance.last_error = None
     instance.consecutive_errors = 0
@@ -187,36 +651,97 @@ def refresh_instance(session: Session, instance_id: int, now: datetime | None = 
         instance.etag = result.etag
     if result.not_modified:
         instance.next_check_at = now + _interval(instance, session)
-        return "unchanged"
-    store_builds(session, instance, result.builds)
+        return UNCHANGED
+    store_builds(session, instance, result.builds, observed_at=fetched.observed_at)
     instance.next_check_at = now + _interval(instance, session)
-    return "updated"
+    return UPDATED
 
 
-def record_error(instance: TestInstance, message: str, now: datetime,
-                 retry_after: float | None = None) -> None:
+def refresh_instance(session: Session, instance_id: int, now: datetime | None = None) -> str:
+    """Fetch one instance's recent builds and store them, all in the caller's session and
+    transaction (tests, webhooks). Returns the outcome: "updated", "unchanged", "error" or
+    "missing". Unexpected errors propagate."""
+    target = load_target(session, instance_id)
+    if target is None:
+        return MISSING
+    return apply(session, instance_id, fetch(target), now or utcnow())
+
+
+def record_error(
+    instance: TestInstance, message: str, now: datetime, retry_after: float | None = None
+) -> None:
     instance.last_error = message[:2000]
     instance.last_checked_at = now
     instance.consecutive_errors += 1
     instance.lease_until = None
     backoff = min(INTERVAL * (2 ** min(instance.consecutive_errors - 1, 10)), MAX_BACKOFF)
     if retry_after is not None:
-        backoff = max(backoff, timedelta(seconds=retry_after))
+        backoff = max(backoff, min(timedelta(seconds=retry_after), MAX_BACKOFF))
     # Jitter spreads retries of instances that failed together (one CI outage).
     instance.next_check_at = now + backoff * random.uniform(1.0, 1.2)  # noqa: S311
 
 
-def store_builds(session: Session, instance: TestInstance, builds: list) -> None:
-    """Upsert on (instance, build id), then recompute the denormalised pointers."""
+def block_service(
+    session: Session, service_id: int, retry_after: float | None, now: datetime
+) -> None:
+    """The host asked us to come back later (rate limit, Retry-After): the scheduler skips
+    all its instances until then (`claim_due`); admin refreshes still try."""
+    if retry_after is None or retry_after <= 0:
+        return
+    from sqlalchemy import or_, update
+
+    until = now + min(timedelta(seconds=retry_after), MAX_BACKOFF)
+    session.execute(
+        update(TestingService)
+        .where(TestingService.id == service_id)
+        .where(or_(TestingService.blocked_until.is_(None), TestingService.blocked_until < until))
+        .values(blocked_until=until)
+        .execution_options(synchronize_session=False)
+    )
+
+
+_UPSERT_COLUMNS = (
+    "status",
+    "started_at",
+    "finished_at",
+    "duration",
+    "url",
+    "revision",
+    "links",
+    "modified",
+)
+
+
+def store_builds(
+    session: Session, instance: TestInstance, builds: list, observed_at: datetime | None = None
+) -> None:
+    """Upsert on (instance, build id), then recompute the denormalised pointers.
+
+    `observed_at` (when the fetch started; default now) becomes the rows' `modified`, and
+    a row is only overwritten by an observation at least as recent: a slow refresh that read
+    a build while it was running cannot undo a newer one that saw it finish."""
+    _lock_row(session, instance.id)  # first, so concurrent writers never deadlock
     if builds:
         table = Build.__table__
-        now = utcnow()
+        stamp = observed_at or utcnow()
+        unique: dict[str, Any] = {}
+        for b in builds:
+            unique.setdefault(b.build_id, b)  # one statement may not touch a row twice
         rows = [
-            {"instance_id": instance.id, "build_id": b.build_id, "status": b.status,
-             "started_at": b.started_at, "finished_at": b.finished_at, "duration": b.duration,
-             "url": b.url, "revision": b.revision, "links": b.links, "created": now,
-             "modified": now}
-            for b in builds
+            {
+                "instance_id": instance.id,
+                "build_id": b.build_id,
+                "status": b.status,
+                "started_at": b.started_at,
+                "finished_at": b.finished_at,
+                "duration": b.duration,
+                "url": b.url,
+                "revision": b.revision,
+                "links": b.links,
+                "created": stamp,
+                "modified": stamp,
+            }
+            for b in sorted(unique.values(), key=lambda b: b.build_id)  # a stable lock order
         ]
         if _is_postgres(session):
             from sqlalchemy.dialects.postgresql import insert
@@ -225,17 +750,29 @@ def store_builds(session: Session, instance: TestInstance, builds: list) -> None
         stmt = insert(table).values(rows)
         stmt = stmt.on_conflict_do_update(
             index_elements=["instance_id", "build_id"],
-            set_={c: getattr(stmt.excluded, c) for c in
-                  ("status", "started_at", "finished_at", "duration", "url", "revision", "links",
-                   "modified")},
+            set_={c: getattr(stmt.excluded, c) for c in _UPSERT_COLUMNS},
+            where=table.c.modified <= stmt.excluded.modified,
         )
         session.execute(stmt)
     update_pointers(session, instance)
 
 
+def _lock_row(session: Session, instance_id: int) -> None:
+    if _is_postgres(session):
+        from sqlalchemy import select
+
+        session.execute(
+            select(TestInstance.id).where(TestInstance.id == instance_id).with_for_update()
+        )
+
+
 def update_pointers(session: Session, instance: TestInstance) -> None:
+    """Recompute `latest_build_id`/`last_completed_build_id` from the stored rows. The row
+    lock (a no-op when the caller holds it) serialises concurrent writers: the last one
+    to get here sees every build the others committed."""
     from sqlalchemy import select
 
+    _lock_row(session, instance.id)
     recent = session.execute(
         select(Build.id, Build.status)
         .where(Build.instance_id == instance.id)

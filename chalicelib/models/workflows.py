@@ -47,6 +47,7 @@ class WorkflowVersion(Timestamped, Base):
     # Parameter-store key of the `authorization` header given with a roc_link, if any.
     crate_authorization_key: Mapped[str | None] = mapped_column(String(256))
     authors: Mapped[list] = mapped_column(JSONType, default=list, nullable=False)
+    based_on: Mapped[str | None] = mapped_column(Text)  # the crate's isBasedOn
 
     workflow: Mapped[Workflow] = relationship(back_populates="versions")
     submitter: Mapped[User | None] = relationship()

@@ -60,7 +60,8 @@ class Submission:
     authorization: str | None = None
     rocrate: str | None = None  # RoCrateWorkflowVersion (base64)
     registry: str | None = None  # a registry name/uuid on user endpoints (LM extension)
-    submitter_id: int | None = None  # registry clients naming the submitter
+    submitter_id: str | None = None  # registry clients: the submitter's person id there
+    user_id: int | None = None  # registry clients: the submitter's id here
 
     @classmethod
     def from_body(cls, body: Any, *, allow_identifier: bool = True,
@@ -85,15 +86,22 @@ class Submission:
         public = body.get("public", False)
         if not isinstance(public, bool):
             raise BadRequestError("'public' must be true or false", field="public")
-        submitter = body.get("submitter_id", body.get("user_id"))
-        if submitter is not None and (isinstance(submitter, bool) or not isinstance(
-                submitter, int | str) or not str(submitter).isdigit()):
-            raise BadRequestError("'submitter_id' must be a user id", field="submitter_id")
+        submitter = body.get("submitter_id")
+        if submitter is not None and (isinstance(submitter, bool)
+                                      or not isinstance(submitter, int | str)
+                                      or not str(submitter).strip()):
+            raise BadRequestError("'submitter_id' must be a person id of the registry",
+                                  field="submitter_id")
+        user_id = body.get("user_id")
+        if user_id is not None and (isinstance(user_id, bool) or not isinstance(
+                user_id, int | str) or not str(user_id).isdigit()):
+            raise BadRequestError("'user_id' must be a user id", field="user_id")
         sub = cls(version=text("version"), uuid=text("uuid"), name=text("name"), public=public,
                   identifier=text("identifier"), roc_link=text("roc_link"),
                   authorization=text("authorization"), rocrate=text("rocrate"),
                   registry=text("registry"),
-                  submitter_id=int(submitter) if submitter is not None else None)
+                  submitter_id=str(submitter).strip() if submitter is not None else None,
+                  user_id=int(user_id) if user_id is not None else None)
         sources = [s for s in ("identifier", "roc_link", "rocrate") if getattr(sub, s)]
         allowed = ([("identifier")] if allow_identifier else []) + (
             ["roc_link", "rocrate"] if allow_crate else [])
@@ -142,7 +150,8 @@ def fetch_crate(session: Session, sub: Submission, registry: Registry | None) ->
     if sub.roc_link:
         return _from_link(sub.roc_link, sub.authorization, sub.version)
     try:
-        data = base64.b64decode(sub.rocrate or "", validate=True)
+        # Line-wrapped base64 (the `base64` tool, encodebytes) is fine, as in LifeMonitor.
+        data = base64.b64decode("".join((sub.rocrate or "").split()), validate=True)
     except (binascii.Error, ValueError):
         raise BadRequestError("'rocrate' is not valid base64") from None
     if not data:
@@ -213,7 +222,7 @@ def submit(
     fetched = fetch_crate(session, sub, registry)
     info: CrateInfo = crates.read_crate(fetched.data)
     version_label = sub.version or fetched.version
-    name = sub.name or fetched.name or info.name or info.main_entity
+    name = sub.name or fetched.name or info.workflow_name
     if not name:
         raise BadRequestError("Missing attribute 'name'", field="name")
 
@@ -224,6 +233,8 @@ def submit(
     if workflow is not None:
         from chalicelib.services.access import require_write
 
+        # Ownership first: a conflict must not reveal someone else's private versions.
+        require_write(session, principal, workflow)
         if session.scalar(select(WorkflowVersion.id).where(
                 WorkflowVersion.workflow_id == workflow.id,
                 WorkflowVersion.version == version_label)) is not None:
@@ -231,8 +242,6 @@ def submit(
                 f"Workflow '{workflow.uuid}' version '{version_label}' is already registered",
                 resource_type="workflow_version", resource_identifier=workflow.uuid,
             )
-        # A new version of an existing workflow: only its owner or registry may add one.
-        require_write(session, principal, workflow)
         if sub.name:
             workflow.name = sub.name
         workflow.public = sub.public or workflow.public
@@ -245,7 +254,7 @@ def submit(
     version = WorkflowVersion(
         workflow=workflow, version=version_label, name=name, submitter=submitter,
         crate_metadata=info.metadata, crate_origin=fetched.origin, crate_sha256=info.sha256,
-        authors=info.authors,
+        authors=info.authors, based_on=info.based_on,
     )
     session.add(version)
     session.flush()
@@ -291,6 +300,12 @@ def add_suites(session: Session, version: WorkflowVersion, info: CrateInfo) -> N
 def testing_service(session: Session, service_type: str, url: str) -> TestingService:
     """Get or create the service for `url` (unique), safe under concurrent submissions."""
     service = session.scalar(select(TestingService).where(TestingService.url == url))
+    if service is not None and service.type != service_type:
+        in_use = session.scalar(select(TestInstance.id).where(
+            TestInstance.testing_service_id == service.id).limit(1))
+        if in_use is None:  # left over from deleted workflows: take the new type
+            service.type = service_type
+            session.flush()
     if service is not None:
         if service.type != service_type:
             raise UnprocessableError(
@@ -340,6 +355,7 @@ def replace_crate(session: Session, principal: Principal, version: WorkflowVersi
     version.crate_sha256 = info.sha256
     version.crate_origin = fetched.origin
     version.authors = info.authors
+    version.based_on = info.based_on
     add_suites(session, version, info)
     if sub.authorization and sub.roc_link:
         from chalicelib.secrets import get_secrets
@@ -369,11 +385,17 @@ def register(
         from chalicelib.services.registries import find_registry
 
         registry = find_registry(session, sub.registry)
-    if submitter is None and sub.submitter_id is not None and principal.is_registry:
-        # Registry clients may name the submitter (LifeMonitor's submitter_id/user_id).
-        submitter = session.get(User, sub.submitter_id)
-        if submitter is None:
-            raise BadRequestError(f"no user with id {sub.submitter_id}", field="submitter_id")
+    if submitter is None and principal.is_registry:
+        # Registry clients may name the submitter: `submitter_id` is the person on the
+        # registry (via their identity), `user_id` our own id (LifeMonitor's semantics).
+        if sub.submitter_id is not None:
+            from chalicelib.services.users import registry_user
+
+            submitter = registry_user(session, principal, sub.submitter_id)
+        elif sub.user_id is not None:
+            submitter = session.get(User, sub.user_id)
+            if submitter is None:
+                raise BadRequestError(f"no user with id {sub.user_id}", field="user_id")
     if submitter is None and principal.user_id is not None:
         submitter = session.get(User, principal.user_id)
     return submit(session, principal, sub, registry=registry, submitter=submitter)

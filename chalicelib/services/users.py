@@ -52,8 +52,9 @@ def list_users(session: Session) -> list[User]:
     return session.query(User).order_by(User.username).all()
 
 
-def profile(session: Session, principal) -> tuple[User, list, object]:
-    """The user, their identities, and the calling registry (which sees only its own)."""
+def profile(session: Session, principal) -> tuple[User, list, object, dict]:
+    """The user, their identities, the calling registry (which sees only its own), and the
+    registries those identities belong to."""
     from chalicelib.models import Identity, Registry
 
     user = session.get(User, principal.user_id)
@@ -63,25 +64,29 @@ def profile(session: Session, principal) -> tuple[User, list, object]:
     registry = session.get(Registry, principal.registry_id) if principal.registry_id else None
     if registry is not None:
         identities = [i for i in identities if i.registry_id == registry.id]
-    return user, identities, registry
+    ids = {i.registry_id for i in identities if i.registry_id}
+    registries = ({r.id: r for r in session.query(Registry).filter(Registry.id.in_(ids))}
+                  if ids else {})
+    return user, identities, registry, registries
 
 
-def registry_user(session: Session, principal, user_id: str) -> User:
-    """A user the calling registry knows: they have an identity on that registry."""
+def registry_user(session: Session, principal, person_id: str | int) -> User:
+    """Our user behind a registry's person id (LifeMonitor's `/users/{user_id}` and
+    `submitter_id` name the person on the registry): they must have logged in to us with
+    that registry, else 401."""
     from chalicelib.errors import UnauthorizedError
     from chalicelib.models import Identity
 
-    if not str(user_id).isdigit():
-        raise BadRequestError(f"user id must be a number, got {user_id!r}")
-    user = session.get(User, int(user_id))
+    person_id = str(person_id).strip()
+    if not person_id or len(person_id) > 256:
+        raise BadRequestError(f"not a registry user id: {person_id!r}")
+    user = (session.query(User).join(Identity, Identity.user_id == User.id)
+            .filter(Identity.registry_id == principal.registry_id,
+                    Identity.provider_user_id == person_id).one_or_none())
     if user is None:
-        raise NotFoundError(f"User '{user_id}' not found", resource_type="user")
-    linked = session.query(Identity.id).filter_by(user_id=user.id,
-                                                  registry_id=principal.registry_id).first()
-    if linked is None:
         raise UnauthorizedError(
-            f"User '{user_id}' has no identity on this registry: they must log in to "
-            "LifeMonitor with it first")
+            f"No user is linked to person '{person_id}' of this registry: they must log in "
+            "to LifeMonitor with it first")
     return user
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, exists, select
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, defer
 
 from chalicelib import status as status_rule
 from chalicelib.auth.principals import Principal
@@ -106,35 +106,97 @@ def _in(session: Session, column, ids):
     return column.in_(ids)
 
 
+def _ids_param(dialect: str, column):
+    """`column IN :ids` with the ids bound at execution, so the statement can be built once
+    and cached (building a wide SELECT costs more than running it)."""
+    from sqlalchemy import Integer, any_, bindparam
+
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam("ids", type_=ARRAY(Integer)))
+    return column.in_(bindparam("ids", expanding=True))
+
+
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _cached(session: Session, name: str, build):
+    dialect = session.get_bind().dialect.name
+    stmt = _STATEMENTS.get((name, dialect))
+    if stmt is None:
+        stmt = _STATEMENTS[(name, dialect)] = build(dialect)
+    return stmt
+
+
 def _versions_of(session: Session, workflow_ids: list[int]) -> dict[int, list[WorkflowVersion]]:
     out: dict[int, list[WorkflowVersion]] = defaultdict(list)
     if not workflow_ids:
         return out
     rows = session.scalars(
-        select(WorkflowVersion).where(_in(session, WorkflowVersion.workflow_id, workflow_ids))
-        .order_by(WorkflowVersion.workflow_id, WorkflowVersion.created.desc(),
-                  WorkflowVersion.id.desc())
-    )
+        _cached(session, "versions", lambda d: select(WorkflowVersion)
+                .options(defer(WorkflowVersion.crate_metadata))
+                .where(_ids_param(d, WorkflowVersion.workflow_id))
+                .order_by(WorkflowVersion.workflow_id, WorkflowVersion.created.desc(),
+                          WorkflowVersion.id.desc())),
+        {"ids": list(workflow_ids)})
     for v in rows:
         out[v.workflow_id].append(v)
     return out
 
 
 def load_suites(session: Session, version_ids: list[int]) -> dict[int, list[SuiteView]]:
-    """Suites, then instances with their service and builds: 2 queries."""
+    """The versions' suites with their instances, services and builds: one query (suites
+    without instances come with a row of NULLs)."""
     by_version: dict[int, list[SuiteView]] = defaultdict(list)
     if not version_ids:
         return by_version
-    suites = list(session.scalars(
-        select(TestSuite).where(_in(session, TestSuite.workflow_version_id, version_ids))
-        .order_by(TestSuite.id)))
-    views = {s.id: SuiteView(s) for s in suites}
-    for s in suites:
-        by_version[s.workflow_version_id].append(views[s.id])
-    if not suites:
-        return by_version
-    _load_instances(session, views)
+    rows = session.execute(_cached(session, "suites+instances", _suites_statement),
+                           {"ids": list(version_ids)})
+    views: dict[int, SuiteView] = {}
+    ns = len(_SUITE_COLUMNS)
+    services: dict[tuple, ServiceRow] = {}
+    for row in rows:
+        suite_id = row[0]
+        view = views.get(suite_id)
+        if view is None:
+            view = views[suite_id] = SuiteView(SuiteRow(*row[:ns]))
+            by_version[view.suite.workflow_version_id].append(view)
+        if row[ns] is not None:  # an instance
+            view.instances.append(_instance_view(row[ns:], view, services))
     return by_version
+
+
+_SUITE_COLUMNS = ("id", "uuid", "workflow_version_id", "roc_suite", "name", "definition",
+                  "created", "modified")
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteRow:
+    """Read-only suite columns for lists and statuses."""
+
+    id: int
+    uuid: str
+    workflow_version_id: int
+    roc_suite: str | None
+    name: str | None
+    definition: dict | None
+    created: Any
+    modified: Any
+
+
+def _suites_statement(dialect: str):
+    latest, completed = aliased(Build), aliased(Build)
+    return (
+        select(*[getattr(TestSuite, c) for c in _SUITE_COLUMNS], *_instance_columns(
+            latest, completed))
+        .outerjoin(TestInstance, TestInstance.suite_id == TestSuite.id)
+        .outerjoin(TestingService, TestInstance.testing_service_id == TestingService.id)
+        .outerjoin(latest, latest.id == TestInstance.latest_build_id)
+        .outerjoin(completed, completed.id == TestInstance.last_completed_build_id)
+        .where(_ids_param(dialect, TestSuite.workflow_version_id))
+        .order_by(TestSuite.id, TestInstance.id)
+    )
 
 
 _INSTANCE_COLUMNS = ("id", "uuid", "suite_id", "roc_instance", "name", "resource", "managed",
@@ -178,38 +240,51 @@ class BuildRow:
     url: str | None
 
 
-def _load_instances(session: Session, views: dict[int, SuiteView]) -> None:
-    """Instances with their service and both denormalised builds: one query, read as plain
-    rows — a catalogue-wide list touches tens of thousands of them."""
-    latest, completed = aliased(Build), aliased(Build)
-    columns = (
+def _instance_columns(latest, completed) -> list:
+    return (
         [getattr(TestInstance, c) for c in _INSTANCE_COLUMNS]
         + [getattr(TestingService, c) for c in _SERVICE_COLUMNS]
         + [getattr(latest, c) for c in _BUILD_COLUMNS]
         + [getattr(completed, c) for c in _BUILD_COLUMNS]
     )
-    rows = session.execute(
-        select(*columns)
+
+
+def _instance_view(row, suite: SuiteView, services: dict) -> InstanceView:
+    """An InstanceView from the columns of `_instance_columns`."""
+    ni, ns, nb = len(_INSTANCE_COLUMNS), len(_SERVICE_COLUMNS), len(_BUILD_COLUMNS)
+    service_key = tuple(row[ni:ni + ns])
+    service = services.get(service_key)
+    if service is None:
+        service = services[service_key] = ServiceRow(*service_key)
+    lb = row[ni + ns:ni + ns + nb]
+    cb = row[ni + ns + nb:ni + ns + 2 * nb]
+    return InstanceView(
+        InstanceRow(*row[:ni]), service, suite.suite.uuid,
+        latest_build=BuildRow(*lb) if lb[0] is not None else None,
+        last_completed_build=BuildRow(*cb) if cb[0] is not None else None,
+    )
+
+
+def _instances_statement(dialect: str):
+    latest, completed = aliased(Build), aliased(Build)
+    return (
+        select(*_instance_columns(latest, completed))
         .join(TestingService, TestInstance.testing_service_id == TestingService.id)
         .outerjoin(latest, latest.id == TestInstance.latest_build_id)
         .outerjoin(completed, completed.id == TestInstance.last_completed_build_id)
-        .where(_in(session, TestInstance.suite_id, views)).order_by(TestInstance.id)
+        .where(_ids_param(dialect, TestInstance.suite_id)).order_by(TestInstance.id)
     )
-    ni, ns, nb = len(_INSTANCE_COLUMNS), len(_SERVICE_COLUMNS), len(_BUILD_COLUMNS)
+
+
+def _load_instances(session: Session, views: dict[int, SuiteView]) -> None:
+    """Instances with their service and both denormalised builds: one query, read as plain
+    rows — a catalogue-wide list touches tens of thousands of them."""
+    rows = session.execute(_cached(session, "instances", _instances_statement),
+                           {"ids": list(views)})
     services: dict[tuple, ServiceRow] = {}
     for row in rows:
-        inst = InstanceRow(*row[:ni])
-        service_key = row[ni:ni + ns]
-        service = services.get(service_key) or services.setdefault(
-            service_key, ServiceRow(*service_key))
-        lb = row[ni + ns:ni + ns + nb]
-        cb = row[ni + ns + nb:]
-        suite = views[inst.suite_id]
-        suite.instances.append(InstanceView(
-            inst, service, suite.suite.uuid,
-            latest_build=BuildRow(*lb) if lb[0] is not None else None,
-            last_completed_build=BuildRow(*cb) if cb[0] is not None else None,
-        ))
+        suite = views[row[2]]  # suite_id
+        suite.instances.append(_instance_view(row, suite, services))
 
 
 def _registries_of(session: Session, version_ids: list[int]):
@@ -217,10 +292,10 @@ def _registries_of(session: Session, version_ids: list[int]):
     if not version_ids:
         return out
     rows = session.execute(
-        select(RegistryWorkflowVersion, Registry)
-        .join(Registry, RegistryWorkflowVersion.registry_id == Registry.id)
-        .where(_in(session, RegistryWorkflowVersion.workflow_version_id, version_ids))
-    ).all()
+        _cached(session, "registries", lambda d: select(RegistryWorkflowVersion, Registry)
+                .join(Registry, RegistryWorkflowVersion.registry_id == Registry.id)
+                .where(_ids_param(d, RegistryWorkflowVersion.workflow_version_id))),
+        {"ids": list(version_ids)}).all()
     for link, registry in rows:
         out[link.workflow_version_id].append((registry, link))
     return out
@@ -246,8 +321,10 @@ def list_workflows(
         owned = exists().where(Permission.workflow_id == Workflow.id,
                                Permission.user_id == user_id)
         if mode == "user" and with_subscriptions:
-            owned = owned | exists().where(Subscription.workflow_id == Workflow.id,
-                                           Subscription.user_id == user_id)
+            # Subscribed workflows too — while the user may still read them.
+            owned = owned | (exists().where(Subscription.workflow_id == Workflow.id,
+                                            Subscription.user_id == user_id)
+                             & access.readable_clause(principal))
         query = query.where(owned)
     if mode in {"registry", "user_registry"}:
         query = query.where(exists().where(
@@ -262,6 +339,11 @@ def list_workflows(
         if not vs:
             continue  # a workflow is never left without versions; skip if it raced
         entries.append(WorkflowEntry(w, [VersionView(v, i == 0) for i, v in enumerate(vs)]))
+    if all_versions:  # each version's ro_crate links name its registries
+        regs = _registries_of(session, [v.version.id for e in entries for v in e.versions])
+        for e in entries:
+            for v in e.versions:
+                v.registries = regs.get(v.version.id, [])
     if with_status:
         wanted = [v for e in entries for v in (e.versions if all_versions else e.versions[:1])]
         suites = load_suites(session, [v.version.id for v in wanted])
@@ -286,6 +368,7 @@ def get_version(session: Session, principal: Principal, wf_uuid: str,
     # public workflows.
     rows = session.execute(
         select(Workflow, WorkflowVersion).join(WorkflowVersion)
+        .options(defer(WorkflowVersion.crate_metadata))  # loaded only when asked for
         .where(Workflow.uuid == wf_uuid)
         .order_by(WorkflowVersion.created.desc(), WorkflowVersion.id.desc())
     ).all()
@@ -307,8 +390,9 @@ def get_version(session: Session, principal: Principal, wf_uuid: str,
     views = [VersionView(v, v.id == latest_id) for v in ordered]
     if with_suites:
         views[0].suites = load_suites(session, [chosen.id]).get(chosen.id, [])
-    regs = _registries_of(session, [chosen.id])
-    views[0].registries = regs.get(chosen.id, [])
+    regs = _registries_of(session, [v.id for v in versions])
+    for view in views:
+        view.registries = regs.get(view.version.id, [])
     entry = WorkflowEntry(workflow, views)
     if principal.user_id is not None:
         entry.subscriptions = list(session.scalars(select(Subscription).where(
@@ -320,7 +404,9 @@ def get_version(session: Session, principal: Principal, wf_uuid: str,
 def list_versions(session: Session, principal: Principal, wf_uuid: str) -> WorkflowEntry:
     workflow = access.workflow_for_read(session, principal, wf_uuid)
     versions = _versions_of(session, [workflow.id]).get(workflow.id, [])
-    return WorkflowEntry(workflow, [VersionView(v, i == 0) for i, v in enumerate(versions)])
+    regs = _registries_of(session, [v.id for v in versions])
+    return WorkflowEntry(workflow, [VersionView(v, i == 0, registries=regs.get(v.id, []))
+                                    for i, v in enumerate(versions)])
 
 
 # --- changes ---------------------------------------------------------------------------

@@ -56,6 +56,47 @@ class CIError(Exception):
         self.retry_after = retry_after
 
 
+class BaseAdapter:
+    """What every adapter shares: its limits, and the promise that callers (the refresh)
+    only ever see `CIError` — an adapter bug degrades one instance, never a batch.
+    Subclasses set the class attributes and implement `_fetch_builds` (and `_fetch_log`
+    where the CI serves logs)."""
+
+    label = "CI"
+    default_timeout: tuple[float, float] = (5.0, 15.0)  # connect, read
+    default_max_bytes = 5 * 1024 * 1024
+    # Longer waits go back to the scheduler as CIError.retry_after instead of sleeping
+    # inside a worker that has other instances to refresh.
+    default_max_retry_wait = 2.0
+
+    def __init__(self, *, timeout: tuple[float, float] | None = None, retries: int = 1,
+                 max_retry_wait: float | None = None, max_bytes: int | None = None) -> None:
+        self.timeout = timeout or self.default_timeout
+        self.retries = retries
+        self.max_retry_wait = (self.default_max_retry_wait if max_retry_wait is None
+                               else max_retry_wait)
+        self.max_bytes = max_bytes or self.default_max_bytes
+
+    def fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
+        """The newest `limit` builds, newest first."""
+        return self._guarded(self._fetch_builds, service_url, instance, limit)
+
+    def _fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
+        raise NotImplementedError
+
+    def _guarded(self, fn, service_url: str, *args):
+        try:
+            return fn(service_url, *args)
+        except CIError:
+            raise
+        except Exception as exc:
+            import logging
+
+            logging.getLogger(type(self).__module__).exception(
+                "%s: unexpected failure reading %s", self.label, service_url)
+            raise CIError(f"{self.label}: unexpected error ({type(exc).__name__})") from None
+
+
 class UnsupportedServiceError(BadRequestError):
     title = "Testing service not supported"
 

@@ -60,7 +60,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chalicelib import http
-from chalicelib.testing import BuildData, CIError, FetchResult, InstanceRef, register
+from chalicelib.testing import BaseAdapter, BuildData, CIError, FetchResult, InstanceRef, register
 from chalicelib.testing.times import parse_iso, parse_iso_or_none, seconds_between
 
 log = logging.getLogger(__name__)
@@ -346,27 +346,15 @@ class _Slot:
     listed: bool
 
 
-class GithubAdapter:
+class GithubAdapter(BaseAdapter):
     """`CIAdapter` for GitHub Actions. Tests construct it with small timeouts, no retries."""
 
-    def __init__(self, *, timeout: tuple[float, float] = DEFAULT_TIMEOUT, retries: int = 1,
-                 max_retry_wait: float = 1.0, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.timeout = timeout
-        self.retries = retries
-        # A longer wait goes back to the scheduler as CIError.retry_after.
-        self.max_retry_wait = max_retry_wait
-        self.max_bytes = max_bytes
+    label = "GitHub"
+    default_timeout = DEFAULT_TIMEOUT
+    default_max_bytes = DEFAULT_MAX_BYTES
+    default_max_retry_wait = 1.0
 
     # -- protocol -------------------------------------------------------------------------
-    def fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
-        try:
-            return self._fetch_builds(service_url, instance, limit)
-        except CIError:
-            raise
-        except Exception as exc:  # the refresh must only ever see CIError from an adapter
-            log.exception("github: unexpected failure reading %s", service_url)
-            raise CIError(f"GitHub: unexpected error ({type(exc).__name__})") from None
-
     def external_link(self, service_url: str, resource: str) -> str:
         """The workflow's web page (LifeMonitor's instance link)."""
         ref = parse_resource(resource)

@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from chalicelib import http
-from chalicelib.testing import BuildData, CIError, FetchResult, InstanceRef, register
+from chalicelib.testing import BaseAdapter, BuildData, CIError, FetchResult, InstanceRef, register
 
 log = logging.getLogger(__name__)
 
@@ -235,26 +235,15 @@ def rate_limit_wait(response: http.HttpResponse) -> float | None:
 # -- the adapter ---------------------------------------------------------------------------
 
 
-class GitlabAdapter:
-    """`CIAdapter` for GitLab CI pipelines. Construct with smaller limits in tests."""
+class GitlabAdapter(BaseAdapter):
+    """`CIAdapter` for GitLab CI pipelines: one
+    ``GET /projects/{id}/pipelines?per_page=N&order_by=id&sort=desc[&ref=]`` a refresh.
+    Construct with smaller limits in tests."""
 
-    def __init__(self, *, timeout: tuple[float, float] = DEFAULT_TIMEOUT, retries: int = 1,
-                 max_retry_wait: float = 2.0, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.timeout = timeout
-        self.retries = retries
-        # Longer waits go back to the scheduler as CIError.retry_after.
-        self.max_retry_wait = max_retry_wait
-        self.max_bytes = max_bytes
-
-    def fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
-        """``GET /projects/{id}/pipelines?per_page=N&order_by=id&sort=desc[&ref=]``."""
-        try:
-            return self._fetch_builds(service_url, instance, limit)
-        except CIError:
-            raise
-        except Exception as exc:  # the refresh must only ever see CIError from an adapter
-            log.exception("gitlab: unexpected failure reading %s", service_url)
-            raise CIError(f"GitLab CI: unexpected error ({type(exc).__name__})") from None
+    label = "GitLab CI"
+    default_timeout = DEFAULT_TIMEOUT
+    default_max_bytes = DEFAULT_MAX_BYTES
+    default_max_retry_wait = 2.0
 
     def _fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
         base = api_base(service_url)

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from chalicelib import http
-from chalicelib.testing import BuildData, CIError, FetchResult, InstanceRef, register
+from chalicelib.testing import BaseAdapter, BuildData, CIError, FetchResult, InstanceRef, register
 from chalicelib.testing.times import from_epoch_ms, ms_to_seconds
 
 log = logging.getLogger(__name__)
@@ -203,39 +203,19 @@ def _retry_after(response: http.HttpResponse) -> float | None:
 # -- the adapter ----------------------------------------------------------------------------
 
 
-class JenkinsAdapter:
+class JenkinsAdapter(BaseAdapter):
     """`CIAdapter` for Jenkins. Tests construct it with small timeouts and no retries."""
 
-    def __init__(self, *, timeout: tuple[float, float] = DEFAULT_TIMEOUT, retries: int = 1,
-                 max_retry_wait: float = 2.0, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.timeout = timeout
-        self.retries = retries
-        # Longer waits go back to the scheduler as CIError.retry_after instead of sleeping
-        # inside a worker that has other instances to refresh.
-        self.max_retry_wait = max_retry_wait
-        self.max_bytes = max_bytes
+    label = "Jenkins"
+    default_timeout = DEFAULT_TIMEOUT
+    default_max_bytes = DEFAULT_MAX_BYTES
+    default_max_retry_wait = 2.0
 
     # -- protocol -------------------------------------------------------------------------
-    def fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
-        """The newest `limit` builds of the job, newest first, in one request."""
-        try:
-            return self._fetch_builds(service_url, instance, limit)
-        except CIError:
-            raise
-        except Exception as exc:  # the refresh must only ever see CIError from an adapter
-            log.exception("jenkins: unexpected failure reading %s", service_url)
-            raise CIError(f"Jenkins: unexpected error ({type(exc).__name__})") from None
-
     def fetch_log(self, service_url: str, instance: InstanceRef, build_id: str,
                   max_bytes: int = DEFAULT_LOG_BYTES) -> str:
         """The head of the build's console output (``consoleText``), cut at `max_bytes`."""
-        try:
-            return self._fetch_log(service_url, instance, str(build_id), max_bytes)
-        except CIError:
-            raise
-        except Exception as exc:
-            log.exception("jenkins: unexpected failure reading a log from %s", service_url)
-            raise CIError(f"Jenkins: unexpected error ({type(exc).__name__})") from None
+        return self._guarded(self._fetch_log, service_url, instance, str(build_id), max_bytes)
 
     def external_link(self, service_url: str, resource: str) -> str:
         """The job's page (LifeMonitor's instance link)."""

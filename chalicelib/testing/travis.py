@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from chalicelib import http
-from chalicelib.testing import BuildData, CIError, FetchResult, InstanceRef, register
+from chalicelib.testing import BaseAdapter, BuildData, CIError, FetchResult, InstanceRef, register
 
 log = logging.getLogger(__name__)
 
@@ -238,39 +238,19 @@ def _sort_key(build: BuildData) -> tuple[int, str]:
 # -- the adapter ---------------------------------------------------------------------------
 
 
-class TravisAdapter:
+class TravisAdapter(BaseAdapter):
     """`CIAdapter` for Travis CI. Construct with smaller limits in tests."""
 
-    def __init__(self, *, timeout: tuple[float, float] = DEFAULT_TIMEOUT, retries: int = 1,
-                 max_retry_wait: float = 2.0, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.timeout = timeout
-        self.retries = retries
-        # Longer waits go back to the scheduler as CIError.retry_after instead of sleeping
-        # inside a worker that has other instances to refresh.
-        self.max_retry_wait = max_retry_wait
-        self.max_bytes = max_bytes
+    label = "Travis CI"
+    default_timeout = DEFAULT_TIMEOUT
+    default_max_bytes = DEFAULT_MAX_BYTES
+    default_max_retry_wait = 2.0
 
     # -- protocol ------------------------------------------------------------------------
-    def fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
-        """`GET /repo/{id}/builds?limit=N&sort_by=number:desc`: the newest `limit` builds."""
-        try:
-            return self._fetch_builds(service_url, instance, limit)
-        except CIError:
-            raise
-        except Exception as exc:  # the refresh must only ever see CIError from an adapter
-            log.exception("travis: unexpected failure reading %s", service_url)
-            raise CIError(f"Travis CI: unexpected error ({type(exc).__name__})") from None
-
     def fetch_log(self, service_url: str, instance: InstanceRef, build_id: str,
                   max_bytes: int = 131072) -> str:
         """The build's job logs, concatenated in job order, cut at `max_bytes` (UTF-8)."""
-        try:
-            return self._fetch_log(service_url, instance, str(build_id), max_bytes)
-        except CIError:
-            raise
-        except Exception as exc:
-            log.exception("travis: unexpected failure reading a log from %s", service_url)
-            raise CIError(f"Travis CI: unexpected error ({type(exc).__name__})") from None
+        return self._guarded(self._fetch_log, service_url, instance, str(build_id), max_bytes)
 
     # -- internals -----------------------------------------------------------------------
     def _fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:

@@ -191,6 +191,7 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
+        sa.Column("based_on", sa.Text(), nullable=True),
         sa.Column("created", sa.DateTime(timezone=True), nullable=False),
         sa.Column("modified", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(

@@ -48,28 +48,6 @@ COMMANDS = [
 ]
 
 
-@pytest.fixture
-def db(database_url, monkeypatch):
-    """conftest's `db`, emptied afterwards with DELETE and a sequence reset: the same end
-    state as its TRUNCATE ... RESTART IDENTITY, many times faster on these tiny tables."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    yield database_url
-    _empty_tables()
-
-
-def _empty_tables() -> None:
-    from sqlalchemy import text
-
-    from chalicelib.db import get_engine
-
-    engine = get_engine()
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT setval(oid, 1, false) FROM pg_class WHERE relkind = 'S'"))
-
-
 def _ok(*argv: str, stdin: str | None = None):
     result = run(list(argv), stdin=stdin)
     assert result.exit_code == 0, result.stderr

@@ -1,4 +1,4 @@
-"""Who may call what: every API route × every kind of caller × a private workflow, a public
+"""Who may call what: every API route, every kind of caller, a private workflow, a public
 one and identifiers that do not exist (contract §1.1, §1.2, §1.7, with the holes of §12
 closed: anonymous callers read public workflows only, changes need ownership — the owner
 user or the submitting registry — and `workflow.write`).
@@ -48,8 +48,7 @@ def one(**cells: int | tuple[int, int]) -> dict[str, dict[str, int]]:
     out = {}
     for p in PRINCIPALS:
         value = cells[p]
-        out[p] = {ANY: value[0], MISSING: value[1]} if isinstance(value, tuple) else {
-            ANY: value}
+        out[p] = {ANY: value[0], MISSING: value[1]} if isinstance(value, tuple) else {ANY: value}
     return out
 
 
@@ -67,14 +66,38 @@ def flag(**cells: int | tuple[int, int]) -> dict[str, dict[str, int]]:
 
 
 # Reads of a workflow or of its suites, instances and builds.
-READ = wf(**{A: (403, OK, 404), O: (OK, OK, 404), U: (403, OK, 404), R: (OK, OK, 404),
-             R2: (403, OK, 404), S: (403, 403, 403)})
+READ = wf(
+    **{
+        A: (403, OK, 404),
+        O: (OK, OK, 404),
+        U: (403, OK, 404),
+        R: (OK, OK, 404),
+        R2: (403, OK, 404),
+        S: (403, 403, 403),
+    }
+)
 # Changes: the owner or the submitting registry, with workflow.write.
-WRITE = wf(**{A: (401, 401, 401), O: (OK, OK, 404), U: (403, 403, 404), R: (OK, OK, 404),
-              R2: (403, 403, 404), S: (403, 403, 403)})
+WRITE = wf(
+    **{
+        A: (401, 401, 401),
+        O: (OK, OK, 404),
+        U: (403, 403, 404),
+        R: (OK, OK, 404),
+        R2: (403, 403, 404),
+        S: (403, 403, 403),
+    }
+)
 # Subscriptions belong to users who can read the workflow.
-SUBSCRIBE = wf(**{A: (401, 401, 401), O: (OK, OK, 404), U: (403, OK, 404),
-                  R: (403, 403, 403), R2: (403, 403, 403), S: (403, 403, 403)})
+SUBSCRIBE = wf(
+    **{
+        A: (401, 401, 401),
+        O: (OK, OK, 404),
+        U: (403, OK, 404),
+        R: (403, 403, 403),
+        R2: (403, 403, 403),
+        S: (403, 403, 403),
+    }
+)
 # A registry client's own record and lists.
 REGISTRY_ONLY = one(**{A: 401, O: 403, U: 403, R: OK, R2: OK, S: 403})
 # A user's own things, read with user.workflow.read.
@@ -89,35 +112,39 @@ EXPECTED: dict[tuple[str, str], dict[str, dict[str, int]]] = {
     ("GET", "/registries/current"): REGISTRY_ONLY,
     ("GET", "/registries/current/users"): REGISTRY_ONLY,
     ("GET", "/registries/current/workflows"): REGISTRY_ONLY,
-    ("POST", "/registries/current/workflows"):
-        flag(**{A: 401, O: 403, U: 403, R: OK, R2: OK, S: 403}),
-    ("GET", "/registries/{registry_uuid}/index"):
-        one(**{A: 401, O: (OK, 404), U: (OK, 404), R: 403, R2: 403, S: 403}),
-    ("GET", "/registries/{registry_uuid}/index/{registry_workflow_identifier}"):
-        one(**{A: 401, O: (OK, 404), U: (OK, 404), R: 403, R2: 403, S: 403}),
-    ("GET", "/registries/{registry_uuid}/workflows"):
-        one(**{A: 401, O: (OK, 404), U: (OK, 404), R: 403, R2: 403, S: 403}),
-    ("POST", "/registries/{registry_uuid}/workflows"):
-        flag(**{A: (401, 401), O: (OK, 404), U: (OK, 404), R: (403, 403), R2: (403, 403),
-                S: (403, 403)}),
-    # users (rows 11-20): a registry reads and submits for users with an identity on it
-    ("GET", "/users/{user_id}/workflows"):
-        one(**{A: (401, 401), O: (403, 403), U: (403, 403), R: (OK, 404), R2: (401, 404),
-               S: (403, 403)}),
-    ("POST", "/users/{user_id}/workflows"):
-        flag(**{A: (401, 401), O: (403, 403), U: (403, 403), R: (OK, 404), R2: (401, 404),
-                S: (403, 403)}),
+    ("POST", "/registries/current/workflows"): flag(
+        **{A: 401, O: 403, U: 403, R: OK, R2: OK, S: 403}
+    ),
+    ("GET", "/registries/{registry_uuid}/index"): one(
+        **{A: 401, O: (OK, 404), U: (OK, 404), R: 403, R2: 403, S: 403}
+    ),
+    ("GET", "/registries/{registry_uuid}/index/{registry_workflow_identifier}"): one(
+        **{A: 401, O: (OK, 404), U: (OK, 404), R: 403, R2: 403, S: 403}
+    ),
+    ("GET", "/registries/{registry_uuid}/workflows"): one(
+        **{A: 401, O: (OK, 404), U: (OK, 404), R: 403, R2: 403, S: 403}
+    ),
+    ("POST", "/registries/{registry_uuid}/workflows"): flag(
+        **{A: (401, 401), O: (OK, 404), U: (OK, 404), R: (403, 403), R2: (403, 403), S: (403, 403)}
+    ),
+    # users (rows 11-20): a registry reads and submits for its users, named by their id on the
+    # registry (their WorkflowHub person id); 401 when nobody has that identity on it
+    ("GET", "/users/{user_id}/workflows"): one(
+        **{A: (401, 401), O: (403, 403), U: (403, 403), R: (OK, 401), R2: (401, 401), S: (403, 403)}
+    ),
+    ("POST", "/users/{user_id}/workflows"): flag(
+        **{A: (401, 401), O: (403, 403), U: (403, 403), R: (OK, 401), R2: (401, 401), S: (403, 403)}
+    ),
     ("GET", "/users/current"): PROFILE,
     ("GET", "/users/current/notifications"): PROFILE,
     ("PUT", "/users/current/notifications"): PROFILE,
     ("PATCH", "/users/current/notifications"): PROFILE,
     # The notification belongs to the owner: another user cannot see (so delete) it.
-    ("DELETE", "/users/current/notifications/{notification_uuid}"):
-        one(**{A: (401, 401), O: (OK, 404), U: (404, 404), R: (403, 403), R2: (403, 403),
-               S: (OK, 404)}),
+    ("DELETE", "/users/current/notifications/{notification_uuid}"): one(
+        **{A: (401, 401), O: (OK, 404), U: (404, 404), R: (403, 403), R2: (403, 403), S: (OK, 404)}
+    ),
     ("GET", "/users/current/workflows"): USER_READ,
-    ("POST", "/users/current/workflows"): flag(**{A: 401, O: OK, U: OK, R: 403, R2: 403,
-                                                  S: 403}),
+    ("POST", "/users/current/workflows"): flag(**{A: 401, O: OK, U: OK, R: 403, R2: 403, S: 403}),
     ("GET", "/users/current/subscriptions"): USER_READ,
     # workflows (rows 21-37)
     ("GET", "/workflows"): one(**{A: OK, O: OK, U: OK, R: OK, R2: OK, S: 403}),
@@ -146,20 +173,35 @@ EXPECTED: dict[tuple[str, str], dict[str, dict[str, int]]] = {
     ("DELETE", "/instances/{instance_uuid}"): WRITE,
     ("GET", "/instances/{instance_uuid}/latest-builds"): READ,
     ("GET", "/instances/{instance_uuid}/builds/{build_id}"): READ,
+    # build history (our addition): the access rules of the resource it describes
+    ("GET", "/workflows/{wf_uuid}/history"): READ,
+    ("GET", "/instances/{instance_uuid}/history"): READ,
 }
 
 # Cells that destroy what they touch run on fresh objects.
-DESTRUCTIVE = {("DELETE", "/workflows/{wf_uuid}"),
-               ("DELETE", "/workflows/{wf_uuid}/versions/{wf_version}"),
-               ("DELETE", "/instances/{instance_uuid}")}
+DESTRUCTIVE = {
+    ("DELETE", "/workflows/{wf_uuid}"),
+    ("DELETE", "/workflows/{wf_uuid}/versions/{wf_version}"),
+    ("DELETE", "/instances/{instance_uuid}"),
+}
 EXCLUDED_PATHS = ("/health", "/openapi.json", "/oauth2/token")
-EXCLUDED_PREFIXES = ("/ui", "/integrations/", "/workflows/issues")
+# CI webhooks authenticate deliveries by signature or shared token, never by our
+# credentials: they have their own check below (test_webhooks_ignore_our_credentials).
+WEBHOOKS = "/webhooks/"
+EXCLUDED_PREFIXES = ("/ui", "/integrations/", "/workflows/issues", WEBHOOKS)
 
 
 def app_routes() -> list[tuple[str, str]]:
-    return sorted((method, path) for path, methods in app_module.app.routes.items()
-                  for method in methods
-                  if path not in EXCLUDED_PATHS and not path.startswith(EXCLUDED_PREFIXES))
+    return sorted(
+        (method, path)
+        for path, methods in app_module.app.routes.items()
+        for method in methods
+        if path not in EXCLUDED_PATHS and not path.startswith(EXCLUDED_PREFIXES)
+    )
+
+
+PERSON_ID = "424242"  # the owner's person id on the submitting registry (WorkflowHub)
+KNOWN_BUGS: dict = {}  # (method, path, principal) -> reason, for strict xfails
 
 
 def test_every_route_has_expectations():
@@ -169,9 +211,18 @@ def test_every_route_has_expectations():
 def _cells():
     for method, path in app_routes():
         for principal, targets in EXPECTED.get((method, path), {}).items():
+            bug = KNOWN_BUGS.get((method, path, principal))
+            marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
             for target, status in targets.items():
-                yield pytest.param(method, path, principal, target, status,
-                                   id=f"{method} {path} {principal} {target}")
+                yield pytest.param(
+                    method,
+                    path,
+                    principal,
+                    target,
+                    status,
+                    id=f"{method} {path} {principal} {target}",
+                    marks=marks,
+                )
 
 
 # -- the world -------------------------------------------------------------------------------
@@ -191,12 +242,14 @@ class Objects:
         missing = target == MISSING
         d = world.data
         return {
-            "wf_uuid": self.wf_uuid, "wf_version": self.wf_version,
-            "suite_uuid": self.suite_uuid, "instance_uuid": self.instance_uuid,
+            "wf_uuid": self.wf_uuid,
+            "wf_version": self.wf_version,
+            "suite_uuid": self.suite_uuid,
+            "instance_uuid": self.instance_uuid,
             "build_id": self.build_id,
             "registry_uuid": str(uuidlib.uuid4()) if missing else d[R].registry_uuid,
             "registry_workflow_identifier": d["wfh"].public_id,
-            "user_id": "987654" if missing else str(d[O].user_id),
+            "user_id": "987654" if missing else PERSON_ID,
             "notification_uuid": str(uuidlib.uuid4()),
         }
 
@@ -223,11 +276,13 @@ def world(database_url, chalice_app, tmp_path_factory, wfh):
         d[O] = api_data.make_user("alice")
         d[U] = api_data.make_user("bob")
         d[S] = api_data.make_user("alice", ["user.profile"])
-        d[R] = api_data.make_registry(w.client, "WorkflowHub", "wfh-app", api_url=wfh.url,
-                                      client_name="wfhub")
-        d[R2] = api_data.make_registry(w.client, "Other Hub", "other-app",
-                                       api_url="https://other-hub.example")
-        api_data.link_identity(d[O].user_id, d[R].registry_id, "wfhub")
+        d[R] = api_data.make_registry(
+            w.client, "WorkflowHub", "wfh-app", api_url=wfh.url, client_name="wfhub"
+        )
+        d[R2] = api_data.make_registry(
+            w.client, "Other Hub", "other-app", api_url="https://other-hub.example"
+        )
+        api_data.link_identity(d[O].user_id, d[R].registry_id, "wfhub", PERSON_ID)
         for target, public in ((PRIVATE, False), (PUBLIC, True)):
             d[target] = _submitted(w, public)
         yield w
@@ -236,9 +291,17 @@ def world(database_url, chalice_app, tmp_path_factory, wfh):
 def _submitted(world, public: bool) -> Objects:
     """A workflow the registry submitted on behalf of the owner, with one build."""
     d = world.data
-    r = api_data.submit(world.client, d[R], {
-        "rocrate": b64(crate(f"seed-{public}")), "version": "1", "public": public,
-        "submitter_id": d[O].user_id}, path="/registries/current/workflows")
+    r = api_data.submit(
+        world.client,
+        d[R],
+        {
+            "rocrate": b64(crate(f"seed-{public}")),
+            "version": "1",
+            "public": public,
+            "user_id": d[O].user_id,  # our id; `submitter_id` is the registry's
+        },
+        path="/registries/current/workflows",
+    )
     assert r.status_code == 201, r.body
     wf_uuid = r.json_body["uuid"]
     [instance] = api_data.instance_uuids(wf_uuid)
@@ -251,8 +314,12 @@ def _suite_of(instance_uuid: str) -> str:
     from chalicelib.models import TestInstance, TestSuite
 
     with session_scope() as s:
-        return s.query(TestSuite.uuid).join(TestInstance).filter(
-            TestInstance.uuid == instance_uuid).scalar()
+        return (
+            s.query(TestSuite.uuid)
+            .join(TestInstance)
+            .filter(TestInstance.uuid == instance_uuid)
+            .scalar()
+        )
 
 
 def _fresh(world, public: bool) -> Objects:
@@ -270,20 +337,30 @@ def _fresh(world, public: bool) -> Objects:
 
     d = world.data
     with session_scope() as s:
-        service = s.query(TestingService).filter_by(url="https://ci.example/fresh").first() \
-            or TestingService(type="jenkins", url="https://ci.example/fresh")
+        service = s.query(TestingService).filter_by(
+            url="https://ci.example/fresh"
+        ).first() or TestingService(type="jenkins", url="https://ci.example/fresh")
         workflow = Workflow(name="fresh", public=public)
-        version = WorkflowVersion(workflow=workflow, version="1", name="fresh",
-                                  submitter_id=d[O].user_id, crate_metadata={},
-                                  crate_origin="local file uploaded")
+        version = WorkflowVersion(
+            workflow=workflow,
+            version="1",
+            name="fresh",
+            submitter_id=d[O].user_id,
+            crate_metadata={},
+            crate_origin="local file uploaded",
+        )
         suite = TestSuite(workflow_version=version, roc_suite="#test1", name="test1")
-        instance = TestInstance(suite=suite, resource="job/fresh/", name="fresh",
-                                testing_service=service)
+        instance = TestInstance(
+            suite=suite, resource="job/fresh/", name="fresh", testing_service=service
+        )
         s.add_all([workflow, version, suite, instance])
         s.flush()
         s.add(Permission(user_id=d[O].user_id, workflow_id=workflow.id, roles=["owner"]))
-        s.add(RegistryWorkflowVersion(registry_id=d[R].registry_id, workflow_version=version,
-                                      identifier=workflow.uuid))
+        s.add(
+            RegistryWorkflowVersion(
+                registry_id=d[R].registry_id, workflow_version=version, identifier=workflow.uuid
+            )
+        )
         return Objects(workflow.uuid, suite.uuid, instance.uuid)
 
 
@@ -310,11 +387,16 @@ def _world_env(world, monkeypatch):
 def _body(world, method: str, path: str, target: str) -> dict | list | None:
     public = target == PUBLIC
     d = world.data
-    if (method, path) in {("POST", "/registries/current/workflows"),
-                          ("POST", "/users/{user_id}/workflows"),
-                          ("POST", "/users/current/workflows")}:
-        return {"rocrate": b64(crate(f"cell-{uuidlib.uuid4().hex[:6]}")), "version": "1",
-                "public": public}
+    if (method, path) in {
+        ("POST", "/registries/current/workflows"),
+        ("POST", "/users/{user_id}/workflows"),
+        ("POST", "/users/current/workflows"),
+    }:
+        return {
+            "rocrate": b64(crate(f"cell-{uuidlib.uuid4().hex[:6]}")),
+            "version": "1",
+            "public": public,
+        }
     if (method, path) == ("POST", "/registries/{registry_uuid}/workflows"):
         return {"identifier": d["wfh"].public_id, "version": "1", "public": public}
     if (method, path) == ("PUT", "/users/current/notifications"):
@@ -324,8 +406,12 @@ def _body(world, method: str, path: str, target: str) -> dict | list | None:
     if (method, path) == ("PUT", "/workflows/{wf_uuid}/subscribe"):
         return ["ALL"]
     if (method, path) == ("POST", "/suites/{suite_uuid}/instances"):
-        return {"managed": False, "name": "added", "resource": "job/added/",
-                "service": {"type": "jenkins", "url": "https://ci.example/added"}}
+        return {
+            "managed": False,
+            "name": "added",
+            "resource": "job/added/",
+            "service": {"type": "jenkins", "url": "https://ci.example/added"},
+        }
     if method == "PUT":
         return {"name": f"renamed-{target}"}
     return None
@@ -335,8 +421,7 @@ def _body(world, method: str, path: str, target: str) -> dict | list | None:
 
 
 def _created(method: str, path: str, response) -> tuple[str, str] | None:
-    if method != "POST" or response.status_code != 201 or not isinstance(
-            response.json_body, dict):
+    if method != "POST" or response.status_code != 201 or not isinstance(response.json_body, dict):
         return None
     if path == "/suites/{suite_uuid}/instances":
         return ("instance", response.json_body["uuid"])
@@ -356,7 +441,7 @@ def _remove(kind: str, uuid: str) -> None:
         s.query(TestInstance).filter_by(uuid=uuid).delete()
 
 
-@pytest.mark.parametrize(("method", "path", "principal", "target", "expected"), _cells())
+@pytest.mark.parametrize(("method", "path", "principal", "target", "expected"), list(_cells()))
 def test_access(world, method, path, principal, target, expected):
     d = world.data
     fresh = None
@@ -376,8 +461,9 @@ def test_access(world, method, path, principal, target, expected):
         headers["Accept"] = "application/zip"
     if body is not None:
         headers["Content-Type"] = "application/json"
-    r = world.http.request(method, url, headers=headers,
-                           body=json.dumps(body).encode() if body is not None else b"")
+    r = world.http.request(
+        method, url, headers=headers, body=json.dumps(body).encode() if body is not None else b""
+    )
     created = _created(method, path, r)
     try:
         if expected == OK:
@@ -396,10 +482,16 @@ def test_access(world, method, path, principal, target, expected):
 # -- what each caller sees in the lists ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("principal", "sees"), [
-    (A, {PUBLIC}), (O, {PRIVATE, PUBLIC}), (U, {PUBLIC}), (R, {PRIVATE, PUBLIC}),
-    (R2, {PUBLIC}),
-])
+@pytest.mark.parametrize(
+    ("principal", "sees"),
+    [
+        (A, {PUBLIC}),
+        (O, {PRIVATE, PUBLIC}),
+        (U, {PUBLIC}),
+        (R, {PRIVATE, PUBLIC}),
+        (R2, {PUBLIC}),
+    ],
+)
 def test_workflow_list_shows_what_the_caller_may_read(world, principal, sees):
     d = world.data
     r = world.http.get("/workflows", headers=d[principal].headers)
@@ -408,18 +500,25 @@ def test_workflow_list_shows_what_the_caller_may_read(world, principal, sees):
     assert shown == {d[t].wf_uuid for t in sees}
 
 
-@pytest.mark.parametrize(("principal", "path", "sees"), [
-    (O, "/users/current/workflows", {PRIVATE, PUBLIC}),
-    (U, "/users/current/workflows", set()),
-    (R, "/registries/current/workflows", {PRIVATE, PUBLIC}),
-    (R2, "/registries/current/workflows", set()),
-    (O, "/registries/{registry}/workflows", {PRIVATE, PUBLIC}),
-    (U, "/registries/{registry}/workflows", set()),
-    (R, "/users/{alice}/workflows", {PRIVATE, PUBLIC}),
-])
+@pytest.mark.parametrize(
+    ("principal", "path", "sees"),
+    [
+        (O, "/users/current/workflows", {PRIVATE, PUBLIC}),
+        (U, "/users/current/workflows", set()),
+        (R, "/registries/current/workflows", {PRIVATE, PUBLIC}),
+        (R2, "/registries/current/workflows", set()),
+        (O, "/registries/{registry}/workflows", {PRIVATE, PUBLIC}),
+        (U, "/registries/{registry}/workflows", set()),
+        pytest.param(
+            R,
+            "/users/{alice}/workflows",
+            {PRIVATE, PUBLIC},
+        ),
+    ],
+)
 def test_own_lists_hold_only_own_workflows(world, principal, path, sees):
     d = world.data
-    url = path.format(registry=d[R].registry_uuid, alice=d[O].user_id)
+    url = path.format(registry=d[R].registry_uuid, alice=PERSON_ID)
     r = world.http.get(url, headers=d[principal].headers)
     assert r.status_code == 200, r.body
     assert {i["uuid"] for i in r.json_body["items"]} == {d[t].wf_uuid for t in sees}
@@ -432,3 +531,79 @@ def test_denied_changes_change_nothing(world):
         r = world.http.get(f"/workflows/{d[target].wf_uuid}", headers=d[O].headers)
         assert r.status_code == 200
         assert r.json_body["public"] is public
+
+
+# -- webhooks: our credentials are not theirs -------------------------------------------------
+
+WEBHOOK_SECRETS = {
+    "webhooks/github/secret": "gh-secret",
+    "webhooks/jenkins/token": "jenkins-token",
+    "webhooks/gitlab/secret": "gitlab-secret",
+}
+
+
+def _webhook_routes() -> list[tuple[str, str]]:
+    return sorted(
+        (method, path)
+        for path, methods in app_module.app.routes.items()
+        for method in methods
+        if path.startswith(WEBHOOKS)
+    )
+
+
+@pytest.mark.parametrize("principal", PRINCIPALS)
+def test_webhooks_ignore_our_credentials(world, principal):
+    """An unsigned delivery is refused whoever sends it (with the secrets configured)."""
+    from chalicelib.secrets import get_secrets
+
+    store = get_secrets()
+    for key, value in WEBHOOK_SECRETS.items():
+        store.put(key, value)
+    try:
+        for method, path in _webhook_routes():
+            headers = {**world.data[principal].headers, "Content-Type": "application/json"}
+            r = world.http.request(method, path, headers=headers, body=b"{}")
+            assert r.status_code in (401, 403), (path, r.status_code, r.body[:300])
+            ctype = {k.lower(): v for k, v in r.headers.items()}.get("content-type", "")
+            assert ctype.startswith("application/problem+json")
+    finally:
+        for key in WEBHOOK_SECRETS:
+            store.delete(key)
+
+
+def test_registry_names_the_submitter_by_their_person_id(world):
+    d = world.data
+    body = {"rocrate": b64(crate("by-person-id")), "version": "1", "submitter_id": PERSON_ID}
+    r = api_data.submit(world.client, d[R], body, path="/registries/current/workflows")
+    created = r.json_body.get("uuid") if r.status_code == 201 else None
+    try:
+        assert r.status_code == 201, r.body
+        mine = world.http.get("/users/current/workflows", headers=d[O].headers).json_body
+        assert created in {i["uuid"] for i in mine["items"]}
+    finally:
+        if created:
+            api_data.delete_workflow_rows(created)
+
+
+def test_subscriptions_do_not_outlive_read_access(world):
+    d = world.data
+    fresh = _fresh(world, public=True)
+    try:
+        r = world.http.post(f"/workflows/{fresh.wf_uuid}/subscribe", headers=d[U].headers)
+        assert r.status_code == 201, r.body
+        r = world.http.put(
+            f"/workflows/{fresh.wf_uuid}",
+            headers=d[O].json(),
+            body=json.dumps({"public": False}),
+        )
+        assert r.status_code == 204, r.body
+        assert (
+            world.http.get(f"/workflows/{fresh.wf_uuid}", headers=d[U].headers).status_code == 403
+        )
+        r = world.http.get(
+            "/users/current/workflows?subscriptions=true&status=true", headers=d[U].headers
+        )
+        assert r.status_code == 200, r.body
+        assert fresh.wf_uuid not in {i["uuid"] for i in r.json_body["items"]}
+    finally:
+        api_data.delete_workflow_rows(fresh.wf_uuid)

@@ -38,14 +38,21 @@ BUILD = {"build_id", "suite_uuid", "status", "instance", "timestamp", "duration"
 ADDED_BUILD = {"started_at", "finished_at", "duration_seconds"}
 SUBSCRIPTION = {"user", "resource", "created", "modified", "events"}
 STATUSES = {"all_passing", "some_passing", "all_failing", "not_available"}
+CHECKED: set[str] = set()  # instances with last_checked/last_error set
 
 # One instance per CI; the build of each: (id, status, minutes before NOW, seconds).
-CIS = [("jenkins", "https://ci.example/jenkins/", "job/wf/"),
-       ("github", "https://api.github.com", "repos/o/r/actions/workflows/ci.yml"),
-       ("travis", "https://api.travis-ci.com", "github/o/r"),
-       ("gitlab", "https://gitlab.example", "projects/o%2Fr/pipelines")]
-BUILDS = {"jenkins": ("101", "passed", 30, 61.4), "github": ("7_2", "failed", 45, 122.6),
-          "travis": ("9001", "error", 50, 0.4), "gitlab": ("55", "passed", 70, 3600.0)}
+CIS = [
+    ("jenkins", "https://ci.example/jenkins/", "job/wf/"),
+    ("github", "https://api.github.com", "repos/o/r/actions/workflows/ci.yml"),
+    ("travis", "https://api.travis-ci.com", "github/o/r"),
+    ("gitlab", "https://gitlab.example", "projects/o%2Fr/pipelines"),
+]
+BUILDS = {
+    "jenkins": ("101", "passed", 30, 61.4),
+    "github": ("7_2", "failed", 45, 122.6),
+    "travis": ("9001", "error", 50, 0.4),
+    "gitlab": ("55", "passed", 70, 3600.0),
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,31 +60,56 @@ def world(database_url, chalice_app, tmp_path_factory):
     with api_data.open_world(database_url, chalice_app, tmp_path_factory) as w:
         d = w.data
         d["alice"] = alice = api_data.make_user("alice")
-        d["reg"] = reg = api_data.make_registry(w.client, "WorkflowHub", "wfh-app",
-                                                client_name="wfhub")
-        api_data.link_identity(alice.user_id, reg.registry_id, "wfhub", "2", {
-            "name": "Alice A.", "email": "alice@hub.example", "username": "alice-hub"})
+        d["reg"] = reg = api_data.make_registry(
+            w.client, "WorkflowHub", "wfh-app", client_name="wfhub"
+        )
+        api_data.link_identity(
+            alice.user_id,
+            reg.registry_id,
+            "wfhub",
+            "2",
+            {"name": "Alice A.", "email": "alice@hub.example", "username": "alice-hub"},
+        )
         # Two versions submitted by the registry for alice; the second has one instance per
         # CI with one build each.
-        first = api_data.submit(w.client, reg, {
-            "rocrate": b64(crate("keys")), "version": "1", "public": True,
-            "submitter_id": alice.user_id}, path="/registries/current/workflows")
+        first = api_data.submit(
+            w.client,
+            reg,
+            {
+                "rocrate": b64(crate("keys")),
+                "version": "1",
+                "public": True,
+                "user_id": alice.user_id,
+            },
+            path="/registries/current/workflows",
+        )
         assert first.status_code == 201, first.body
         d["registered"] = first.json_body
         d["wf"] = wf = first.json_body["uuid"]
-        second = api_data.submit(w.client, reg, {
-            "rocrate": b64(crate("keys", instances=CIS)), "version": "2", "uuid": wf,
-            "submitter_id": alice.user_id}, path="/registries/current/workflows")
+        second = api_data.submit(
+            w.client,
+            reg,
+            {
+                "rocrate": b64(crate("keys", instances=CIS)),
+                "version": "2",
+                "uuid": wf,
+                "user_id": alice.user_id,
+            },
+            path="/registries/current/workflows",
+        )
         assert second.status_code == 201, second.body
         d["instances"] = instances = api_data.instance_uuids(wf, "2")
         for (ci, _, _), inst in zip(CIS, instances, strict=True):
             build_id, status, ago, seconds = BUILDS[ci]
-            api_data.store_builds(inst, [api_data.build(build_id, status, ago,
-                                                        duration=seconds)])
+            api_data.store_builds(inst, [api_data.build(build_id, status, ago, duration=seconds)])
         _mark_checked(instances[0])
+        CHECKED.add(instances[0])
         # A user's own upload, with no registry, whose crate declares isBasedOn.
-        own = api_data.submit(w.client, alice, {
-            "rocrate": b64(crate("own", with_tests=False, based_on=True)), "version": "1"})
+        own = api_data.submit(
+            w.client,
+            alice,
+            {"rocrate": b64(crate("own", with_tests=False, based_on=True)), "version": "1"},
+        )
         assert own.status_code == 201, own.body
         d["own"] = own.json_body["uuid"]
         yield w
@@ -129,21 +161,12 @@ def check_list(body: dict, path: str, links_null: bool = False) -> list[dict]:
 
 def check_instance(item: dict, *, nested: bool = True) -> None:
     expected = INSTANCE | ({"meta"} if not nested else set())
-    if item["uuid"] == item_checked_uuid:
+    if item["uuid"] in CHECKED:  # the instance whose refresh recorded a time and an error
         expected |= ADDED_INSTANCE
     assert set(item) == expected, item
     assert set(item["service"]) == SERVICE
     assert set(item["links"]) == ({"origin"} if nested else {"origin", "self"})
     assert isinstance(item["managed"], bool)
-
-
-item_checked_uuid = None  # set by the autouse fixture below
-
-
-@pytest.fixture(autouse=True)
-def _checked(world):
-    global item_checked_uuid
-    item_checked_uuid = world.data["instances"][0]
 
 
 def check_build(item: dict, *, links: bool = True) -> None:
@@ -280,8 +303,11 @@ def test_versions_list(world):
     body = get(world, f"/workflows/{wf}/versions")
     check_single(body, f"/workflows/{wf}/versions")
     assert set(body) == {"meta", "links", "workflow", "versions"}
-    assert body["workflow"] == {"uuid": wf, "name": "keys",
-                                "links": {"self": f"{BASE}/workflows/{wf}"}}
+    assert body["workflow"] == {
+        "uuid": wf,
+        "name": "sort-and-change-case",  # the main entity's name (contract §5 fallback)
+        "links": {"self": f"{BASE}/workflows/{wf}"},
+    }
     for v in body["versions"]:
         assert set(v) == {"uuid", "version", "ro_crate", "is_latest", "submitter", "authors"}
         assert set(v["ro_crate"]["links"]) - {"registries"} == CRATE_LINKS_BUT_REGISTRIES
@@ -303,11 +329,6 @@ def test_status(world):
     assert set(get(world, f"/workflows/{wf}/status", "reg")) == DETAILS | STATUS
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "GET /workflows/{uuid}/status leaves out `subscriptions` for a user caller, although "
-    "the status has every WorkflowVersionDetails key (contract §1.5) "
-    "(chalicelib/api/serializers.py workflow_status calls workflow_details without the "
-    "principal; chalicelib/api/workflows.py workflow_status)"))
 def test_status_subscriptions(world):
     body = get(world, f"/workflows/{world.data['wf']}/status")
     assert set(body) == DETAILS | {"subscriptions"} | STATUS
@@ -328,8 +349,9 @@ def test_build_times_are_seconds_for_every_ci(world, ci, index):
     assert body["duration"] == round(seconds) and isinstance(body["duration"], int)
     assert body["duration_seconds"] == seconds
     assert datetime.fromisoformat(body["started_at"].replace("Z", "+00:00")) == started
-    assert datetime.fromisoformat(body["finished_at"].replace("Z", "+00:00")) == \
-        started + timedelta(seconds=seconds)
+    assert datetime.fromisoformat(
+        body["finished_at"].replace("Z", "+00:00")
+    ) == started + timedelta(seconds=seconds)
     assert body["status"] == status
     assert body["instance"]["service"]["type"] == ci
 
@@ -343,11 +365,15 @@ def _suite(world) -> dict:
     return suite
 
 
-@pytest.mark.parametrize(("query", "extra"), [
-    ("", set()), ("?status=true", {"aggregate_test_status"}),
-    ("?latest_builds=true", {"latest_builds"}),
-    ("?status=true&latest_builds=true", {"aggregate_test_status", "latest_builds"}),
-])
+@pytest.mark.parametrize(
+    ("query", "extra"),
+    [
+        ("", set()),
+        ("?status=true", {"aggregate_test_status"}),
+        ("?latest_builds=true", {"latest_builds"}),
+        ("?status=true&latest_builds=true", {"aggregate_test_status", "latest_builds"}),
+    ],
+)
 def test_suites_list_and_single(world, query, extra):
     wf = world.data["wf"]
     path = f"/workflows/{wf}/suites{query}"
@@ -370,8 +396,7 @@ def test_suite_status(world):
     path = f"/suites/{suite['uuid']}/status"
     body = get(world, path)
     check_single(body, path)
-    assert set(body) == {"meta", "links", "suite_uuid", "aggregate_test_status",
-                         "latest_builds"}
+    assert set(body) == {"meta", "links", "suite_uuid", "aggregate_test_status", "latest_builds"}
     for b in body["latest_builds"]:
         check_build(b)
 
@@ -383,7 +408,7 @@ def test_instances_list_and_single(world):
     assert len(items) == len(CIS)
     for item in items:
         check_instance(item)
-    checked = next(i for i in items if i["uuid"] == item_checked_uuid)
+    [checked] = [i for i in items if i["uuid"] in CHECKED]
     assert checked["last_error"] == "HTTP 502 from ci.example"
     datetime.fromisoformat(checked["last_checked"].replace("Z", "+00:00"))
     for item in items:
@@ -413,13 +438,17 @@ def test_user_profile(world):
     assert set(lm) == {"sub", "username", "picture", "provider"}
     assert set(lm["provider"]) == {"name", "type", "uri", "userinfo_endpoint"}
     assert set(body["identities"]["wfhub"]) == {
-        "sub", "name", "username", "email", "mbox_sha1sum", "profile", "picture", "provider"}
+        "sub",
+        "name",
+        "username",
+        "email",
+        "mbox_sha1sum",
+        "profile",
+        "picture",
+        "provider",
+    }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "identity providers other than LifeMonitor are serialized as {name, type} only; the "
-    "contract (§1.5 UserProfile) has {uuid, name, type, uri, userinfo_endpoint} "
-    "(chalicelib/api/serializers.py user_profile)"))
 def test_user_profile_identity_provider_keys(world):
     provider = get(world, "/users/current")["identities"]["wfhub"]["provider"]
     assert set(provider) == {"uuid", "name", "type", "uri", "userinfo_endpoint"}
@@ -441,13 +470,6 @@ def test_registered_body(world):
 # -- a user's own upload ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`registries` is missing from ro_crate.links (and version.links) wherever the version's "
-    "registry links were not loaded: list items' versions, previous_versions, the versions "
-    "list, and every version without a registry; the contract (§1.5) always has it "
-    "(chalicelib/api/serializers.py ro_crate_links / version_body; "
-    "chalicelib/services/workflows.py list_workflows / list_versions / get_version load "
-    "registries for the chosen version only)"))
 def test_ro_crate_links_always_carry_registries(world):
     wf, own = world.data["wf"], world.data["own"]
     places = []
@@ -457,21 +479,23 @@ def test_ro_crate_links_always_carry_registries(world):
     places += [("previous", v["ro_crate"]["links"]) for v in body["previous_versions"]]
     body = get(world, f"/workflows/{wf}/versions")
     places += [("versions", v["ro_crate"]["links"]) for v in body["versions"]]
-    missing = [where for where, links in places if links.get("registries") != {
-        "wfhub": links.get("registries", {}).get("wfhub")} or "registries" not in links]
+    missing = [
+        where
+        for where, links in places
+        if links.get("registries") != {"wfhub": links.get("registries", {}).get("wfhub")}
+        or "registries" not in links
+    ]
     assert not missing, missing
     body = get(world, f"/workflows/{own}")
     assert body["version"]["ro_crate"]["links"]["registries"] == {}
     assert body["version"]["links"]["registries"] == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the crate's isBasedOn never appears as `based_on` in ro_crate.links / version.links "
-    "(contract §1.5, §5) (chalicelib/api/serializers.py ro_crate_links / version_body)"))
 def test_based_on_link(world):
     version = get(world, f"/workflows/{world.data['own']}")["version"]
-    assert version["ro_crate"]["links"]["based_on"] == \
-        "https://github.com/crs4/sort-and-change-case"
+    assert (
+        version["ro_crate"]["links"]["based_on"] == "https://github.com/crs4/sort-and-change-case"
+    )
     assert version["links"]["based_on"] == "https://github.com/crs4/sort-and-change-case"
 
 

@@ -24,7 +24,6 @@ from tests.support.api_data import b64, build, crate, row_counts, stored_crates
 from tests.support.crates import zip_crate, zip_members
 from tests.support.fileserver import FileServer, unused_port
 
-TEST_NS = "https://w3id.org/ro/terms/test#"
 REGISTERED_KEYS = {"uuid", "wf_version", "name", "meta"}
 ZIP = {"Accept": "application/zip"}
 # Testing services are shared CI records, kept when the last workflow using them goes.
@@ -50,82 +49,92 @@ TRAVIS_1002447 = [("travis", "https://api.travis-ci.org", "repo/1002447")]
 TRAVIS_PYDOOP = [("travis", "https://api.travis-ci.org", "github/crs4/pydoop")]
 TWO_EMPTY = {"#test1": [], "#test2": []}
 
+LM = "rocrates/life_monitor/"
+SCC = LM + "generated/ro-crate-galaxy-sortchangecase"  # LifeMonitor's generated variants
+WFH = "seek/lifemonitor-test-instance/"
+GALAXY_EXAMPLE = "galaxy-workflow-example-with-tests"  # a root dataset name
+
 FIXTURE_CRATES: dict[str, Expect] = {
-    "rocrates/life_monitor/example-wf-crate.zip":
-        Expect("sort-and-change-case", {"#test1": TRAVIS_1002447}),
-    "rocrates/life_monitor/rocrate-base64-decoded.crate.zip":
-        Expect("sort-and-change-case-some-passing", {"#test1": [
-            ("jenkins", "http://jenkins:8080/", "job/test-passed/"),
-            ("jenkins", "http://jenkins:8080/", "job/test-failed/")]}),
-    "rocrates/life_monitor/generated/ro-crate-cwl-basefreqsum.crate.zip":
-        Expect("basefreqsum", TWO_EMPTY),
-    "rocrates/life_monitor/generated/ro-crate-galaxy-sortchangecase-github-actions.crate.zip":
-        Expect("sort-and-change-case", {"#test1": [
-            ("github", "https://api.github.com",
-             "repos/crs4/life_monitor/actions/workflows/docs.yaml")]}),
-    "rocrates/life_monitor/generated/ro-crate-galaxy-sortchangecase-invalid-service-type"
-    ".crate.zip": Expect(error="JenkinsXService"),
-    "rocrates/life_monitor/generated/ro-crate-galaxy-sortchangecase-invalid-service-url"
-    ".crate.zip": Expect("sort-and-change-case-invalid-service-url", {"#test1": [
-        ("travis", "http://127.0.0.1:67890", "repo/1002447")]}),
-    "rocrates/life_monitor/generated/ro-crate-galaxy-sortchangecase-no-name.crate.zip":
-        Expect("sort-and-change-case.ga", {"#test1": TRAVIS_1002447}),
-    "rocrates/life_monitor/generated/ro-crate-galaxy-sortchangecase-rate-limit-exceeded"
-    ".crate.zip": Expect(error="RateLimitExceededService"),
-    "rocrates/life_monitor/generated/ro-crate-galaxy-sortchangecase-travis.crate.zip":
-        Expect("sort-and-change-case-travis", {"#test1": TRAVIS_PYDOOP}),
-    "rocrates/life_monitor/generated/ro-crate-galaxy-sortchangecase.crate.zip":
-        Expect("sort-and-change-case", {"#test1": JENKINS_LOCAL}),
-    "rocrates/seek/all_remote.crate.zip":
-        Expect("https://raw.githubusercontent.com/bob/workflow/master/workflow.txt"),
-    "rocrates/seek/just-cwl-workflow.crate.zip":
-        Expect("Cheminformatics-4-SuCOS_scoring.cwl"),
+    LM + "example-wf-crate.zip": Expect("sort-and-change-case", {"#test1": TRAVIS_1002447}),
+    LM + "rocrate-base64-decoded.crate.zip": Expect(
+        "sort-and-change-case-some-passing",
+        {
+            "#test1": [
+                ("jenkins", "http://jenkins:8080/", "job/test-passed/"),
+                ("jenkins", "http://jenkins:8080/", "job/test-failed/"),
+            ]
+        },
+    ),
+    LM + "generated/ro-crate-cwl-basefreqsum.crate.zip": Expect("basefreqsum", TWO_EMPTY),
+    SCC + "-github-actions.crate.zip": Expect(
+        "sort-and-change-case",
+        {
+            "#test1": [
+                (
+                    "github",
+                    "https://api.github.com",
+                    "repos/crs4/life_monitor/actions/workflows/docs.yaml",
+                )
+            ]
+        },
+    ),
+    SCC + "-invalid-service-type.crate.zip": Expect(error="JenkinsXService"),
+    SCC + "-invalid-service-url.crate.zip": Expect(
+        "sort-and-change-case-invalid-service-url",
+        {"#test1": [("travis", "http://127.0.0.1:67890", "repo/1002447")]},
+    ),
+    SCC + "-no-name.crate.zip": Expect("sort-and-change-case.ga", {"#test1": TRAVIS_1002447}),
+    SCC + "-rate-limit-exceeded.crate.zip": Expect(error="RateLimitExceededService"),
+    SCC + "-travis.crate.zip": Expect("sort-and-change-case-travis", {"#test1": TRAVIS_PYDOOP}),
+    SCC + ".crate.zip": Expect("sort-and-change-case", {"#test1": JENKINS_LOCAL}),
+    "rocrates/seek/all_remote.crate.zip": Expect(
+        "https://raw.githubusercontent.com/bob/workflow/master/workflow.txt"
+    ),
+    "rocrates/seek/just-cwl-workflow.crate.zip": Expect("Cheminformatics-4-SuCOS_scoring.cwl"),
     "rocrates/seek/missing-file.crate.zip": Expect("concat_two_files"),
-    "rocrates/seek/ro-crate-with-tests.crate.zip":
-        Expect("sort-and-change-case", {"#test1": [
-            ("jenkins", "http://example.org/jenkins", "job/tests/")]}),
-    "rocrates/seek/workflow-4-1.crate.zip":
-        Expect("Genomics-1-PreProcessing_without_downloading_from_SRA.ga"),
-    "seek/lifemonitor-test-instance/workflow-20.crate.zip": Expect("basefreqsum", TWO_EMPTY),
-    "seek/lifemonitor-test-instance/workflow-21.crate.zip":
-        Expect("sort-and-change-case", {"#test1": JENKINS_LOCAL}),
-    "seek/lifemonitor-test-instance/workflow-22.crate.zip": Expect(error="JenkinsXService"),
-    "seek/lifemonitor-test-instance/workflow-23.crate.zip":
-        Expect("sort-and-change-case-invalid-service-url", {"#test1": [
-            ("jenkins", "http://127.0.0.1:67890", "job/tests/")]}),
-    "seek/lifemonitor-test-instance/workflow-24.crate.zip":
-        Expect("sort-and-change-case-travis", {"#test1": TRAVIS_PYDOOP}),
-    "seek/lifemonitor-test-instance/converted/seek-generated-0956b080-old-test-metadata"
-    ".crate.zip": Expect("sort-and-change-case"),
-    "seek/lifemonitor-test-instance/converted/seek-generated-0eea7f40.crate.zip":
-        Expect("sort-and-change-case", {"#test1": JENKINS_LOCAL}),
+    "rocrates/seek/ro-crate-with-tests.crate.zip": Expect(
+        "sort-and-change-case",
+        {"#test1": [("jenkins", "http://example.org/jenkins", "job/tests/")]},
+    ),
+    "rocrates/seek/workflow-4-1.crate.zip": Expect(
+        "Genomics-1-PreProcessing_without_downloading_from_SRA.ga"
+    ),
+    WFH + "workflow-20.crate.zip": Expect("basefreqsum", TWO_EMPTY),
+    WFH + "workflow-21.crate.zip": Expect("sort-and-change-case", {"#test1": JENKINS_LOCAL}),
+    WFH + "workflow-22.crate.zip": Expect(error="JenkinsXService"),
+    WFH + "workflow-23.crate.zip": Expect(
+        "sort-and-change-case-invalid-service-url",
+        {"#test1": [("jenkins", "http://127.0.0.1:67890", "job/tests/")]},
+    ),
+    WFH + "workflow-24.crate.zip": Expect("sort-and-change-case-travis", {"#test1": TRAVIS_PYDOOP}),
+    WFH + "converted/seek-generated-0956b080-old-test-metadata.crate.zip": Expect(
+        "sort-and-change-case"
+    ),
+    WFH + "converted/seek-generated-0eea7f40.crate.zip": Expect(
+        "sort-and-change-case", {"#test1": JENKINS_LOCAL}
+    ),
 }
 
 # Crates whose root dataset name differs from the mainEntity name: the contract's fallback
 # takes the mainEntity's, ours the root's (see test_name_fallback_prefers_main_entity).
 ROOT_NAMES = {
-    "rocrates/life_monitor/example-wf-crate.zip": "galaxy-workflow-example-with-tests",
-    "rocrates/life_monitor/rocrate-base64-decoded.crate.zip":
-        "galaxy-workflow-example-with-tests",
-    "rocrates/life_monitor/generated/ro-crate-galaxy-sortchangecase-github-actions.crate.zip":
-        "galaxy-workflow-example-with-tests",
-    "rocrates/life_monitor/generated/ro-crate-galaxy-sortchangecase-invalid-service-url"
-    ".crate.zip": "galaxy-workflow-example-with-tests",
-    "rocrates/life_monitor/generated/ro-crate-galaxy-sortchangecase-travis.crate.zip":
-        "galaxy-workflow-example-with-tests",
-    "rocrates/life_monitor/generated/ro-crate-galaxy-sortchangecase.crate.zip":
-        "galaxy-workflow-example-with-tests",
+    LM + "example-wf-crate.zip": GALAXY_EXAMPLE,
+    LM + "rocrate-base64-decoded.crate.zip": GALAXY_EXAMPLE,
+    SCC + "-github-actions.crate.zip": GALAXY_EXAMPLE,
+    SCC + "-invalid-service-url.crate.zip": GALAXY_EXAMPLE,
+    SCC + "-travis.crate.zip": GALAXY_EXAMPLE,
+    SCC + ".crate.zip": GALAXY_EXAMPLE,
     "rocrates/seek/missing-file.crate.zip": "Concat two files",
 }
-NAME_BUG = ("crate name fallback takes the root dataset name before the mainEntity name "
-            "(chalicelib/crates.py _crate_info, contract §5: request name, then mainEntity "
-            "name or @id, then root name)")
-
 
 def test_the_table_lists_every_fixture_crate(shared_fixtures):
-    found = {str(p.relative_to(shared_fixtures)) for p in
-             [*(shared_fixtures / "rocrates").rglob("*.zip"),
-              *(shared_fixtures / "seek" / "lifemonitor-test-instance").rglob("*.zip")]}
+    found = {
+        str(p.relative_to(shared_fixtures))
+        for p in [
+            *(shared_fixtures / "rocrates").rglob("*.zip"),
+            *(shared_fixtures / "seek" / "lifemonitor-test-instance").rglob("*.zip"),
+        ]
+    }
     assert found == set(FIXTURE_CRATES)
 
 
@@ -186,8 +195,9 @@ def snapshot(world):
 
         def unchanged(self, ignore=KEPT_TABLES):
             now = row_counts()
-            changed = {t: (self.rows[t], now[t]) for t in now
-                       if t not in ignore and now[t] != self.rows[t]}
+            changed = {
+                t: (self.rows[t], now[t]) for t in now if t not in ignore and now[t] != self.rows[t]
+            }
             assert not changed, f"rows changed (before, after): {changed}"
             assert stored_crates(world.data_dir) == self.crates
 
@@ -206,8 +216,11 @@ def _forget_unused_services(world):
     from chalicelib.models import TestingService, TestInstance
 
     with session_scope() as s:
-        s.execute(delete(TestingService).where(~exists().where(
-            TestInstance.testing_service_id == TestingService.id)))
+        s.execute(
+            delete(TestingService).where(
+                ~exists().where(TestInstance.testing_service_id == TestingService.id)
+            )
+        )
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -215,8 +228,11 @@ def _forget_unused_services(world):
 
 def metadata_of(data: bytes) -> dict:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        names = [n for n in archive.namelist()
-                 if n.rsplit("/", 1)[-1] in ("ro-crate-metadata.json", "ro-crate-metadata.jsonld")]
+        names = [
+            n
+            for n in archive.namelist()
+            if n.rsplit("/", 1)[-1] in ("ro-crate-metadata.json", "ro-crate-metadata.jsonld")
+        ]
         return json.loads(archive.read(sorted(names, key=len)[0]))
 
 
@@ -232,13 +248,15 @@ def registered(r, version: str = "1") -> dict:
 
 
 def check_download(world, actor, wf_uuid: str, version: str, data: bytes) -> None:
-    r = world.http.get(f"/workflows/{wf_uuid}/rocrate/{version}/download",
-                       headers={**actor.headers, **ZIP})
+    r = world.http.get(
+        f"/workflows/{wf_uuid}/rocrate/{version}/download", headers={**actor.headers, **ZIP}
+    )
     assert r.status_code == 200, r.body
     headers = {k.lower(): v for k, v in r.headers.items()}
     assert headers["content-type"] == "application/zip"
-    assert headers["content-disposition"] == \
-        f"attachment; filename=rocrate_{wf_uuid}_v{version}.zip"
+    assert (
+        headers["content-disposition"] == f"attachment; filename=rocrate_{wf_uuid}_v{version}.zip"
+    )
     assert r.body == data
 
 
@@ -251,7 +269,9 @@ def delete_workflow(world, actor, wf_uuid: str) -> None:
 # -- every fixture crate -----------------------------------------------------------------------
 
 
-def _read_everything(world, actor, wf_uuid: str, data: bytes, expect: Expect) -> None:
+def _read_everything(
+    world, actor, wf_uuid: str, data: bytes, expect: Expect, origin: str = "local file uploaded"
+) -> None:
     """Every read endpoint of a freshly registered version "1"."""
     h = actor.headers
     r = world.http.get(f"/workflows/{wf_uuid}", headers=h)
@@ -262,7 +282,8 @@ def _read_everything(world, actor, wf_uuid: str, data: bytes, expect: Expect) ->
     assert details["version"]["version"] == "1"
     assert details["version"]["is_latest"] is True
     assert details["version"]["submitter"] == {"id": actor.user_id, "username": actor.name}
-    assert details["version"]["ro_crate"]["links"]["origin"] == "local file uploaded"
+    assert details["version"]["ro_crate"]["links"]["origin"] == origin
+    assert details["version"]["links"]["origin"] == origin
 
     r = world.http.get(f"/workflows/{wf_uuid}/versions", headers=h)
     assert r.status_code == 200, r.body
@@ -272,9 +293,14 @@ def _read_everything(world, actor, wf_uuid: str, data: bytes, expect: Expect) ->
     instances = api_data.instance_uuids(wf_uuid)
     assert len(instances) == sum(len(i) for i in expect.suites.values())
     for n, inst in enumerate(instances):
-        api_data.store_builds(inst, [build(f"{n}-old", "failed", 60),
-                                     build(f"{n}-new", "passed", 30),
-                                     build(f"{n}-running", "running", 5)])
+        api_data.store_builds(
+            inst,
+            [
+                build(f"{n}-old", "failed", 60),
+                build(f"{n}-new", "passed", 30),
+                build(f"{n}-running", "running", 5),
+            ],
+        )
 
     r = world.http.get(f"/workflows/{wf_uuid}/status", headers=h)
     assert r.status_code == 200, r.body
@@ -282,15 +308,16 @@ def _read_everything(world, actor, wf_uuid: str, data: bytes, expect: Expect) ->
     if instances:
         assert status["aggregate_test_status"] == "all_passing"
         assert sorted(b["build_id"] for b in status["latest_builds"]) == sorted(
-            f"{n}-new" for n in range(len(instances)))
+            f"{n}-new" for n in range(len(instances))
+        )
         assert "reason" not in status
     else:
         assert status["aggregate_test_status"] == "not_available"
         assert status["latest_builds"] == []
         if expect.suites:
             assert status["reason"] == ", ".join(
-                f"No test instances configured for suite {s.lstrip('#')}"
-                for s in expect.suites)
+                f"No test instances configured for suite {s.lstrip('#')}" for s in expect.suites
+            )
         else:
             assert status["reason"] == "No test suite configured for this workflow"
 
@@ -300,8 +327,9 @@ def _read_everything(world, actor, wf_uuid: str, data: bytes, expect: Expect) ->
     assert [s["roc_suite"] for s in suites] == list(expect.suites)
     for suite in suites:
         wanted = expect.suites[suite["roc_suite"]]
-        got = [(i["service"]["type"], i["service"]["url"], i["resource"])
-               for i in suite["instances"]]
+        got = [
+            (i["service"]["type"], i["service"]["url"], i["resource"]) for i in suite["instances"]
+        ]
         assert got == wanted
         r = world.http.get(f"/suites/{suite['uuid']}", headers=h)
         assert r.status_code == 200 and r.json_body["uuid"] == suite["uuid"], r.body
@@ -309,11 +337,11 @@ def _read_everything(world, actor, wf_uuid: str, data: bytes, expect: Expect) ->
         assert r.status_code == 200, r.body
         assert r.json_body["suite_uuid"] == suite["uuid"]
         assert r.json_body["aggregate_test_status"] == (
-            "all_passing" if wanted else "not_available")
+            "all_passing" if wanted else "not_available"
+        )
         r = world.http.get(f"/suites/{suite['uuid']}/instances", headers=h)
         assert r.status_code == 200, r.body
-        assert [i["uuid"] for i in r.json_body["items"]] == [
-            i["uuid"] for i in suite["instances"]]
+        assert [i["uuid"] for i in r.json_body["items"]] == [i["uuid"] for i in suite["instances"]]
 
     for n, inst in enumerate(instances):
         r = world.http.get(f"/instances/{inst}", headers=h)
@@ -321,7 +349,10 @@ def _read_everything(world, actor, wf_uuid: str, data: bytes, expect: Expect) ->
         r = world.http.get(f"/instances/{inst}/latest-builds", headers=h)
         assert r.status_code == 200, r.body
         assert [b["build_id"] for b in r.json_body["items"]] == [
-            f"{n}-running", f"{n}-new", f"{n}-old"]
+            f"{n}-running",
+            f"{n}-new",
+            f"{n}-old",
+        ]
         r = world.http.get(f"/instances/{inst}/builds/{n}-new", headers=h)
         assert r.status_code == 200, r.body
         assert (r.json_body["build_id"], r.json_body["status"]) == (f"{n}-new", "passed")
@@ -361,21 +392,18 @@ def test_fixture_crate_by_roc_link(world, alice, files, snapshot, shared_fixture
         snapshot.unchanged(ignore=())
         return
     wf_uuid = registered(r)["uuid"]
-    r = world.http.get(f"/workflows/{wf_uuid}", headers=alice.headers)
-    assert r.json_body["version"]["ro_crate"]["links"]["origin"] == link
-    assert r.json_body["version"]["links"]["origin"] == link
-    r = world.http.get(f"/workflows/{wf_uuid}/suites", headers=alice.headers)
-    assert [s["roc_suite"] for s in r.json_body["items"]] == list(expect.suites)
-    r = world.http.get(f"/workflows/{wf_uuid}/rocrate/1/metadata", headers=alice.headers)
-    assert r.json_body == metadata_of(data)
-    check_download(world, alice, wf_uuid, "1", data)
+    _read_everything(world, alice, wf_uuid, data, expect, origin=link)
     delete_workflow(world, alice, wf_uuid)
     snapshot.unchanged()
 
 
-@pytest.mark.parametrize("relpath", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=NAME_BUG)) if p in ROOT_NAMES
-    else p for p in sorted(p for p, e in FIXTURE_CRATES.items() if not e.error)])
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        p
+        for p in sorted(p for p, e in FIXTURE_CRATES.items() if not e.error)
+    ],
+)
 def test_fixture_crate_name(world, alice, shared_fixtures, relpath):
     """The name a crate registers under when the request gives none (contract §5)."""
     data = (shared_fixtures / relpath).read_bytes()
@@ -394,25 +422,34 @@ def test_fixture_crate_name(world, alice, shared_fixtures, relpath):
 
 @pytest.mark.parametrize(("form", "legacy"), [("0.1", False), ("0.1", True), ("0.2", False)])
 def test_crate_built_in_code_with_every_ci(world, alice, snapshot, form, legacy):
-    instances = [("jenkins", "https://ci.example/jenkins/", "job/wf/"),
-                 ("github", "https://api.github.com",
-                  "repos/crs4/wf/actions/workflows/test.yml"),
-                 ("travis", "https://api.travis-ci.com", "github/crs4/wf")]
+    instances = [
+        ("jenkins", "https://ci.example/jenkins/", "job/wf/"),
+        ("github", "https://api.github.com", "repos/crs4/wf/actions/workflows/test.yml"),
+        ("travis", "https://api.travis-ci.com", "github/crs4/wf"),
+    ]
     data = crate("code-built", instances=instances, form=form, legacy=legacy)
-    body = registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(data), "version": "v0.1", "name": "Given name", "public": True}),
-        "v0.1")
+    body = registered(
+        api_data.submit(
+            world.client,
+            alice,
+            {"rocrate": b64(data), "version": "v0.1", "name": "Given name", "public": True},
+        ),
+        "v0.1",
+    )
     assert body["name"] == "Given name"
     wf = body["uuid"]
     r = world.http.get(f"/workflows/{wf}/suites")  # public: anonymous may read
     assert r.status_code == 200, r.body
     [suite] = r.json_body["items"]
     assert suite["roc_suite"] == "#test1"
-    assert suite["definition"] == {"path": "test/test1/sort-and-change-case-test.yml",
-                                   "test_engine": {"type": "planemo", "version": ">=0.70"}}
-    assert [(i["roc_instance"], i["service"]["type"], i["service"]["url"], i["resource"])
-            for i in suite["instances"]] == [
-        (f"#test1_{n}", *inst) for n, inst in enumerate(instances, 1)]
+    assert suite["definition"] == {
+        "path": "test/test1/sort-and-change-case-test.yml",
+        "test_engine": {"type": "planemo", "version": ">=0.70"},
+    }
+    assert [
+        (i["roc_instance"], i["service"]["type"], i["service"]["url"], i["resource"])
+        for i in suite["instances"]
+    ] == [(f"#test1_{n}", *inst) for n, inst in enumerate(instances, 1)]
     for n, inst in enumerate(api_data.instance_uuids(wf)):
         api_data.store_builds(inst, [build(f"b{n}", "passed" if n else "failed", 20)])
     r = world.http.get(f"/workflows/{wf}/status?version=v0.1")
@@ -421,21 +458,36 @@ def test_crate_built_in_code_with_every_ci(world, alice, snapshot, form, legacy)
     assert r.json_body["name"] == "Given name"
     assert r.json_body["version"]["name"] == "Given name"
     assert r.json_body["version"]["authors"] == [
-        {"name": "Josiah Carberry", "url": "https://orcid.org/0000-0002-1825-0097"}]
+        {"name": "Josiah Carberry", "url": "https://orcid.org/0000-0002-1825-0097"}
+    ]
     check_download(world, api_data.ANONYMOUS, wf, "v0.1", data)
     delete_workflow(world, alice, wf)
     snapshot.unchanged()
 
 
+def test_download_without_a_stored_copy_is_410(world, alice):
+    wf = registered(
+        api_data.submit(world.client, alice, {"rocrate": b64(crate("gone")), "version": "1"})
+    )["uuid"]
+    [path] = [p for p in stored_crates(world.data_dir) if p.parent.name == wf]
+    path.unlink()
+    r = world.http.get(f"/workflows/{wf}/rocrate/1/download", headers={**alice.headers, **ZIP})
+    body = assert_problem(r, 410)
+    assert "RO-Crate not found" in body["detail"]
+    r = world.http.get(f"/workflows/{wf}/rocrate/1/metadata", headers=alice.headers)
+    assert r.status_code == 200  # the metadata lives in the database
+    delete_workflow(world, alice, wf)
+
+
 def test_crate_without_tests_registers_with_no_suites(world, alice):
     data = crate("no-tests", with_tests=False)
-    wf = registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(data), "version": "1"}))["uuid"]
+    wf = registered(api_data.submit(world.client, alice, {"rocrate": b64(data), "version": "1"}))[
+        "uuid"
+    ]
     r = world.http.get(f"/workflows/{wf}/status", headers=alice.headers)
     assert r.json_body["aggregate_test_status"] == "not_available"
     assert r.json_body["reason"] == "No test suite configured for this workflow"
-    assert world.http.get(f"/workflows/{wf}/suites", headers=alice.headers).json_body[
-        "items"] == []
+    assert world.http.get(f"/workflows/{wf}/suites", headers=alice.headers).json_body["items"] == []
     delete_workflow(world, alice, wf)
 
 
@@ -462,28 +514,27 @@ def _metadata(root_name=None, main_name="sort-and-change-case", main=True) -> di
 
 def test_name_from_the_request_wins(world, alice):
     data = zip_crate(_metadata("Root name", "Main name"))
-    body = registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(data), "version": "1", "name": "Request name"}))
+    body = registered(
+        api_data.submit(
+            world.client, alice, {"rocrate": b64(data), "version": "1", "name": "Request name"}
+        )
+    )
     assert body["name"] == "Request name"
     delete_workflow(world, alice, body["uuid"])
 
 
-@pytest.mark.xfail(strict=True, reason=NAME_BUG)
 def test_name_fallback_prefers_main_entity(world, alice):
     data = zip_crate(_metadata("Root name", "Main name"))
-    body = registered(api_data.submit(world.client, alice, {"rocrate": b64(data),
-                                                            "version": "1"}))
+    body = registered(api_data.submit(world.client, alice, {"rocrate": b64(data), "version": "1"}))
     try:
         assert body["name"] == "Main name"
     finally:
         delete_workflow(world, alice, body["uuid"])
 
 
-@pytest.mark.xfail(strict=True, reason=NAME_BUG)
 def test_name_fallback_uses_main_entity_id_before_root_name(world, alice):
     data = zip_crate(_metadata("Root name", None))
-    body = registered(api_data.submit(world.client, alice, {"rocrate": b64(data),
-                                                            "version": "1"}))
+    body = registered(api_data.submit(world.client, alice, {"rocrate": b64(data), "version": "1"}))
     try:
         assert body["name"] == "sort-and-change-case.ga"
     finally:
@@ -496,16 +547,20 @@ def test_name_fallback_main_entity_then_its_id_then_root(world, alice):
         (_metadata(None, None), "sort-and-change-case.ga"),
         (_metadata("Root name", main=False), "Root name"),
     ]:
-        body = registered(api_data.submit(world.client, alice, {
-            "rocrate": b64(zip_crate(metadata)), "version": "1"}))
+        body = registered(
+            api_data.submit(
+                world.client, alice, {"rocrate": b64(zip_crate(metadata)), "version": "1"}
+            )
+        )
         assert body["name"] == expected
         delete_workflow(world, alice, body["uuid"])
 
 
 def test_no_name_anywhere_is_400_and_writes_nothing(world, alice, snapshot):
     data = zip_crate(_metadata(None, None, main=False))
-    body = assert_problem(api_data.submit(world.client, alice, {
-        "rocrate": b64(data), "version": "1"}), 400)
+    body = assert_problem(
+        api_data.submit(world.client, alice, {"rocrate": b64(data), "version": "1"}), 400
+    )
     assert "Missing attribute 'name'" in f"{body['title']} {body['detail']}"
     snapshot.unchanged(ignore=())
 
@@ -516,17 +571,23 @@ def test_no_name_anywhere_is_400_and_writes_nothing(world, alice, snapshot):
 def test_duplicate_workflow_version_is_409(world, alice, bob, snapshot):
     wf = str(uuidlib.uuid4())
     data = crate("dup")
-    registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(data), "version": "1", "uuid": wf}))
+    registered(
+        api_data.submit(world.client, alice, {"rocrate": b64(data), "version": "1", "uuid": wf})
+    )
     after_first = row_counts()
-    r = api_data.submit(world.client, alice, {"rocrate": b64(crate("dup-2")), "version": "1",
-                                              "uuid": wf})
+    r = api_data.submit(
+        world.client, alice, {"rocrate": b64(crate("dup-2")), "version": "1", "uuid": wf}
+    )
     body = assert_problem(r, 409)
     assert body["title"] == "Workflow version conflict"
     assert row_counts() == after_first
     # A second version is fine.
-    registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(crate("dup-2")), "version": "2", "uuid": wf}), "2")
+    registered(
+        api_data.submit(
+            world.client, alice, {"rocrate": b64(crate("dup-2")), "version": "2", "uuid": wf}
+        ),
+        "2",
+    )
     r = world.http.get(f"/workflows/{wf}/versions", headers=alice.headers)
     assert sorted(v["version"] for v in r.json_body["versions"]) == ["1", "2"]
     delete_workflow(world, alice, wf)
@@ -535,11 +596,17 @@ def test_duplicate_workflow_version_is_409(world, alice, bob, snapshot):
 
 def test_new_version_by_another_user_is_403(world, alice, bob, snapshot):
     wf = str(uuidlib.uuid4())
-    registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(crate("mine")), "version": "1", "uuid": wf, "public": True}))
+    registered(
+        api_data.submit(
+            world.client,
+            alice,
+            {"rocrate": b64(crate("mine")), "version": "1", "uuid": wf, "public": True},
+        )
+    )
     before = row_counts()
-    r = api_data.submit(world.client, bob, {"rocrate": b64(crate("theirs")), "version": "2",
-                                            "uuid": wf})
+    r = api_data.submit(
+        world.client, bob, {"rocrate": b64(crate("theirs")), "version": "2", "uuid": wf}
+    )
     assert_problem(r, 403)
     assert row_counts() == before
     r = world.http.get(f"/workflows/{wf}/versions", headers=alice.headers)
@@ -548,25 +615,47 @@ def test_new_version_by_another_user_is_403(world, alice, bob, snapshot):
     snapshot.unchanged()
 
 
+def test_conflict_does_not_reveal_someone_elses_private_workflow(world, alice, bob):
+    wf = str(uuidlib.uuid4())
+    registered(
+        api_data.submit(
+            world.client, alice, {"rocrate": b64(crate("hidden")), "version": "1", "uuid": wf}
+        )
+    )
+    try:
+        assert_problem(world.http.get(f"/workflows/{wf}", headers=bob.headers), 403)
+        r = api_data.submit(
+            world.client, bob, {"rocrate": b64(crate("probe")), "version": "1", "uuid": wf}
+        )
+        assert_problem(r, 403)
+    finally:
+        delete_workflow(world, alice, wf)
+
+
 # -- roc_link ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("link", "reason"), [
-    ("ftp://example.org/crate.zip", "http"),
-    ("file:///etc/passwd", "http"),
-    ("gopher://example.org/1", "http"),
-    ("http://user:pw@example.org/crate.zip", "credentials"),
-])
+@pytest.mark.parametrize(
+    ("link", "reason"),
+    [
+        ("ftp://example.org/crate.zip", "http"),
+        ("file:///etc/passwd", "http"),
+        ("gopher://example.org/1", "http"),
+        ("http://user:pw@example.org/crate.zip", "credentials"),
+    ],
+)
 def test_roc_link_bad_scheme_or_credentials_is_400(world, alice, snapshot, link, reason):
-    body = assert_problem(api_data.submit(world.client, alice, {
-        "roc_link": link, "version": "1"}), 400)
+    body = assert_problem(
+        api_data.submit(world.client, alice, {"roc_link": link, "version": "1"}), 400
+    )
     assert reason in body["detail"]
     snapshot.unchanged(ignore=())
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
-def test_roc_link_to_loopback_is_refused_without_allow_private(world, alice, snapshot,
-                                                               _server, host):
+def test_roc_link_to_loopback_is_refused_without_allow_private(
+    world, alice, snapshot, _server, host
+):
     from chalicelib import http
 
     http.reset()
@@ -574,8 +663,9 @@ def test_roc_link_to_loopback_is_refused_without_allow_private(world, alice, sna
     _server.files.clear()
     port = _server.url.rsplit(":", 1)[1]
     _server.add("/crate.zip", crate("private"))
-    r = api_data.submit(world.client, alice, {"roc_link": f"http://{host}:{port}/crate.zip",
-                                              "version": "1"})
+    r = api_data.submit(
+        world.client, alice, {"roc_link": f"http://{host}:{port}/crate.zip", "version": "1"}
+    )
     body = assert_problem(r, 400)
     assert "private" in body["detail"] and "roc_link" in body["detail"]
     assert _server.requests == []
@@ -587,9 +677,12 @@ def test_roc_link_errors_are_422_with_the_reason(world, alice, files, snapshot):
     files.add("/boom.zip", b"oops", status=500, content_type="text/plain")
     files.add("/secret.zip", crate("secret"), authorization="Bearer right")
     dead = f"http://127.0.0.1:{unused_port()}/crate.zip"
-    for link, reason in [(files.url + "/gone.zip", "404"), (files.url + "/boom.zip", "500"),
-                         (files.url + "/secret.zip", "not authorized"),
-                         (dead, "cannot connect")]:
+    for link, reason in [
+        (files.url + "/gone.zip", "404"),
+        (files.url + "/boom.zip", "500"),
+        (files.url + "/secret.zip", "not authorized"),
+        (dead, "cannot connect"),
+    ]:
         r = api_data.submit(world.client, alice, {"roc_link": link, "version": "1"})
         body = assert_problem(r, 422)
         assert reason in body["detail"], (link, body)
@@ -599,8 +692,12 @@ def test_roc_link_errors_are_422_with_the_reason(world, alice, files, snapshot):
 
 def test_roc_link_that_is_not_a_crate_is_400(world, alice, files, snapshot):
     files.add("/page.html", b"<html>hello</html>", content_type="text/html")
-    body = assert_problem(api_data.submit(world.client, alice, {
-        "roc_link": files.url + "/page.html", "version": "1"}), 400)
+    body = assert_problem(
+        api_data.submit(
+            world.client, alice, {"roc_link": files.url + "/page.html", "version": "1"}
+        ),
+        400,
+    )
     assert "zip" in body["detail"]
     snapshot.unchanged(ignore=())
 
@@ -609,8 +706,11 @@ def test_roc_link_authorization_is_sent_and_kept_as_a_secret(world, alice, files
     token = "Bearer s3cret-" + uuidlib.uuid4().hex
     data = crate("protected")
     link = files.add("/protected.zip", data, authorization=token)
-    body = registered(api_data.submit(world.client, alice, {
-        "roc_link": link, "version": "1", "authorization": token}))
+    body = registered(
+        api_data.submit(
+            world.client, alice, {"roc_link": link, "version": "1", "authorization": token}
+        )
+    )
     [request] = files.received("/protected.zip")
     assert request.headers["authorization"] == token
     # In the parameter store (the secrets file under LM_DATA_DIR), not in the database.
@@ -631,17 +731,25 @@ def _database_dump() -> str:
     from chalicelib.models import Base
 
     with get_engine().connect() as conn:
-        return "\n".join(repr(row) for t in Base.metadata.sorted_tables
-                         for row in conn.execute(select(t)))
+        return "\n".join(
+            repr(row) for t in Base.metadata.sorted_tables for row in conn.execute(select(t))
+        )
 
 
 def test_roc_link_authorization_is_removed_with_the_version(world, alice, files):
     token = "Bearer v-" + uuidlib.uuid4().hex
     link = files.add("/v.zip", crate("versioned"), authorization=token)
-    wf = registered(api_data.submit(world.client, alice, {
-        "roc_link": link, "version": "1", "authorization": token}))["uuid"]
-    registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(crate("versioned")), "version": "2", "uuid": wf}), "2")
+    wf = registered(
+        api_data.submit(
+            world.client, alice, {"roc_link": link, "version": "1", "authorization": token}
+        )
+    )["uuid"]
+    registered(
+        api_data.submit(
+            world.client, alice, {"rocrate": b64(crate("versioned")), "version": "2", "uuid": wf}
+        ),
+        "2",
+    )
     assert token in api_data.secrets_file(world.data_dir).values()
     r = world.http.delete(f"/workflows/{wf}/versions/1", headers=alice.headers)
     assert r.status_code == 204, r.body
@@ -649,31 +757,64 @@ def test_roc_link_authorization_is_removed_with_the_version(world, alice, files)
     delete_workflow(world, alice, wf)
 
 
+# -- base64 uploads ---------------------------------------------------------------------------
+
+
+def test_the_fixture_base64_text_registers(world, alice, shared_fixtures):
+    folder = shared_fixtures / "rocrates" / "life_monitor"
+    text = (folder / "rocrate.base64").read_text()
+    data = (folder / "rocrate-base64-decoded.crate.zip").read_bytes()
+    body = registered(api_data.submit(world.client, alice, {"rocrate": text, "version": "1"}))
+    check_download(world, alice, body["uuid"], "1", data)
+    delete_workflow(world, alice, body["uuid"])
+
+
+def test_line_wrapped_base64_is_accepted(world, alice):
+    import base64
+
+    data = crate("wrapped")
+    wrapped = base64.encodebytes(data).decode()
+    assert "\n" in wrapped.strip()
+    r = api_data.submit(world.client, alice, {"rocrate": wrapped, "version": "1"})
+    body = registered(r)
+    check_download(world, alice, body["uuid"], "1", data)
+    delete_workflow(world, alice, body["uuid"])
+
+
 # -- bad uploads ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("rocrate", "reason"), [
-    ("not base64 at all!", "base64"),
-    (b64(b"hello, I am not a zip"), "zip"),
-    (b64(zip_members([("README.md", "no metadata here")])), "ro-crate-metadata"),
-    (b64(zip_crate(b"{not json")), "JSON"),
-])
+@pytest.mark.parametrize(
+    ("rocrate", "reason"),
+    [
+        ("not base64 at all!", "base64"),
+        (b64(b"hello, I am not a zip"), "zip"),
+        (b64(zip_members([("README.md", "no metadata here")])), "ro-crate-metadata"),
+        (b64(zip_crate(b"{not json")), "JSON"),
+    ],
+)
 def test_bad_upload_is_400(world, alice, snapshot, rocrate, reason):
-    body = assert_problem(api_data.submit(world.client, alice, {
-        "rocrate": rocrate, "version": "1"}), 400)
+    body = assert_problem(
+        api_data.submit(world.client, alice, {"rocrate": rocrate, "version": "1"}), 400
+    )
     assert reason in body["detail"]
     snapshot.unchanged(ignore=())
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    ({"version": "1"}, 400),  # no crate at all
-    ({"rocrate": b64(crate("x"))}, 400),  # no version
-    ({"rocrate": b64(crate("x")), "version": "1", "uuid": "not-a-uuid"}, 400),
-    ({"rocrate": b64(crate("x")), "version": "1", "public": "yes"}, 400),
-    ({"rocrate": b64(crate("x")), "roc_link": "https://example.org/x.zip", "version": "1"},
-     400),
-    ({"identifier": "21", "version": "1"}, 400),  # registry ids are not for this endpoint
-])
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"version": "1"}, 400),  # no crate at all
+        ({"rocrate": b64(crate("x"))}, 400),  # no version
+        ({"rocrate": b64(crate("x")), "version": "1", "uuid": "not-a-uuid"}, 400),
+        ({"rocrate": b64(crate("x")), "version": "1", "public": "yes"}, 400),
+        (
+            {"rocrate": b64(crate("x")), "roc_link": "https://example.org/x.zip", "version": "1"},
+            400,
+        ),
+        ({"identifier": "21", "version": "1"}, 400),  # registry ids are not for this endpoint
+    ],
+)
 def test_bad_request_body_is_400(world, alice, snapshot, body, status):
     assert_problem(api_data.submit(world.client, alice, body), status)
     snapshot.unchanged(ignore=())
@@ -684,24 +825,36 @@ def test_bad_request_body_is_400(world, alice, snapshot, body, status):
 
 def test_put_version_with_a_changed_crate_rebuilds_suites(world, alice, snapshot):
     first = crate("evolving", instances=[("jenkins", "https://ci.example/j/", "job/a/")])
-    wf = registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(first), "version": "1"}))["uuid"]
+    wf = registered(api_data.submit(world.client, alice, {"rocrate": b64(first), "version": "1"}))[
+        "uuid"
+    ]
     [old_instance] = api_data.instance_uuids(wf)
     api_data.store_builds(old_instance, [build("1", "failed")])
-    old_suite = world.http.get(f"/workflows/{wf}/suites", headers=alice.headers).json_body[
-        "items"][0]["uuid"]
+    old_suite = world.http.get(f"/workflows/{wf}/suites", headers=alice.headers).json_body["items"][
+        0
+    ]["uuid"]
 
     # Unchanged crate: 204, nothing rebuilt.
-    r = world.http.put(f"/workflows/{wf}/versions/1", headers=alice.json(),
-                       body=json.dumps({"rocrate": b64(first)}))
+    r = world.http.put(
+        f"/workflows/{wf}/versions/1",
+        headers=alice.json(),
+        body=json.dumps({"rocrate": b64(first)}),
+    )
     assert r.status_code == 204, r.body
     assert api_data.instance_uuids(wf) == [old_instance]
 
-    second = crate("evolving", instances=[
-        ("github", "https://api.github.com", "repos/o/r/actions/workflows/ci.yml"),
-        ("travis", "https://api.travis-ci.com", "github/o/r")])
-    r = world.http.put(f"/workflows/{wf}/versions/1", headers=alice.json(),
-                       body=json.dumps({"rocrate": b64(second)}))
+    second = crate(
+        "evolving",
+        instances=[
+            ("github", "https://api.github.com", "repos/o/r/actions/workflows/ci.yml"),
+            ("travis", "https://api.travis-ci.com", "github/o/r"),
+        ],
+    )
+    r = world.http.put(
+        f"/workflows/{wf}/versions/1",
+        headers=alice.json(),
+        body=json.dumps({"rocrate": b64(second)}),
+    )
     body = registered(r)
     assert body["uuid"] == wf
     suites = world.http.get(f"/workflows/{wf}/suites", headers=alice.headers).json_body["items"]
@@ -721,10 +874,14 @@ def test_put_version_with_a_changed_crate_rebuilds_suites(world, alice, snapshot
 def test_put_version_by_roc_link_with_the_same_bytes_is_204(world, alice, files):
     data = crate("same")
     link = files.add("/same.zip", data)
-    wf = registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(data), "version": "1"}))["uuid"]
-    r = world.http.put(f"/workflows/{wf}/versions/1", headers=alice.json(),
-                       body=json.dumps({"roc_link": link, "name": "Renamed"}))
+    wf = registered(api_data.submit(world.client, alice, {"rocrate": b64(data), "version": "1"}))[
+        "uuid"
+    ]
+    r = world.http.put(
+        f"/workflows/{wf}/versions/1",
+        headers=alice.json(),
+        body=json.dumps({"roc_link": link, "name": "Renamed"}),
+    )
     assert r.status_code == 204, r.body
     assert len(files.received("/same.zip")) == 1
     r = world.http.get(f"/workflows/{wf}", headers=alice.headers)
@@ -733,16 +890,17 @@ def test_put_version_by_roc_link_with_the_same_bytes_is_204(world, alice, files)
 
 
 def test_put_and_delete_need_the_owner(world, alice, bob):
-    wf = registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(crate("owned")), "version": "1", "public": True}))["uuid"]
+    body = {"rocrate": b64(crate("owned")), "version": "1", "public": True, "name": "owned"}
+    wf = registered(api_data.submit(world.client, alice, body))["uuid"]
     for method, path, body in [
         ("put", f"/workflows/{wf}", {"name": "hijacked", "public": False}),
         ("put", f"/workflows/{wf}/versions/1", {"name": "hijacked"}),
         ("delete", f"/workflows/{wf}/versions/1", None),
         ("delete", f"/workflows/{wf}", None),
     ]:
-        r = getattr(world.http, method)(path, headers=bob.json(),
-                                        body=json.dumps(body) if body else b"")
+        r = getattr(world.http, method)(
+            path, headers=bob.json(), body=json.dumps(body) if body else b""
+        )
         assert_problem(r, 403)
     r = world.http.get(f"/workflows/{wf}")
     assert (r.json_body["name"], r.json_body["public"]) == ("owned", True)
@@ -751,13 +909,22 @@ def test_put_and_delete_need_the_owner(world, alice, bob):
 
 def test_delete_versions_then_the_workflow(world, alice, snapshot):
     wf = str(uuidlib.uuid4())
-    v1, v2 = crate("two-versions"), crate("two-versions", instances=[
-        ("jenkins", "https://ci.example/j/", "job/a/"),
-        ("jenkins", "https://ci.example/j/", "job/b/")])
-    registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(v1), "version": "1", "uuid": wf}))
-    registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(v2), "version": "2", "uuid": wf}), "2")
+    v1, v2 = (
+        crate("two-versions"),
+        crate(
+            "two-versions",
+            instances=[
+                ("jenkins", "https://ci.example/j/", "job/a/"),
+                ("jenkins", "https://ci.example/j/", "job/b/"),
+            ],
+        ),
+    )
+    registered(
+        api_data.submit(world.client, alice, {"rocrate": b64(v1), "version": "1", "uuid": wf})
+    )
+    registered(
+        api_data.submit(world.client, alice, {"rocrate": b64(v2), "version": "2", "uuid": wf}), "2"
+    )
     for inst in api_data.instance_uuids(wf):
         api_data.store_builds(inst, [build("7", "passed")])
     assert len(stored_crates(world.data_dir)) == len(snapshot.crates) + 2
@@ -786,32 +953,40 @@ def test_delete_versions_then_the_workflow(world, alice, snapshot):
 def test_delete_workflow_removes_every_version(world, alice, snapshot):
     wf = str(uuidlib.uuid4())
     for version in ("1", "2", "3"):
-        registered(api_data.submit(world.client, alice, {
-            "rocrate": b64(crate("many")), "version": version, "uuid": wf}), version)
+        registered(
+            api_data.submit(
+                world.client, alice, {"rocrate": b64(crate("many")), "version": version, "uuid": wf}
+            ),
+            version,
+        )
     for inst in api_data.instance_uuids(wf):
         api_data.store_builds(inst, [build("1", "passed")])
     delete_workflow(world, alice, wf)
     snapshot.unchanged()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a testing service row outlives the workflows that used it and keeps its type: a later "
-    "crate naming the same CI URL with another service type gets 422 forever "
-    "(chalicelib/services/submission.py testing_service)"))
 def test_a_deleted_workflows_ci_url_accepts_another_type(world, alice):
     url = f"https://ci-{uuidlib.uuid4().hex[:8]}.example/"
-    first = registered(api_data.submit(world.client, alice, {
-        "rocrate": b64(crate("first", instances=[("travis", url, "github/o/r")])),
-        "version": "1"}))
+    first = registered(
+        api_data.submit(
+            world.client,
+            alice,
+            {
+                "rocrate": b64(crate("first", instances=[("travis", url, "github/o/r")])),
+                "version": "1",
+            },
+        )
+    )
     delete_workflow(world, alice, first["uuid"])
     from chalicelib.db import session_scope
     from chalicelib.models import TestingService
 
     with session_scope() as s:  # what the autouse cleanup would hide
         assert s.query(TestingService).filter_by(url=url).count() == 1
-    r = api_data.submit(world.client, alice, {
-        "rocrate": b64(crate("second", instances=[("jenkins", url, "job/x/")])),
-        "version": "1"})
+    r = api_data.submit(
+        world.client,
+        alice,
+        {"rocrate": b64(crate("second", instances=[("jenkins", url, "job/x/")])), "version": "1"},
+    )
     assert r.status_code == 201, r.body
     delete_workflow(world, alice, r.json_body["uuid"])
-

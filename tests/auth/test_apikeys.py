@@ -14,33 +14,6 @@ from chalicelib.services import users
 
 
 @pytest.fixture
-def session(database_url, monkeypatch):
-    """A session inside one outer transaction, rolled back at the end (its commits only
-    release savepoints): each test starts from the empty database that conftest's `db`
-    guarantees, without a TRUNCATE per test."""
-    from sqlalchemy import text
-    from sqlalchemy.orm import Session
-
-    from chalicelib.db import get_engine
-
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    engine = get_engine()
-    conn = engine.connect()
-    outer = conn.begin()
-    s = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
-    try:
-        yield s
-    finally:
-        s.close()
-        outer.rollback()
-        if engine.dialect.name == "postgresql":
-            # Sequences ignore rollbacks: reset them as TRUNCATE ... RESTART IDENTITY would.
-            with conn.begin():
-                conn.execute(text("SELECT setval(oid, 1, false) FROM pg_class WHERE relkind = 'S'"))
-        conn.close()
-
-
-@pytest.fixture
 def alice(session):
     return users.create_user(session, "alice", email="a@example.org")
 

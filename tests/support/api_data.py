@@ -41,8 +41,13 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def crate(name: str | None = "sort-and-change-case", *, instances=None,
-          based_on: bool = False, **kwargs: Any) -> bytes:
+def crate(
+    name: str | None = "sort-and-change-case",
+    *,
+    instances=None,
+    based_on: bool = False,
+    **kwargs: Any,
+) -> bytes:
     """A zipped Workflow Testing RO-Crate (tests.support.crates), by default without
     `isBasedOn` so that responses carry no `based_on` link unless a test asks for it."""
     if instances is not None:
@@ -69,8 +74,10 @@ def row_counts() -> dict[str, int]:
     from chalicelib.models import Base
 
     with get_engine().connect() as conn:
-        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                for t in Base.metadata.sorted_tables}
+        return {
+            t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in Base.metadata.sorted_tables
+        }
 
 
 def empty_tables() -> None:
@@ -102,17 +109,24 @@ def secrets_file(data_dir: Path) -> dict[str, str]:
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def build(build_id: str, status: str, minutes_ago: float = 10, *, duration: float | None = 61.4,
-          url: str | None = None):
+def build(
+    build_id: str,
+    status: str,
+    minutes_ago: float = 10,
+    *,
+    duration: float | None = 61.4,
+    url: str | None = None,
+):
     """A BuildData that started `minutes_ago` before NOW."""
     from chalicelib.testing import BuildData
 
     started = NOW - timedelta(minutes=minutes_ago)
     running = status in {"running", "waiting"}
     return BuildData(
-        build_id=build_id, status=status, started_at=started,
-        finished_at=None if running or duration is None else started + timedelta(
-            seconds=duration),
+        build_id=build_id,
+        status=status,
+        started_at=started,
+        finished_at=None if running or duration is None else started + timedelta(seconds=duration),
         duration=None if running else duration,
         url=url or f"https://ci.example/builds/{build_id}",
     )
@@ -134,11 +148,13 @@ def instance_uuids(wf_uuid: str, version: str | None = None) -> list[str]:
     from chalicelib.models import TestInstance, TestSuite, Workflow, WorkflowVersion
 
     with session_scope() as s:
-        query = (s.query(TestInstance.uuid)
-                 .join(TestSuite, TestInstance.suite_id == TestSuite.id)
-                 .join(WorkflowVersion, TestSuite.workflow_version_id == WorkflowVersion.id)
-                 .join(Workflow, WorkflowVersion.workflow_id == Workflow.id)
-                 .filter(Workflow.uuid == wf_uuid))
+        query = (
+            s.query(TestInstance.uuid)
+            .join(TestSuite, TestInstance.suite_id == TestSuite.id)
+            .join(WorkflowVersion, TestSuite.workflow_version_id == WorkflowVersion.id)
+            .join(Workflow, WorkflowVersion.workflow_id == Workflow.id)
+            .filter(Workflow.uuid == wf_uuid)
+        )
         if version is not None:
             query = query.filter(WorkflowVersion.version == version)
         return [u for (u,) in query.order_by(TestInstance.id)]
@@ -193,8 +209,13 @@ def make_user(username: str, scopes: list[str] | None = None) -> Actor:
         return Actor(username, {"ApiKey": key}, user_id=user.id)
 
 
-def make_registry(client, name: str, client_id: str, api_url: str = "https://hub.example",
-                  client_name: str | None = None) -> Actor:
+def make_registry(
+    client,
+    name: str,
+    client_id: str,
+    api_url: str = "https://hub.example",
+    client_name: str | None = None,
+) -> Actor:
     """A registry and a bearer token of its client with WorkflowHub's scope list."""
     from chalicelib.auth import scopes as S
     from chalicelib.db import session_scope
@@ -202,35 +223,66 @@ def make_registry(client, name: str, client_id: str, api_url: str = "https://hub
 
     with session_scope() as s:
         creds = registries.add_registry(
-            s, name=name, type="seek", client_id=client_id, client_secret=f"{client_id}-secret",
-            api_url=api_url, client_name=client_name)
+            s,
+            name=name,
+            type="seek",
+            client_id=client_id,
+            client_secret=f"{client_id}-secret",
+            api_url=api_url,
+            client_name=client_name,
+        )
         registry_uuid, registry_id = creds.registry.uuid, creds.registry.id
     token = bearer_token(client, creds.client_id, creds.client_secret, S.WORKFLOWHUB_REQUEST)
-    return Actor(name, {"Authorization": f"Bearer {token}"}, registry_uuid=registry_uuid,
-                 registry_id=registry_id, client_id=creds.client_id,
-                 client_secret=creds.client_secret)
+    return Actor(
+        name,
+        {"Authorization": f"Bearer {token}"},
+        registry_uuid=registry_uuid,
+        registry_id=registry_id,
+        client_id=creds.client_id,
+        client_secret=creds.client_secret,
+    )
 
 
 def bearer_token(client, client_id: str, client_secret: str, scope: str) -> str:
     from urllib.parse import urlencode
 
-    r = client.http.post("/oauth2/token", headers=FORM_HEADERS, body=urlencode({
-        "client_id": client_id, "client_secret": client_secret,
-        "grant_type": "client_credentials", "scope": scope}).encode())
+    r = client.http.post(
+        "/oauth2/token",
+        headers=FORM_HEADERS,
+        body=urlencode(
+            {
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "grant_type": "client_credentials",
+                "scope": scope,
+            }
+        ).encode(),
+    )
     assert r.status_code == 200, r.body
     return r.json_body["access_token"]
 
 
-def link_identity(user_id: int, registry_id: int, provider: str,
-                  provider_user_id: str = "2", user_info: dict | None = None) -> None:
+def link_identity(
+    user_id: int,
+    registry_id: int,
+    provider: str,
+    provider_user_id: str = "2",
+    user_info: dict | None = None,
+) -> None:
     """The user has an account on the registry (logged in to us with it)."""
     from chalicelib.db import session_scope
     from chalicelib.models import Identity
 
     with session_scope() as s:
-        s.add(Identity(user_id=user_id, registry_id=registry_id, provider=provider,
-                       provider_user_id=provider_user_id,
-                       user_info=user_info or {"name": "Alice", "email": "alice@hub.example"}))
+        s.add(
+            Identity(
+                user_id=user_id,
+                registry_id=registry_id,
+                provider=provider,
+                provider_user_id=provider_user_id,
+                user_info=user_info or {"name": "Alice", "email": "alice@hub.example"},
+            )
+        )
 
 
 def submit(client, actor: Actor, body: dict, path: str = "/users/current/workflows"):
@@ -261,8 +313,9 @@ class World:
 
 
 @contextlib.contextmanager
-def open_world(database_url: str, chalice_app, tmp_path_factory,
-               env: dict[str, str] | None = None) -> Iterator[World]:
+def open_world(
+    database_url: str, chalice_app, tmp_path_factory, env: dict[str, str] | None = None
+) -> Iterator[World]:
     """A World for one module: the conftest base environment, the session database, a data
     dir of its own; all tables emptied on exit."""
     import pytest
@@ -284,8 +337,9 @@ def open_world(database_url: str, chalice_app, tmp_path_factory,
             empty_tables()
         try:
             with Client(chalice_app, stage_name="test", project_dir=str(ROOT)) as client:
-                yield World(client=client, database_url=database_url, data_dir=data_dir,
-                            env=dict(env or {}))
+                yield World(
+                    client=client, database_url=database_url, data_dir=data_dir, env=dict(env or {})
+                )
         finally:
             empty_tables()
             secrets.reset()

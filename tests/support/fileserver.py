@@ -36,8 +36,9 @@ class FileServer(Emulator):
         return self.url + path
 
     def redirect(self, path: str, location: str, status: int = 302) -> str:
-        self.files[path] = Served(data=b"", status=status, content_type="text/plain",
-                                  headers={"Location": location})
+        self.files[path] = Served(
+            data=b"", status=status, content_type="text/plain", headers={"Location": location}
+        )
         return self.url + path
 
     def received(self, path: str) -> list[Request]:
@@ -47,8 +48,10 @@ class FileServer(Emulator):
         spec = self.files.get(req.path)
         if spec is None:
             return Reply(404, {"message": "Not Found", "path": req.path})
-        if spec.authorization is not None and req.headers.get("authorization") != \
-                spec.authorization:
+        if (
+            spec.authorization is not None
+            and req.headers.get("authorization") != spec.authorization
+        ):
             return Reply(401, {"message": "Unauthorized"})
         headers = dict(spec.headers)
         if spec.chunked:
@@ -69,7 +72,7 @@ class FileServer(Emulator):
         h.send_header("Transfer-Encoding", "chunked")
         h.end_headers()
         for i in range(0, len(data), 4096):
-            chunk = data[i:i + 4096]
+            chunk = data[i : i + 4096]
             h.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
         h.wfile.write(b"0\r\n\r\n")
         h.wfile.flush()
