@@ -23,8 +23,19 @@ from chalicelib.api.middleware import http_middleware
 app = Chalice(app_name="lifemonitor", configure_logs=False)
 app.register_middleware(http_middleware, "http")
 
-for blueprint in (health, docs, oauth, registries, users, workflows, suites, instances,
-                  history, integrations, webhooks):
+for blueprint in (
+    health,
+    docs,
+    oauth,
+    registries,
+    users,
+    workflows,
+    suites,
+    instances,
+    history,
+    integrations,
+    webhooks,
+):
     app.register_blueprint(blueprint.routes)
 
 
@@ -36,8 +47,9 @@ def refresh(event):
     return job.dispatch_due()
 
 
-@app.on_sqs_message(queue="lifemonitor-refresh", batch_size=10,
-                    maximum_batching_window_in_seconds=5, name="worker")
+@app.on_sqs_message(
+    queue="lifemonitor-refresh", batch_size=10, maximum_batching_window_in_seconds=5, name="worker"
+)
 def worker(event):
     """Refresh the batches of instances queued by `refresh`; report partial failures."""
     from chalicelib.jobs import refresh as job

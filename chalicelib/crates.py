@@ -70,8 +70,12 @@ SERVICE_TYPES: dict[str, str] = {
 }
 ENGINE_TYPES: dict[str, str] = {
     form: "planemo"
-    for form in (TEST_NS + "PlanemoEngine", "test:PlanemoEngine", "wftest:PlanemoEngine",
-                 "PlanemoEngine")
+    for form in (
+        TEST_NS + "PlanemoEngine",
+        "test:PlanemoEngine",
+        "wftest:PlanemoEngine",
+        "PlanemoEngine",
+    )
 }
 _ENGINE_IRI = re.compile(re.escape(TEST_NS) + r"([A-Za-z0-9]+)Engine$")
 
@@ -166,8 +170,9 @@ def read_metadata_only(
     if not isinstance(metadata, dict):
         raise InvalidCrateError("Not valid RO-Crate: the metadata is not a JSON object")
     canonical = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return _read(metadata, hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
-                 extra_service_types)
+    return _read(
+        metadata, hashlib.sha256(canonical.encode("utf-8")).hexdigest(), extra_service_types
+    )
 
 
 def service_type_of(
@@ -211,8 +216,16 @@ def _read_metadata_member(data: bytes, *, max_bytes: int, max_members: int) -> b
                 return fh.read(max_bytes + 1)
     except CrateError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
-            ValueError, NotImplementedError, RuntimeError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         # Corrupt archive, bad CRC, unsupported compression, encrypted member...
         raise InvalidCrateError(f"Not valid RO-Crate: corrupt zip archive ({exc})") from exc
 
@@ -304,9 +317,7 @@ def _parse_json(raw: bytes) -> dict:
 _MALFORMED = (KeyError, ValueError, TypeError, AttributeError, AssertionError, IndexError)
 
 
-def _read(
-    metadata: dict, sha256: str, extra_service_types: Mapping[str, str] | None
-) -> CrateInfo:
+def _read(metadata: dict, sha256: str, extra_service_types: Mapping[str, str] | None) -> CrateInfo:
     crate = _load_rocrate(metadata)
     try:
         return _crate_info(crate, metadata, sha256, extra_service_types)
@@ -391,7 +402,9 @@ def _link_orphan_data_entities(metadata: dict) -> None:
     orphans = [
         {"@id": e["@id"]}
         for e in graph
-        if e["@id"] not in linked and e["@id"] not in skip and not e["@id"].startswith("#")
+        if e["@id"] not in linked
+        and e["@id"] not in skip
+        and not e["@id"].startswith("#")
         and {"File", "Dataset"} & {t for t in _as_list(e.get("@type")) if isinstance(t, str)}
     ]
     if orphans:
@@ -406,8 +419,10 @@ def _ordered_suites(crate: Any) -> list:
     from rocrate.model import TestSuite
 
     wanted = set(crate.test_suites)
-    refs = [*_as_list(crate.root_dataset.get("mentions")),
-            *_as_list(crate.root_dataset.get("about"))]
+    refs = [
+        *_as_list(crate.root_dataset.get("mentions")),
+        *_as_list(crate.root_dataset.get("about")),
+    ]
     if crate.test_dir is not None:
         refs += _as_list(crate.test_dir.get("about"))
     ordered: list = []
@@ -427,8 +442,7 @@ def _suite_spec(
         if not isinstance(ref, TestInstance):
             what = "a missing entity" if isinstance(ref, str) else f"a {_type_text(ref)}"
             raise UnprocessableCrateError(
-                f"Test suite {suite.id!r}: instance {_id_of(ref)!r} is {what}, "
-                "not a TestInstance",
+                f"Test suite {suite.id!r}: instance {_id_of(ref)!r} is {what}, not a TestInstance",
                 roc_suite=suite.id,
             )
         instances.append(_instance_spec(suite, ref, context, extra_service_types))
@@ -453,7 +467,8 @@ def _instance_spec(
         raise UnprocessableCrateError(
             f"{where} runs on an unknown service type {service_id!r} "
             f"(supported: {', '.join(sorted(set(_SERVICE_TERMS)))})",
-            roc_instance=inst.id, service=service_id,
+            roc_instance=inst.id,
+            service=service_id,
         )
     url = _id_of(_single(inst.get("url")))
     if not url or not url.strip():
@@ -532,8 +547,7 @@ def _person(person: Any) -> dict:
     if _is_entity(person):
         id_ = person.id
         name = _text(person.get("name"))
-        url = id_ if id_.startswith(("http://", "https://")) else _id_of(
-            _single(person.get("url")))
+        url = id_ if id_.startswith(("http://", "https://")) else _id_of(_single(person.get("url")))
     else:  # a bare string, or a reference to an entity the graph lacks
         id_ = str(person)
         name, url = None, id_ if id_.startswith(("http://", "https://")) else None

@@ -21,7 +21,7 @@ def normalize_url(url: str) -> str:
     """Use pg8000 for every Postgres URL (pure Python: same wheel on x86_64 and arm64)."""
     for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
         if url.startswith(prefix):
-            return "postgresql+pg8000://" + url[len(prefix):]
+            return "postgresql+pg8000://" + url[len(prefix) :]
     return url
 
 

@@ -37,8 +37,9 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 class OutboundError(Exception):
     """A fetch failed; `reason` is safe to show to the caller."""
 
-    def __init__(self, reason: str, *, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
@@ -168,7 +169,8 @@ def _build_session():
         def init_poolmanager(self, *args, **kwargs):
             super().init_poolmanager(*args, **kwargs)
             self.poolmanager.pool_classes_by_scheme = {
-                "http": GuardedHTTPPool, "https": GuardedHTTPSPool,
+                "http": GuardedHTTPPool,
+                "https": GuardedHTTPSPool,
             }
 
     session = requests.Session()
@@ -245,10 +247,11 @@ def request(
     )
 
     def retryable(exc: BaseException) -> bool:
-        return isinstance(exc, OutboundError) and not isinstance(
-            exc, BlockedURLError | ResponseTooLargeError
-        ) and (exc.status is None or exc.status in RETRY_STATUSES) and (
-            exc.retry_after is None or exc.retry_after <= max_retry_wait
+        return (
+            isinstance(exc, OutboundError)
+            and not isinstance(exc, BlockedURLError | ResponseTooLargeError)
+            and (exc.status is None or exc.status in RETRY_STATUSES)
+            and (exc.retry_after is None or exc.retry_after <= max_retry_wait)
         )
 
     def wait(state) -> float:
@@ -261,19 +264,33 @@ def request(
     last_response: list[HttpResponse] = []
 
     def once() -> HttpResponse:
-        response = _request_once(method, url, headers=headers, params=params, data=data,
-                                 json=json, timeout=timeout, max_bytes=max_bytes,
-                                 allow_redirects=allow_redirects)
+        response = _request_once(
+            method,
+            url,
+            headers=headers,
+            params=params,
+            data=data,
+            json=json,
+            timeout=timeout,
+            max_bytes=max_bytes,
+            allow_redirects=allow_redirects,
+        )
         if response.status in RETRY_STATUSES and attempts > 1:
             last_response[:] = [response]
-            raise OutboundError(f"{_host(url)} answered {response.status}",
-                                status=response.status,
-                                retry_after=_retry_after(response.header("retry-after")))
+            raise OutboundError(
+                f"{_host(url)} answered {response.status}",
+                status=response.status,
+                retry_after=_retry_after(response.header("retry-after")),
+            )
         return response
 
     try:
-        for attempt in Retrying(stop=stop_after_attempt(attempts), wait=wait,
-                                retry=retry_if_exception(retryable), reraise=False):
+        for attempt in Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait,
+            retry=retry_if_exception(retryable),
+            reraise=False,
+        ):
             with attempt:
                 return once()
     except RetryError as exc:
@@ -288,8 +305,9 @@ def request(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _request_once(method, url, *, headers, params, data, json, timeout, max_bytes,
-                  allow_redirects) -> HttpResponse:
+def _request_once(
+    method, url, *, headers, params, data, json, timeout, max_bytes, allow_redirects
+) -> HttpResponse:
     import requests
 
     session = get_session()
@@ -298,9 +316,17 @@ def _request_once(method, url, *, headers, params, data, json, timeout, max_byte
     for _ in range(MAX_REDIRECTS + 1):
         check_url(current)
         try:
-            resp = session.request(method, current, headers=headers, params=params, data=data,
-                                   json=json, timeout=timeout, stream=True,
-                                   allow_redirects=False)
+            resp = session.request(
+                method,
+                current,
+                headers=headers,
+                params=params,
+                data=data,
+                json=json,
+                timeout=timeout,
+                stream=True,
+                allow_redirects=False,
+            )
         except requests.exceptions.ConnectionError as exc:
             blocked = _find_cause(exc, BlockedURLError)
             if blocked is not None:
@@ -312,8 +338,9 @@ def _request_once(method, url, *, headers, params, data, json, timeout, max_byte
         except requests.exceptions.Timeout:
             raise OutboundError(f"{_host(current)} timed out") from None
         except requests.exceptions.RequestException as exc:
-            raise OutboundError(f"request to {_host(current)} failed: {type(exc).__name__}") \
-                from None
+            raise OutboundError(
+                f"request to {_host(current)} failed: {type(exc).__name__}"
+            ) from None
         try:
             if allow_redirects and resp.is_redirect and resp.headers.get("location"):
                 history.append(current)
@@ -346,9 +373,7 @@ def _read_limited(resp, max_bytes: int, url: str) -> bytes:
         for chunk in resp.iter_content(64 * 1024):
             size += len(chunk)
             if size > max_bytes:
-                raise ResponseTooLargeError(
-                    f"response from {_host(url)} exceeds {max_bytes} bytes"
-                )
+                raise ResponseTooLargeError(f"response from {_host(url)} exceeds {max_bytes} bytes")
             chunks.append(chunk)
     except requests.exceptions.RequestException:
         raise OutboundError(f"connection to {_host(url)} broke while reading") from None

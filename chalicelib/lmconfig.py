@@ -12,12 +12,18 @@ _REF = {
     "required": ["name"],
     "additionalProperties": False,
     "properties": {
-        "name": {"type": "string", "minLength": 1,
-                 "description": "branch or tag name, or a glob pattern"},
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "description": "branch or tag name, or a glob pattern",
+        },
         "update_registries": {"type": "array", "items": {"type": "string"}, "default": []},
         "enable_notifications": {"type": "boolean", "default": True},
-        "lifemonitor_instance": {"type": "string", "enum": ["production", "development"],
-                                 "default": "production"},
+        "lifemonitor_instance": {
+            "type": "string",
+            "enum": ["production", "development"],
+            "default": "production",
+        },
     },
 }
 

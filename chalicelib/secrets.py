@@ -60,7 +60,7 @@ class FileSecretStore:
             return {}
         except (OSError, ValueError) as exc:
             raise SecretError(f"cannot read secrets file {self.path}: {exc}") from None
-        return {k[len(self.prefix):]: v for k, v in data.items() if k.startswith(self.prefix)}
+        return {k[len(self.prefix) :]: v for k, v in data.items() if k.startswith(self.prefix)}
 
     def _save(self, values: dict[str, str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,9 @@ class SsmSecretStore:
 
         try:
             self._ssm().put_parameter(
-                Name=self.prefix + check_key(key), Value=value, Type="SecureString",
+                Name=self.prefix + check_key(key),
+                Value=value,
+                Type="SecureString",
                 Overwrite=True,
             )
         except (BotoCoreError, ClientError) as exc:

@@ -91,8 +91,10 @@ def compute(suites: Sequence[SuiteState]) -> StatusResult:
             if counted is None and instance.latest_build is None:
                 issue = f"No build found for instance {instance.name}"
                 if instance.last_error:
-                    issue = (f"{instance.last_error}: Unable to get resource "
-                             f"'{instance.resource}' from service '{instance.service_url}'")
+                    issue = (
+                        f"{instance.last_error}: Unable to get resource "
+                        f"'{instance.resource}' from service '{instance.service_url}'"
+                    )
                 result.issues.append(issue)
                 continue
             if counted is None:

@@ -32,8 +32,9 @@ def put_crate(workflow_uuid: str, version_uuid: str, data: bytes) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            _s3().put_object(Bucket=settings.crate_bucket, Key=key, Body=data,
-                             ContentType="application/zip")
+            _s3().put_object(
+                Bucket=settings.crate_bucket, Key=key, Body=data, ContentType="application/zip"
+            )
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"cannot store crate: {exc}") from None
         return f"s3://{settings.crate_bucket}/{key}"

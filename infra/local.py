@@ -59,11 +59,17 @@ def install_gateway_responses() -> None:
 
             from chalicelib.config import get_settings
 
-            problem = dict(NOT_FOUND_BODY, detail=f"No route for {method} {path.split('?')[0]}",
-                           instance=get_settings().external_server_url + path)
+            problem = dict(
+                NOT_FOUND_BODY,
+                detail=f"No route for {method} {path.split('?')[0]}",
+                instance=get_settings().external_server_url + path,
+            )
             raise RouteNotFound(
-                {"Content-Type": "application/problem+json", "X-Request-Id": str(uuid.uuid4()),
-                 "Access-Control-Allow-Origin": "*"},
+                {
+                    "Content-Type": "application/problem+json",
+                    "X-Request-Id": str(uuid.uuid4()),
+                    "Access-Control-Allow-Origin": "*",
+                },
                 json.dumps(problem).encode(),
             ) from None
 

@@ -33,10 +33,23 @@ BASE_ENV = {
     "AWS_SESSION_TOKEN": "testing",
 }
 CLEARED_ENV = (
-    "DATABASE_URL", "LM_DATA_DIR", "LM_SSM_PREFIX", "LM_SECRETS_TTL", "PORT",
-    "LM_TOKEN_EXPIRES_IN", "LM_CRATE_BUCKET", "LM_REFRESH_QUEUE_URL", "ALLOW_PRIVATE_URLS",
-    "AWS_LAMBDA_FUNCTION_NAME", "AWS_ENDPOINT_URL", "AWS_PROFILE", "LM_DB_POOL_SIZE",
-    "LM_MIGRATIONS_DIR", "LM_DB_TIMEOUT", "LM_REFRESH_CONCURRENCY", "LM_REFRESH_PER_HOST",
+    "DATABASE_URL",
+    "LM_DATA_DIR",
+    "LM_SSM_PREFIX",
+    "LM_SECRETS_TTL",
+    "PORT",
+    "LM_TOKEN_EXPIRES_IN",
+    "LM_CRATE_BUCKET",
+    "LM_REFRESH_QUEUE_URL",
+    "ALLOW_PRIVATE_URLS",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "LM_DB_POOL_SIZE",
+    "LM_MIGRATIONS_DIR",
+    "LM_DB_TIMEOUT",
+    "LM_REFRESH_CONCURRENCY",
+    "LM_REFRESH_PER_HOST",
     "LM_LOCAL_REFRESH_INTERVAL",
 )
 
@@ -174,8 +187,13 @@ def registry(db):
 
     with session_scope() as s:
         creds = registries.add_registry(
-            s, name="WorkflowHub", type="seek", client_id="wfh-app", client_secret="wfh-secret",
-            api_url="https://workflowhub.example", redirect_uris="https://workflowhub.example",
+            s,
+            name="WorkflowHub",
+            type="seek",
+            client_id="wfh-app",
+            client_secret="wfh-secret",
+            api_url="https://workflowhub.example",
+            redirect_uris="https://workflowhub.example",
         )
         return creds
 
@@ -209,8 +227,12 @@ def registry_token(client, registry):
     r = client.http.post(
         "/oauth2/token",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
-        body=form(client_id=registry.client_id, client_secret=registry.client_secret,
-                  grant_type="client_credentials", scope=S.WORKFLOWHUB_REQUEST),
+        body=form(
+            client_id=registry.client_id,
+            client_secret=registry.client_secret,
+            grant_type="client_credentials",
+            scope=S.WORKFLOWHUB_REQUEST,
+        ),
     )
     assert r.status_code == 200, r.body
     return r.json_body["access_token"]

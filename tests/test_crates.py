@@ -90,10 +90,14 @@ def one(term: str, url: str, resource: str) -> Inst:
     return Inst("#test1_1", term, url, resource)
 
 
-BASEFREQSUM = Crate("basefreqsum", "workflows/base_freq_sum.cwl", (
-    Suite("#test1", "test1", "test/test1/base_freq_sum_tests.yml", ">=0.70", ()),
-    Suite("#test2", "test2", "test/test2/base_freq_sum_tests.yml", ">=0.70", ()),
-))
+BASEFREQSUM = Crate(
+    "basefreqsum",
+    "workflows/base_freq_sum.cwl",
+    (
+        Suite("#test1", "test1", "test/test1/base_freq_sum_tests.yml", ">=0.70", ()),
+        Suite("#test2", "test2", "test/test2/base_freq_sum_tests.yml", ">=0.70", ()),
+    ),
+)
 LM_TRAVIS = Crate(LM_NAME, SORT, sort_suite(one("TravisService", TRAVIS_API, "repo/1002447")))
 GEN = "rocrates/life_monitor/generated/ro-crate-"
 LMTI = "seek/lifemonitor-test-instance/"
@@ -103,98 +107,184 @@ R2R = "rocrates/repo2rocrate/"
 # against it by test_expectations_match_sources_md).
 EXPECTED: dict[str, Crate] = {
     "rocrates/ro-crate-py/ro-crate-galaxy-sortchangecase/ro-crate-metadata.json": Crate(
-        "sort-and-change-case", SORT,
-        sort_suite(one("JenkinsService", "http://example.org/jenkins", "job/tests/"))),
+        "sort-and-change-case",
+        SORT,
+        sort_suite(one("JenkinsService", "http://example.org/jenkins", "job/tests/")),
+    ),
     "rocrates/ro-crate-py/crate-1.1/ro-crate-metadata.json": Crate("Example crate", None),
     "rocrates/ro-crate-py/read_crate/ro-crate-metadata.json": Crate(None, "test_galaxy_wf.ga"),
     "rocrates/ro-crate-py/read_crate/ro-crate-metadata.jsonld": Crate(None, "test_galaxy_wf.ga"),
     "rocrates/life_monitor/example-wf-crate.zip": LM_TRAVIS,
-    "rocrates/life_monitor/rocrate-base64-decoded.crate.zip": Crate(LM_NAME, SORT, sort_suite(
-        Inst("#test1_1", "JenkinsService", "http://jenkins:8080/", "job/test-passed/"),
-        Inst("#test1_2", "JenkinsService", "http://jenkins:8080/", "job/test-failed/"))),
+    "rocrates/life_monitor/rocrate-base64-decoded.crate.zip": Crate(
+        LM_NAME,
+        SORT,
+        sort_suite(
+            Inst("#test1_1", "JenkinsService", "http://jenkins:8080/", "job/test-passed/"),
+            Inst("#test1_2", "JenkinsService", "http://jenkins:8080/", "job/test-failed/"),
+        ),
+    ),
     "rocrates/life_monitor/ro-crate-galaxy-sortchangecase/ro-crate-metadata.json": LM_TRAVIS,
     GEN + "cwl-basefreqsum.crate.zip": BASEFREQSUM,
-    GEN + "galaxy-sortchangecase-github-actions.crate.zip": Crate(LM_NAME, SORT, sort_suite(
-        one("GithubService", GH_API, "repos/crs4/life_monitor/actions/workflows/docs.yaml"))),
-    GEN + "galaxy-sortchangecase-invalid-service-type.crate.zip": Crate(LM_NAME, SORT, sort_suite(
-        one("JenkinsXService", TRAVIS_API, "repo/1002447"))),
-    GEN + "galaxy-sortchangecase-invalid-service-url.crate.zip": Crate(LM_NAME, SORT, sort_suite(
-        one("TravisService", "http://127.0.0.1:67890", "repo/1002447"))),
-    GEN + "galaxy-sortchangecase-no-name.crate.zip": Crate(None, SORT, sort_suite(
-        one("TravisService", TRAVIS_API, "repo/1002447"))),
-    GEN + "galaxy-sortchangecase-rate-limit-exceeded.crate.zip": Crate(LM_NAME, SORT, sort_suite(
-        one("RateLimitExceededService", "http://ratelimit:8080/", "job/test/"))),
-    GEN + "galaxy-sortchangecase-travis.crate.zip": Crate(LM_NAME, SORT, sort_suite(
-        one("TravisService", TRAVIS_API, "github/crs4/pydoop"))),
-    GEN + "galaxy-sortchangecase.crate.zip": Crate(LM_NAME, SORT, sort_suite(
-        one("JenkinsService", "http://jenkins:8080/", "job/test/"))),
+    GEN + "galaxy-sortchangecase-github-actions.crate.zip": Crate(
+        LM_NAME,
+        SORT,
+        sort_suite(
+            one("GithubService", GH_API, "repos/crs4/life_monitor/actions/workflows/docs.yaml")
+        ),
+    ),
+    GEN + "galaxy-sortchangecase-invalid-service-type.crate.zip": Crate(
+        LM_NAME, SORT, sort_suite(one("JenkinsXService", TRAVIS_API, "repo/1002447"))
+    ),
+    GEN + "galaxy-sortchangecase-invalid-service-url.crate.zip": Crate(
+        LM_NAME, SORT, sort_suite(one("TravisService", "http://127.0.0.1:67890", "repo/1002447"))
+    ),
+    GEN + "galaxy-sortchangecase-no-name.crate.zip": Crate(
+        None, SORT, sort_suite(one("TravisService", TRAVIS_API, "repo/1002447"))
+    ),
+    GEN + "galaxy-sortchangecase-rate-limit-exceeded.crate.zip": Crate(
+        LM_NAME,
+        SORT,
+        sort_suite(one("RateLimitExceededService", "http://ratelimit:8080/", "job/test/")),
+    ),
+    GEN + "galaxy-sortchangecase-travis.crate.zip": Crate(
+        LM_NAME, SORT, sort_suite(one("TravisService", TRAVIS_API, "github/crs4/pydoop"))
+    ),
+    GEN + "galaxy-sortchangecase.crate.zip": Crate(
+        LM_NAME, SORT, sort_suite(one("JenkinsService", "http://jenkins:8080/", "job/test/"))
+    ),
     "rocrates/life_monitor/test-galaxy-wf-repo/ro-crate-metadata.json": Crate(
-        "test-galaxy-wf-repo", "dummy.ga"),
+        "test-galaxy-wf-repo", "dummy.ga"
+    ),
     "rocrates/life_monitor/ro-crate-cwl-basefreqsum/ro-crate-metadata.json": BASEFREQSUM,
     "rocrates/life_monitor/ro-crate-nf-basic-old-test-metadata/ro-crate-metadata.jsonld": Crate(
-        "nf-basic", "main.nf"),
+        "nf-basic", "main.nf"
+    ),
     "rocrates/seek/all_remote.crate.zip": Crate(
-        None, "https://raw.githubusercontent.com/bob/workflow/master/workflow.txt"),
-    "rocrates/seek/just-cwl-workflow.crate.zip": Crate(
-        None, "Cheminformatics-4-SuCOS_scoring.cwl"),
+        None, "https://raw.githubusercontent.com/bob/workflow/master/workflow.txt"
+    ),
+    "rocrates/seek/just-cwl-workflow.crate.zip": Crate(None, "Cheminformatics-4-SuCOS_scoring.cwl"),
     "rocrates/seek/missing-file.crate.zip": Crate("Concat two files", "concat_two_files.ga"),
-    "rocrates/seek/ro-crate-with-tests.crate.zip": Crate("sort-and-change-case", SORT, sort_suite(
-        one("JenkinsService", "http://example.org/jenkins", "job/tests/"))),
+    "rocrates/seek/ro-crate-with-tests.crate.zip": Crate(
+        "sort-and-change-case",
+        SORT,
+        sort_suite(one("JenkinsService", "http://example.org/jenkins", "job/tests/")),
+    ),
     "rocrates/seek/workflow-4-1.crate.zip": Crate(
-        None, "Genomics-1-PreProcessing_without_downloading_from_SRA.ga"),
+        None, "Genomics-1-PreProcessing_without_downloading_from_SRA.ga"
+    ),
     "rocrates/seek/nf-core-ampliseq-metadata-only/ro-crate-metadata.jsonld": Crate(
-        "nf-core/ampliseq", "main.nf"),
+        "nf-core/ampliseq", "main.nf"
+    ),
     R2R + "generated/galaxy-parallel-accession-download-wftest-0.2/ro-crate-metadata.json": Crate(
-        "parallel-accession-download/main", "parallel-accession-download.ga", (
-            Suite("#744bbedb-c194-461b-840d-0dc981514d62",
-                  "Test suite for parallel-accession-download/main", IWC_DEF, None, (
-                      Inst("#4422d8d1-f157-4a60-87b6-5a38f176ad56", "GithubService", GH_API,
-                           IWC_RES),)),)),
+        "parallel-accession-download/main",
+        "parallel-accession-download.ga",
+        (
+            Suite(
+                "#744bbedb-c194-461b-840d-0dc981514d62",
+                "Test suite for parallel-accession-download/main",
+                IWC_DEF,
+                None,
+                (Inst("#4422d8d1-f157-4a60-87b6-5a38f176ad56", "GithubService", GH_API, IWC_RES),),
+            ),
+        ),
+    ),
     R2R + "generated/nextflow-nf-core-foobar/ro-crate-metadata.json": Crate(
-        "nf-core/foobar", "main.nf", (
-            Suite("#eecf03b8-ee1a-4978-b09a-d643cd196b98", "Test suite for nf-core/foobar",
-                  None, None, (
-                      Inst("#1cde0cc2-0927-4fe9-9fde-a6e42967a3b2", "GithubService", GH_API,
-                           "repos/nf-core/foobar/actions/workflows/ci.yml"),)),)),
+        "nf-core/foobar",
+        "main.nf",
+        (
+            Suite(
+                "#eecf03b8-ee1a-4978-b09a-d643cd196b98",
+                "Test suite for nf-core/foobar",
+                None,
+                None,
+                (
+                    Inst(
+                        "#1cde0cc2-0927-4fe9-9fde-a6e42967a3b2",
+                        "GithubService",
+                        GH_API,
+                        "repos/nf-core/foobar/actions/workflows/ci.yml",
+                    ),
+                ),
+            ),
+        ),
+    ),
     R2R + "generated/snakemake-fair-crcc-send-data/ro-crate-metadata.json": Crate(
-        "fair-crcc-send-data", "workflow/Snakefile", (
-            Suite("#6143a27d-125e-4ed1-8ba0-c9919e185aaa", "Test suite for fair-crcc-send-data",
-                  None, None, (
-                      Inst("#0b6d2e5a-2487-4fcb-84db-2b40a27df415", "GithubService", GH_API,
-                           "repos/crs4/fair-crcc-send-data/actions/workflows/main.yml"),)),)),
+        "fair-crcc-send-data",
+        "workflow/Snakefile",
+        (
+            Suite(
+                "#6143a27d-125e-4ed1-8ba0-c9919e185aaa",
+                "Test suite for fair-crcc-send-data",
+                None,
+                None,
+                (
+                    Inst(
+                        "#0b6d2e5a-2487-4fcb-84db-2b40a27df415",
+                        "GithubService",
+                        GH_API,
+                        "repos/crs4/fair-crcc-send-data/actions/workflows/main.yml",
+                    ),
+                ),
+            ),
+        ),
+    ),
     R2R + "iwc-parallel-accession-download/ro-crate-metadata.json": Crate(
-        "parallel-accession-download/main", "parallel-accession-download.ga", (
-            Suite("#test1", "test1", IWC_DEF, ">=0.74.9", (
-                one("GithubService", GH_API, IWC_RES),)),)),
-    "rocrates/nf-core/demo/ro-crate-metadata.json": Crate("nf-core/demo", "main.nf", (
-        Suite("#395efcc1-621c-4423-88f6-75cf8b996ee5", "Test suite for nf-core/demo", None, None, (
-            Inst("#a600cd37-4981-49d4-8520-7d7d7e5f2966", "GithubService", GH_API,
-                 "repos/nf-core/demo/actions/workflows/ci.yml"),)),)),
+        "parallel-accession-download/main",
+        "parallel-accession-download.ga",
+        (Suite("#test1", "test1", IWC_DEF, ">=0.74.9", (one("GithubService", GH_API, IWC_RES),)),),
+    ),
+    "rocrates/nf-core/demo/ro-crate-metadata.json": Crate(
+        "nf-core/demo",
+        "main.nf",
+        (
+            Suite(
+                "#395efcc1-621c-4423-88f6-75cf8b996ee5",
+                "Test suite for nf-core/demo",
+                None,
+                None,
+                (
+                    Inst(
+                        "#a600cd37-4981-49d4-8520-7d7d7e5f2966",
+                        "GithubService",
+                        GH_API,
+                        "repos/nf-core/demo/actions/workflows/ci.yml",
+                    ),
+                ),
+            ),
+        ),
+    ),
     LMTI + "workflow-20.crate.zip": BASEFREQSUM,
-    LMTI + "workflow-21.crate.zip": Crate("sort-and-change-case", SORT, sort_suite(
-        one("JenkinsService", "http://jenkins:8080/", "job/test/"))),
-    LMTI + "workflow-22.crate.zip": Crate("sort-and-change-case-invalid-service-type", SORT,
-                                          sort_suite(one("JenkinsXService",
-                                                         "http://example.org/jenkins",
-                                                         "job/tests/"))),
-    LMTI + "workflow-23.crate.zip": Crate("sort-and-change-case-invalid-service-url", SORT,
-                                          sort_suite(one("JenkinsService",
-                                                         "http://127.0.0.1:67890",
-                                                         "job/tests/"))),
-    LMTI + "workflow-24.crate.zip": Crate("sort-and-change-case-travis", SORT, sort_suite(
-        one("TravisService", TRAVIS_API, "github/crs4/pydoop"))),
+    LMTI + "workflow-21.crate.zip": Crate(
+        "sort-and-change-case",
+        SORT,
+        sort_suite(one("JenkinsService", "http://jenkins:8080/", "job/test/")),
+    ),
+    LMTI + "workflow-22.crate.zip": Crate(
+        "sort-and-change-case-invalid-service-type",
+        SORT,
+        sort_suite(one("JenkinsXService", "http://example.org/jenkins", "job/tests/")),
+    ),
+    LMTI + "workflow-23.crate.zip": Crate(
+        "sort-and-change-case-invalid-service-url",
+        SORT,
+        sort_suite(one("JenkinsService", "http://127.0.0.1:67890", "job/tests/")),
+    ),
+    LMTI + "workflow-24.crate.zip": Crate(
+        "sort-and-change-case-travis",
+        SORT,
+        sort_suite(one("TravisService", TRAVIS_API, "github/crs4/pydoop")),
+    ),
     LMTI + "converted/seek-generated-0956b080-old-test-metadata.crate.zip": Crate(
-        "sort-and-change-case", SORT),
-    LMTI + "converted/seek-generated-0eea7f40.crate.zip": Crate("sort-and-change-case", SORT,
-                                                               sort_suite(one(
-                                                                   "JenkinsService",
-                                                                   "http://jenkins:8080/",
-                                                                   "job/test/"))),
+        "sort-and-change-case", SORT
+    ),
+    LMTI + "converted/seek-generated-0eea7f40.crate.zip": Crate(
+        "sort-and-change-case",
+        SORT,
+        sort_suite(one("JenkinsService", "http://jenkins:8080/", "job/test/")),
+    ),
 }
 # Directories whose files we zip in memory: read_crate must agree with the metadata alone.
-DIRECTORIES = sorted({
-    str(Path(path).parent) for path in EXPECTED if not path.endswith(".zip")
-})
+DIRECTORIES = sorted({str(Path(path).parent) for path in EXPECTED if not path.endswith(".zip")})
 
 
 def load(fixtures: Path, rel: str, **kwargs) -> CrateInfo:
@@ -239,8 +329,13 @@ def assert_declares(info: CrateInfo, expected: Crate) -> None:
                 engine["version"] = want.engine_version
             assert suite.definition == {"path": want.definition, "test_engine": engine}
         assert suite.instances == [
-            InstanceSpec(i.roc_instance, graph_entity(info.metadata, i.roc_instance)["name"],
-                         TYPE_OF_TERM[i.term], i.url, i.resource)
+            InstanceSpec(
+                i.roc_instance,
+                graph_entity(info.metadata, i.roc_instance)["name"],
+                TYPE_OF_TERM[i.term],
+                i.url,
+                i.resource,
+            )
             for i in want.instances
         ]
     assert re.fullmatch(r"[0-9a-f]{64}", info.sha256)
@@ -265,7 +360,10 @@ def test_fixture_crate_declares_what_sources_md_says(shared_fixtures, rel):
         (inst,) = suite.instances
         want = expected.suites[0].instances[0]
         assert (inst.roc_instance, inst.service_url, inst.resource) == (
-            want.roc_instance, want.url, want.resource)
+            want.roc_instance,
+            want.url,
+            want.resource,
+        )
         return
     assert_declares(load(shared_fixtures, rel), expected)
 
@@ -300,7 +398,9 @@ def parse_sources_md(text: str) -> dict[str, Crate]:
             crates_[current] = Crate(m.group(3) if m.group(2) != "null" else None, main)
         elif m := re.match(
             r"  - suite `([^`]+)` \(\"(.*)\"\); definition: (none|(\S+) \(engine (\S+), "
-            r"version (\S+)\)); instances: (\d+)", line):
+            r"version (\S+)\)); instances: (\d+)",
+            line,
+        ):
             assert m.group(3) == "none" or m.group(5) == TEST_NS + "PlanemoEngine"
             version = None if m.group(6) in (None, "None") else m.group(6)
             suite = Suite(m.group(1), m.group(2), m.group(4), version, ())
@@ -308,8 +408,11 @@ def parse_sources_md(text: str) -> dict[str, Crate]:
             old = crates_[current]
             crates_[current] = old._replace(suites=(*old.suites, suite))
             assert int(m.group(7)) >= 0
-        elif m := re.match(r"    - instance `([^`]+)` → service \*\*(\w+)\*\*.*; instance url "
-                           r"`([^`]+)`, resource `([^`]+)`", line):
+        elif m := re.match(
+            r"    - instance `([^`]+)` → service \*\*(\w+)\*\*.*; instance url "
+            r"`([^`]+)`, resource `([^`]+)`",
+            line,
+        ):
             assert current is not None
             old = crates_[current]
             last = old.suites[-1]
@@ -332,14 +435,18 @@ def test_base64_crate_is_the_decoded_zip(shared_fixtures):
 def test_fixture_authors_and_based_on(shared_fixtures):
     demo = load(shared_fixtures, "rocrates/nf-core/demo/ro-crate-metadata.json")
     assert demo.authors == [
-        {"name": "Matthias Hörtenhuber", "url": "https://orcid.org/0000-0002-5599-5565"}]
+        {"name": "Matthias Hörtenhuber", "url": "https://orcid.org/0000-0002-5599-5565"}
+    ]
     assert demo.based_on == "https://github.com/nf-core/demo"
     assert demo.version == "1.0.2"  # nf-core writes "version": ["1.0.2"]
     iwc = load(shared_fixtures, R2R + "iwc-parallel-accession-download/ro-crate-metadata.json")
     assert [a["url"] for a in iwc.authors] == [
-        "https://orcid.org/0000-0002-9676-7032", "https://github.com/galaxyproject/iwc"]
-    ampliseq = load(shared_fixtures,
-                    "rocrates/seek/nf-core-ampliseq-metadata-only/ro-crate-metadata.jsonld")
+        "https://orcid.org/0000-0002-9676-7032",
+        "https://github.com/galaxyproject/iwc",
+    ]
+    ampliseq = load(
+        shared_fixtures, "rocrates/seek/nf-core-ampliseq-metadata-only/ro-crate-metadata.jsonld"
+    )
     assert ampliseq.authors == [{"name": "Daniel Straub, Alexander Peltzer", "url": None}]
 
 
@@ -356,7 +463,8 @@ def test_built_crate_forms_and_services(form, service):
     assert info.main_entity == "sort-and-change-case.ga"
     assert info.based_on == "https://github.com/crs4/sort-and-change-case"
     assert info.authors == [
-        {"name": "Josiah Carberry", "url": "https://orcid.org/0000-0002-1825-0097"}]
+        {"name": "Josiah Carberry", "url": "https://orcid.org/0000-0002-1825-0097"}
+    ]
     assert info.has_tests
     (suite,) = info.suites
     assert suite.roc_suite == "#test1" and suite.name == "test1"
@@ -365,7 +473,8 @@ def test_built_crate_forms_and_services(form, service):
         "test_engine": {"type": "planemo", "version": ">=0.70"},
     }
     assert suite.instances == [
-        InstanceSpec("#test1_1", "test1_1", service, "https://ci.example", "job/x")]
+        InstanceSpec("#test1_1", "test1_1", service, "https://ci.example", "job/x")
+    ]
     assert info.metadata == metadata
 
 
@@ -374,7 +483,9 @@ def test_legacy_test_dir_layout_and_suite_order():
     info = read_metadata_only(metadata)
     (suite,) = info.suites
     assert [(i.roc_instance, i.service_type) for i in suite.instances] == [
-        ("#test1_1", "jenkins"), ("#test1_2", "travis")]
+        ("#test1_1", "jenkins"),
+        ("#test1_2", "travis"),
+    ]
 
 
 def test_suites_follow_document_order():
@@ -390,10 +501,16 @@ def test_suites_follow_document_order():
     assert all(s.instances == [] and s.definition is None for s in info.suites[1:])
 
 
-@pytest.mark.parametrize("runs_on", [
-    "test:JenkinsService", "wftest:JenkinsService", "JenkinsService", "wft:JenkinsService",
-    "myjenkins",
-])
+@pytest.mark.parametrize(
+    "runs_on",
+    [
+        "test:JenkinsService",
+        "wftest:JenkinsService",
+        "JenkinsService",
+        "wft:JenkinsService",
+        "myjenkins",
+    ],
+)
 def test_runs_on_compact_forms(runs_on):
     metadata = wtroc_metadata(instances=[(runs_on, "http://jenkins:8080/", "job/test/")])
     metadata["@context"][1].update({"wft": TEST_NS, "myjenkins": TEST_NS + "JenkinsService"})
@@ -435,8 +552,11 @@ def test_name_falls_back_to_the_main_workflow():
 @pytest.mark.parametrize("missing", ["url", "resource"])
 def test_instance_without_url_or_resource_is_422(missing):
     url, resource = ("http://jenkins:8080/", "job/test/")
-    instance = ("jenkins", None if missing == "url" else url,
-                None if missing == "resource" else resource)
+    instance = (
+        "jenkins",
+        None if missing == "url" else url,
+        None if missing == "resource" else resource,
+    )
     with pytest.raises(UnprocessableCrateError, match=f"#test1_1.*no {missing}"):
         read_crate(zip_crate(wtroc_metadata(instances=[instance])))
 
@@ -473,8 +593,10 @@ def test_definition_without_engine_version_omits_it():
     metadata = wtroc_metadata()
     del graph_entity(metadata, "test/test1/sort-and-change-case-test.yml")["engineVersion"]
     (suite,) = read_metadata_only(metadata).suites
-    assert suite.definition == {"path": "test/test1/sort-and-change-case-test.yml",
-                                "test_engine": {"type": "planemo"}}
+    assert suite.definition == {
+        "path": "test/test1/sort-and-change-case-test.yml",
+        "test_engine": {"type": "planemo"},
+    }
 
 
 def test_runs_on_dangling_reference_still_maps():
@@ -520,16 +642,21 @@ def test_metadata_in_a_single_top_level_folder(name):
 
 
 def test_metadata_in_one_of_several_folders_is_not_found():
-    data = zip_members([("a/ro-crate-metadata.json", json.dumps(wtroc_metadata())),
-                        ("b/README.md", "hi")])
+    data = zip_members(
+        [("a/ro-crate-metadata.json", json.dumps(wtroc_metadata())), ("b/README.md", "hi")]
+    )
     with pytest.raises(InvalidCrateError, match=re.escape("no ro-crate-metadata.json")):
         read_crate(data)
 
 
 def test_root_metadata_wins_over_legacy_name():
     legacy = wtroc_metadata(with_tests=False)
-    data = zip_members([("ro-crate-metadata.jsonld", json.dumps(legacy)),
-                        ("ro-crate-metadata.json", json.dumps(wtroc_metadata()))])
+    data = zip_members(
+        [
+            ("ro-crate-metadata.jsonld", json.dumps(legacy)),
+            ("ro-crate-metadata.json", json.dumps(wtroc_metadata())),
+        ]
+    )
     assert read_crate(data).has_tests
 
 
@@ -559,15 +686,20 @@ def test_zip_without_metadata():
     assert_400(zip_crate(None, {"README.md": "hello"}), "no ro-crate-metadata.json")
 
 
-@pytest.mark.parametrize("raw, why", [
-    (b"{not json", "not JSON"),
-    (b"\xff\xfe\x00garbage", "not JSON"),
-    (b"[1, 2, 3]", "not a JSON object"),
-    (b'{"@context": "https://w3id.org/ro/crate/1.1/context"}', "@context and @graph"),
-    (b'{"@context": {}, "@graph": [{"name": "x"}]}', "has no @id"),
-    (json.dumps({"@context": {}, "@graph": [{"@id": "./", "@type": "Dataset"}]}).encode(),
-     "Metadata file descriptor not found"),
-])
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe\x00garbage", "not JSON"),
+        (b"[1, 2, 3]", "not a JSON object"),
+        (b'{"@context": "https://w3id.org/ro/crate/1.1/context"}', "@context and @graph"),
+        (b'{"@context": {}, "@graph": [{"name": "x"}]}', "has no @id"),
+        (
+            json.dumps({"@context": {}, "@graph": [{"@id": "./", "@type": "Dataset"}]}).encode(),
+            "Metadata file descriptor not found",
+        ),
+    ],
+)
 def test_metadata_not_valid(raw, why):
     assert_400(zip_crate(raw), why)
 
@@ -577,12 +709,19 @@ def test_metadata_with_bom_is_read():
     assert read_crate(zip_crate(raw)).has_tests
 
 
-@pytest.mark.parametrize("name", [
-    "../evil", "a/../../evil", "/etc/passwd", "..\\evil", "C:/Windows/evil", "a\\..\\..\\b",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../evil",
+        "a/../../evil",
+        "/etc/passwd",
+        "..\\evil",
+        "C:/Windows/evil",
+        "a\\..\\..\\b",
+    ],
+)
 def test_unsafe_member_paths_are_rejected(name):
-    data = zip_members([("ro-crate-metadata.json", json.dumps(wtroc_metadata())),
-                        (name, "owned")])
+    data = zip_members([("ro-crate-metadata.json", json.dumps(wtroc_metadata())), (name, "owned")])
     err = assert_400(data, "unsafe member path")
     assert repr(name) in err.reason
 
@@ -592,15 +731,19 @@ def test_symlink_leaving_the_crate_is_rejected():
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("ro-crate-metadata.json", json.dumps(wtroc_metadata()))
         link = zipfile.ZipInfo("test/link")
-        link.external_attr = (0o120777 << 16)
+        link.external_attr = 0o120777 << 16
         archive.writestr(link, "../../etc/passwd")
     assert_400(buffer.getvalue(), "links outside the crate")
 
 
 @pytest.mark.filterwarnings("ignore:Duplicate name")  # zipfile's, while we build the archive
 def test_duplicate_members_are_rejected():
-    data = zip_members([("ro-crate-metadata.json", json.dumps(wtroc_metadata())),
-                        ("ro-crate-metadata.json", json.dumps(wtroc_metadata(with_tests=False)))])
+    data = zip_members(
+        [
+            ("ro-crate-metadata.json", json.dumps(wtroc_metadata())),
+            ("ro-crate-metadata.json", json.dumps(wtroc_metadata(with_tests=False))),
+        ]
+    )
     assert_400(data, "duplicate member")
 
 
@@ -636,11 +779,44 @@ def test_bytearray_and_memoryview_are_accepted_other_types_are_not():
         read_crate("not bytes")  # type: ignore[arg-type]
 
 
-JUNK = [None, 0, 2.5, True, "", "#test1", "./", [], [None], {}, {"@id": None}, {"@id": 5},
-        {"@id": "#test1_1"}, {"@id": "./"}, {"@value": "v"}, [{"@id": "#missing"}], {"a": 1}]
-KEYS = ["@type", "mentions", "about", "instance", "runsOn", "url", "resource", "definition",
-        "conformsTo", "engineVersion", "name", "author", "creator", "isBasedOn", "version",
-        "hasPart", "mainEntity"]
+JUNK = [
+    None,
+    0,
+    2.5,
+    True,
+    "",
+    "#test1",
+    "./",
+    [],
+    [None],
+    {},
+    {"@id": None},
+    {"@id": 5},
+    {"@id": "#test1_1"},
+    {"@id": "./"},
+    {"@value": "v"},
+    [{"@id": "#missing"}],
+    {"a": 1},
+]
+KEYS = [
+    "@type",
+    "mentions",
+    "about",
+    "instance",
+    "runsOn",
+    "url",
+    "resource",
+    "definition",
+    "conformsTo",
+    "engineVersion",
+    "name",
+    "author",
+    "creator",
+    "isBasedOn",
+    "version",
+    "hasPart",
+    "mainEntity",
+]
 
 
 @pytest.mark.parametrize("legacy", [False, True])
@@ -667,8 +843,11 @@ def test_read_metadata_only_rejects_non_objects():
 
 
 def test_import_does_not_load_rocrate_or_zipfile():
-    code = ("import sys, chalicelib.crates; "
-            "print(sorted(m for m in ('rocrate', 'zipfile') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True)
+    code = (
+        "import sys, chalicelib.crates; "
+        "print(sorted(m for m in ('rocrate', 'zipfile') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[]"

@@ -59,7 +59,6 @@ def test_nothing_stored_is_none(crates_dir):
     assert storage.get_crate(f"file:workflows/{WF}/missing.zip") is None
 
 
-
 @pytest.mark.parametrize(
     ("workflow", "version"),
     [

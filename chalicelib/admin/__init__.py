@@ -67,8 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: a subcommand's --json must not reset one given before it (the parsers share
     # this action object through `parents`, so no default may be set on it).
     common = _Parser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine-readable output on stdout")
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="machine-readable output on stdout",
+    )
     parser = _Parser(
         prog="python -m chalicelib.admin",
         description="LifeMonitor administration commands.",
@@ -132,8 +136,9 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> Result:
 def handle_lambda_event(event: Any) -> dict:
     """The `admin` Lambda: ``{"args": [...], "stdin": "..."}`` → result dict."""
     if not isinstance(event, dict) or not isinstance(event.get("args"), list):
-        return Result(2, stderr='usage error: payload must be {"args": ["group", "command", …]}\n'
-                      ).as_dict()
+        return Result(
+            2, stderr='usage error: payload must be {"args": ["group", "command", …]}\n'
+        ).as_dict()
     stdin = event.get("stdin")
     if stdin is not None and not isinstance(stdin, str):
         return Result(2, stderr="usage error: 'stdin' must be a string\n").as_dict()

@@ -18,8 +18,10 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     if not rows:
         return "(none)"
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -33,8 +35,10 @@ def _db_upgrade(args, _stdin) -> Output:
         raise migrate.MigrationError(f"unknown revision {args.revision!r}")
     before = migrate.current()
     after = migrate.upgrade(args.revision)
-    return Output({"from": before, "to": after, "head": migrate.head()},
-                  f"database upgraded: {before or 'empty'} -> {migrate.describe_current()}")
+    return Output(
+        {"from": before, "to": after, "head": migrate.head()},
+        f"database upgraded: {before or 'empty'} -> {migrate.describe_current()}",
+    )
 
 
 def _db_downgrade(args, _stdin) -> Output:
@@ -44,8 +48,10 @@ def _db_downgrade(args, _stdin) -> Output:
         raise migrate.MigrationError(f"unknown revision {args.revision!r}")
     before = migrate.current()
     after = migrate.downgrade(args.revision)
-    return Output({"from": before, "to": after, "head": migrate.head()},
-                  f"database downgraded: {before or 'empty'} -> {after or 'empty (base)'}")
+    return Output(
+        {"from": before, "to": after, "head": migrate.head()},
+        f"database downgraded: {before or 'empty'} -> {after or 'empty (base)'}",
+    )
 
 
 def _db_current(args, _stdin) -> Output:
@@ -53,19 +59,20 @@ def _db_current(args, _stdin) -> Output:
 
     rev = migrate.current()
     head = migrate.head()
-    return Output({"current": rev, "head": head, "at_head": rev == head},
-                  migrate.describe_current())
+    return Output(
+        {"current": rev, "head": head, "at_head": rev == head}, migrate.describe_current()
+    )
 
 
 def register_db(groups, common) -> None:
     db = groups.add_parser("db", help="database schema migrations", parents=[common])
     sub = db.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    p = sub.add_parser("upgrade", help="migrate up to a revision (default: head)",
-                       parents=[common])
+    p = sub.add_parser("upgrade", help="migrate up to a revision (default: head)", parents=[common])
     p.add_argument("revision", nargs="?", default="head")
     p.set_defaults(handler=_db_upgrade)
-    p = sub.add_parser("downgrade", help="migrate down to REV (a revision, -1 or base)",
-                       parents=[common])
+    p = sub.add_parser(
+        "downgrade", help="migrate down to REV (a revision, -1 or base)", parents=[common]
+    )
     p.add_argument("revision", metavar="REV")
     p.set_defaults(handler=_db_downgrade)
     p = sub.add_parser("current", help="show the database's revision", parents=[common])
@@ -103,9 +110,14 @@ def _registry_add(args, _stdin) -> Output:
 
     with session_scope() as s:
         creds = registries.add_registry(
-            s, name=args.name, type=args.type, client_id=args.client_id,
-            client_secret=args.client_secret, api_url=args.api_url,
-            client_name=args.client_name, redirect_uris=args.redirect_uris,
+            s,
+            name=args.name,
+            type=args.type,
+            client_id=args.client_id,
+            client_secret=args.client_secret,
+            api_url=args.api_url,
+            client_name=args.client_name,
+            redirect_uris=args.redirect_uris,
             auth_method=args.client_auth_method,
         )
         info = creds.as_dict()
@@ -125,8 +137,14 @@ def _registry_list(args, _stdin) -> Output:
 
     with session_scope() as s:
         items = [
-            {"uuid": r.uuid, "name": r.name, "identifier": r.client_name, "type": r.type,
-             "uri": r.uri, "client_id": r.oauth_client.client_id}
+            {
+                "uuid": r.uuid,
+                "name": r.name,
+                "identifier": r.client_name,
+                "type": r.type,
+                "uri": r.uri,
+                "client_id": r.oauth_client.client_id,
+            }
             for r in registries.list_registries(s)
         ]
     rows = [[i["name"], i["identifier"], i["type"], i["uri"], i["uuid"]] for i in items]
@@ -138,10 +156,16 @@ def _registry_update(args, _stdin) -> Output:
 
     with session_scope() as s:
         creds = registries.update_registry(
-            s, args.name, name=args.new_name, client_id=args.client_id,
-            client_secret=args.client_secret, client_name=args.client_name,
-            api_url=args.api_url, redirect_uris=args.redirect_uris,
-            auth_method=args.client_auth_method, rotate_secret=args.rotate_client_secret,
+            s,
+            args.name,
+            name=args.new_name,
+            client_id=args.client_id,
+            client_secret=args.client_secret,
+            client_name=args.client_name,
+            api_url=args.api_url,
+            redirect_uris=args.redirect_uris,
+            auth_method=args.client_auth_method,
+            rotate_secret=args.rotate_client_secret,
         )
         info = creds.as_dict()
     return Output(info, _registry_text(info))
@@ -157,26 +181,30 @@ def _registry_delete(args, _stdin) -> Output:
 
 
 def register_registry(groups, common) -> None:
-    reg = groups.add_parser("registry", help="workflow registries (WorkflowHub)",
-                            parents=[common])
+    reg = groups.add_parser("registry", help="workflow registries (WorkflowHub)", parents=[common])
     sub = reg.add_subparsers(dest="command", metavar="COMMAND", required=True)
     methods = ["client_secret_post", "client_secret_basic"]
 
-    p = sub.add_parser("add", help="register a registry and create our OAuth2 client for it",
-                       parents=[common])
+    p = sub.add_parser(
+        "add", help="register a registry and create our OAuth2 client for it", parents=[common]
+    )
     p.add_argument("name", metavar="NAME")
     p.add_argument("type", metavar="TYPE", help="registry type: seek")
     p.add_argument("client_id", metavar="CLIENT_ID", help="the registry's own OAuth app id")
-    p.add_argument("client_secret", metavar="CLIENT_SECRET",
-                   help="the registry's own OAuth app secret (kept in the parameter store)")
+    p.add_argument(
+        "client_secret",
+        metavar="CLIENT_SECRET",
+        help="the registry's own OAuth app secret (kept in the parameter store)",
+    )
     p.add_argument("api_url", metavar="API_URL", help="the registry's base URL")
     p.add_argument("--client-name", help="public identifier (default: snake_case(NAME))")
     p.add_argument("--redirect-uris", help="comma-separated redirect URIs of our client")
     p.add_argument("--client-auth-method", choices=methods, default="client_secret_post")
     p.set_defaults(handler=_registry_add)
 
-    p = sub.add_parser("show", help="show a registry and our client's credentials",
-                       parents=[common])
+    p = sub.add_parser(
+        "show", help="show a registry and our client's credentials", parents=[common]
+    )
     p.add_argument("name", metavar="NAME", help="name, identifier or uuid")
     p.set_defaults(handler=_registry_show)
 
@@ -192,12 +220,16 @@ def register_registry(groups, common) -> None:
     p.add_argument("--api-url", help="the registry's base URL")
     p.add_argument("--redirect-uris", help="comma-separated redirect URIs of our client")
     p.add_argument("--client-auth-method", choices=methods)
-    p.add_argument("--rotate-client-secret", action="store_true",
-                   help="issue a new secret for our client (the old one stops working)")
+    p.add_argument(
+        "--rotate-client-secret",
+        action="store_true",
+        help="issue a new secret for our client (the old one stops working)",
+    )
     p.set_defaults(handler=_registry_update)
 
-    p = sub.add_parser("delete", help="delete a registry, its client, tokens and secrets",
-                       parents=[common])
+    p = sub.add_parser(
+        "delete", help="delete a registry, its client, tokens and secrets", parents=[common]
+    )
     p.add_argument("name", metavar="NAME", help="name, identifier or uuid")
     p.set_defaults(handler=_registry_delete)
 
@@ -206,8 +238,13 @@ def register_registry(groups, common) -> None:
 
 
 def _user_dict(u) -> dict:
-    return {"id": u.id, "username": u.username, "email": u.email,
-            "has_password": u.password_hash is not None, "created": u.created.isoformat()}
+    return {
+        "id": u.id,
+        "username": u.username,
+        "email": u.email,
+        "has_password": u.password_hash is not None,
+        "created": u.created.isoformat(),
+    }
 
 
 def _user_create(args, stdin) -> Output:
@@ -220,8 +257,7 @@ def _user_create(args, stdin) -> Output:
             raise BadRequestError("--password-stdin given but no password on standard input")
         password = stdin.rstrip("\r\n")
     with session_scope() as s:
-        info = _user_dict(users.create_user(s, args.username, password=password,
-                                            email=args.email))
+        info = _user_dict(users.create_user(s, args.username, password=password, email=args.email))
     return Output(info, f"user {info['username']!r} created (id {info['id']})")
 
 
@@ -239,8 +275,9 @@ def register_user(groups, common) -> None:
     sub = grp.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("create", help="create a user", parents=[common])
     p.add_argument("username", metavar="USERNAME")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the password from standard input")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     p.add_argument("--email")
     p.set_defaults(handler=_user_create)
     p = sub.add_parser("list", help="list users", parents=[common])
@@ -251,9 +288,13 @@ def register_user(groups, common) -> None:
 
 
 def _key_dict(k) -> dict:
-    return {"prefix": k.prefix, "username": k.user.username, "scopes": sorted(k.scopes),
-            "created": k.created.isoformat(),
-            "last_used": k.last_used.isoformat() if k.last_used else None}
+    return {
+        "prefix": k.prefix,
+        "username": k.user.username,
+        "scopes": sorted(k.scopes),
+        "created": k.created.isoformat(),
+        "last_used": k.last_used.isoformat() if k.last_used else None,
+    }
 
 
 def _apikey_create(args, _stdin) -> Output:
@@ -263,8 +304,10 @@ def _apikey_create(args, _stdin) -> Output:
     with session_scope() as s:
         new = apikeys.create(s, users.get_user(s, args.username), args.scope)
         info = {**_key_dict(new.record), "key": new.key}
-    text = (f"API key for {info['username']} (shown once, keep it safe):\n{info['key']}\n"
-            f"scopes: {' '.join(info['scopes'])}")
+    text = (
+        f"API key for {info['username']} (shown once, keep it safe):\n{info['key']}\n"
+        f"scopes: {' '.join(info['scopes'])}"
+    )
     return Output(info, text)
 
 
@@ -275,8 +318,7 @@ def _apikey_list(args, _stdin) -> Output:
     with session_scope() as s:
         user = users.get_user(s, args.username) if args.username else None
         items = [_key_dict(k) for k in apikeys.list_keys(s, user)]
-    rows = [[i["prefix"] + "…", i["username"], i["created"], " ".join(i["scopes"])]
-            for i in items]
+    rows = [[i["prefix"] + "…", i["username"], i["created"], " ".join(i["scopes"])] for i in items]
     return Output(items, _table(rows, ["KEY", "USER", "CREATED", "SCOPES"]))
 
 
@@ -292,17 +334,23 @@ def _apikey_delete(args, _stdin) -> Output:
 def register_api_key(groups, common) -> None:
     grp = groups.add_parser("api-key", help="API keys", parents=[common])
     sub = grp.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    p = sub.add_parser("create", help="create an API key for a user (printed once)",
-                       parents=[common])
+    p = sub.add_parser(
+        "create", help="create an API key for a user (printed once)", parents=[common]
+    )
     p.add_argument("username", metavar="USERNAME")
-    p.add_argument("--scope", action="append", metavar="S",
-                   help="a scope to grant (repeatable; default: every user scope)")
+    p.add_argument(
+        "--scope",
+        action="append",
+        metavar="S",
+        help="a scope to grant (repeatable; default: every user scope)",
+    )
     p.set_defaults(handler=_apikey_create)
     p = sub.add_parser("list", help="list API keys (prefixes only)", parents=[common])
     p.add_argument("username", metavar="USERNAME", nargs="?")
     p.set_defaults(handler=_apikey_list)
-    p = sub.add_parser("delete", help="delete the API key starting with KEY_PREFIX",
-                       parents=[common])
+    p = sub.add_parser(
+        "delete", help="delete the API key starting with KEY_PREFIX", parents=[common]
+    )
     p.add_argument("key_prefix", metavar="KEY_PREFIX")
     p.set_defaults(handler=_apikey_delete)
 

@@ -75,8 +75,9 @@ def openapi():
 
 @endpoint(routes, "/ui", public=True)
 def swagger_ui():
-    return Response(body=_PAGE.format(base=_base_path()),
-                    headers={"Content-Type": "text/html; charset=utf-8"})
+    return Response(
+        body=_PAGE.format(base=_base_path()), headers={"Content-Type": "text/html; charset=utf-8"}
+    )
 
 
 @lru_cache(maxsize=len(ASSETS))

@@ -14,5 +14,8 @@ def health():
     from chalicelib.services import health as service
 
     report = service.check()
-    return Response(body=report, status_code=200 if report["status"] == "healthy" else 503,
-                    headers={"Cache-Control": "no-store"})
+    return Response(
+        body=report,
+        status_code=200 if report["status"] == "healthy" else 503,
+        headers={"Cache-Control": "no-store"},
+    )

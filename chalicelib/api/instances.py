@@ -43,8 +43,9 @@ def delete_instance(instance_uuid: str):
     return Response(body="", status_code=204)
 
 
-@endpoint(routes, "/instances/{instance_uuid}/latest-builds", scopes=[S.WORKFLOW_READ],
-          anonymous=True)
+@endpoint(
+    routes, "/instances/{instance_uuid}/latest-builds", scopes=[S.WORKFLOW_READ], anonymous=True
+)
 def latest_builds(instance_uuid: str):
     from chalicelib.db import session_scope
     from chalicelib.services import workflows
@@ -55,8 +56,9 @@ def latest_builds(instance_uuid: str):
         return serializers.listing([serializers.build_summary(b, view) for b in builds])
 
 
-@endpoint(routes, "/instances/{instance_uuid}/builds/{build_id}", scopes=[S.WORKFLOW_READ],
-          anonymous=True)
+@endpoint(
+    routes, "/instances/{instance_uuid}/builds/{build_id}", scopes=[S.WORKFLOW_READ], anonymous=True
+)
 def get_build(instance_uuid: str, build_id: str):
     from chalicelib.db import session_scope
     from chalicelib.services import workflows

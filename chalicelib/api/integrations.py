@@ -34,10 +34,11 @@ def list_issue_types_html():
     rows = "".join(
         f"<tr><td><code>{html.escape(i.identifier)}</code></td><td>{html.escape(i.name)}</td>"
         f"<td>{i.description}</td><td>{html.escape(', '.join(i.labels))}</td></tr>"
-        for i in list_issues())
+        for i in list_issues()
+    )
     link = f'<p><a href="{html.escape(back, quote=True)}">Back</a></p>' if back else ""
     page = (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         "<title>LifeMonitor checks</title></head><body><h1>Checks run on submitted "
         "RO-Crates</h1><table><thead><tr><th>Identifier</th><th>Name</th><th>Description</th>"
         f"<th>Labels</th></tr></thead><tbody>{rows}</tbody></table>{link}</body></html>"
@@ -52,8 +53,13 @@ def config_schema():
     return SCHEMA
 
 
-@endpoint(routes, "/integrations/github/config/validate", methods=["POST"], public=True,
-          content_types=["application/octet-stream"])
+@endpoint(
+    routes,
+    "/integrations/github/config/validate",
+    methods=["POST"],
+    public=True,
+    content_types=["application/octet-stream"],
+)
 def validate_config():
     from chalicelib.lmconfig import ConfigParseError, validate
 

@@ -46,9 +46,12 @@ def http_middleware(event, get_response):
             response = from_error(exc, instance_url(info))
         except Exception:
             log.exception("unhandled error on %s %s", event.method, info.path)
-            response = problem(500, "Internal Error",
-                               "An internal error occurred; it has been logged",
-                               instance=instance_url(info))
+            response = problem(
+                500,
+                "Internal Error",
+                "An internal error occurred; it has been logged",
+                instance=instance_url(info),
+            )
         response = _as_problem(response, info)
         response.headers["X-Request-Id"] = info.request_id
         # Errors made here or by Chalice before the view lack CORS headers: browsers could
@@ -56,7 +59,10 @@ def http_middleware(event, get_response):
         for name, value in CORS_HEADERS.items():
             response.headers.setdefault(name, value)
         log.info(
-            "%s %s -> %s", event.method, info.path, response.status_code,
+            "%s %s -> %s",
+            event.method,
+            info.path,
+            response.status_code,
             extra={
                 "http_method": event.method,
                 "path": info.path,
@@ -96,8 +102,7 @@ def _as_problem(response, info):
     if isinstance(body, dict) and set(body) == {"Code", "Message"}:
         if response.status_code >= 500:
             log.error("internal error on %s: %s", info.path, body.get("Message"))
-        return from_chalice_body(response.status_code, body, instance_url(info),
-                                 response.headers)
+        return from_chalice_body(response.status_code, body, instance_url(info), response.headers)
     if isinstance(body, dict) and body:
         return response  # a view's deliberate body (e.g. /health's 503 report)
     return problem(response.status_code, instance=instance_url(info))

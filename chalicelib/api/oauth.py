@@ -22,8 +22,13 @@ OAUTH_ERROR_TITLES = {
 }
 
 
-@endpoint(routes, "/oauth2/token", methods=["POST"], public=True,
-          content_types=["application/x-www-form-urlencoded"])
+@endpoint(
+    routes,
+    "/oauth2/token",
+    methods=["POST"],
+    public=True,
+    content_types=["application/x-www-form-urlencoded"],
+)
 def token():
     from chalicelib.auth import oauth2
     from chalicelib.config import get_settings
@@ -48,11 +53,11 @@ def token():
         with session_scope() as s:
             result = oauth2.token_endpoint(s, uri=uri, headers=headers, body=request.raw_body)
     except BadRequestError as exc:  # undecodable body: still an OAuth2 error to the client
-        result = oauth2.TokenResponse(400, {"error": "invalid_request",
-                                            "error_description": exc.detail}, {})
+        result = oauth2.TokenResponse(
+            400, {"error": "invalid_request", "error_description": exc.detail}, {}
+        )
     out_headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-    out_headers.update({k: v for k, v in result.headers.items()
-                        if k.lower() == "www-authenticate"})
+    out_headers.update({k: v for k, v in result.headers.items() if k.lower() == "www-authenticate"})
     if result.status == 200:
         return Response(body=result.body, status_code=200, headers=out_headers)
     # OAuth2 clients read `error`; everything else reads problem+json: send both.
@@ -68,5 +73,6 @@ def token():
         "error": error,
         "error_description": description,
     }
-    return Response(body=body, status_code=result.status,
-                    headers={**out_headers, "Content-Type": PROBLEM_JSON})
+    return Response(
+        body=body, status_code=result.status, headers={**out_headers, "Content-Type": PROBLEM_JSON}
+    )

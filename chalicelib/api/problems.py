@@ -36,16 +36,23 @@ def problem(
     }
     if extra:
         body.update(extra)
-    return Response(body=body, status_code=status,
-                    headers={**(headers or {}), "Content-Type": PROBLEM_JSON})
+    return Response(
+        body=body, status_code=status, headers={**(headers or {}), "Content-Type": PROBLEM_JSON}
+    )
 
 
 def from_error(exc: LifeMonitorError, instance: str | None) -> Response:
     headers = {}
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="lifemonitor", ApiKey'
-    return problem(exc.status, exc.title, exc.detail, instance=instance,
-                   extra_info=exc.extra_info, headers=headers)
+    return problem(
+        exc.status,
+        exc.title,
+        exc.detail,
+        instance=instance,
+        extra_info=exc.extra_info,
+        headers=headers,
+    )
 
 
 # Chalice's own error codes (405, 415, binary-accept 400, view errors) → our titles.
@@ -59,8 +66,9 @@ CHALICE_TITLES = {
 }
 
 
-def from_chalice_body(status: int, body: dict, instance: str | None,
-                      headers: dict[str, str]) -> Response:
+def from_chalice_body(
+    status: int, body: dict, instance: str | None, headers: dict[str, str]
+) -> Response:
     code = body.get("Code", "")
     message = body.get("Message") or ""
     if status >= 500:

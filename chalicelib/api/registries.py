@@ -19,11 +19,17 @@ def _flags():
 
 
 def _listing(entries, flags):
-    return serializers.listing([
-        serializers.workflow_list_item(e, with_status=flags["status"],
-                                       with_versions=flags["versions"],
-                                       with_subscriptions=False)
-        for e in entries])
+    return serializers.listing(
+        [
+            serializers.workflow_list_item(
+                e,
+                with_status=flags["status"],
+                with_versions=flags["versions"],
+                with_subscriptions=False,
+            )
+            for e in entries
+        ]
+    )
 
 
 @endpoint(routes, "/registries", public=True)
@@ -45,20 +51,19 @@ def current_registry():
         return serializers.registry(registries.get_by_uuid(s, current_principal().registry_uuid))
 
 
-@endpoint(routes, "/registries/current/users", scopes=[S.REGISTRY_USER],
-          registry_without_user=True)
+@endpoint(routes, "/registries/current/users", scopes=[S.REGISTRY_USER], registry_without_user=True)
 def current_registry_users():
     from chalicelib.db import session_scope
     from chalicelib.services import users
 
     with session_scope() as s:
-        items = [serializers.user(u) for u in users.registry_users(
-            s, current_principal().registry_id)]
+        items = [
+            serializers.user(u) for u in users.registry_users(s, current_principal().registry_id)
+        ]
     return serializers.listing(items)
 
 
-@endpoint(routes, "/registries/current/workflows", scopes=[S.REGISTRY_WORKFLOW_READ],
-          registry=True)
+@endpoint(routes, "/registries/current/workflows", scopes=[S.REGISTRY_WORKFLOW_READ], registry=True)
 def current_registry_workflows():
     from chalicelib.db import session_scope
     from chalicelib.services import workflows
@@ -67,13 +72,23 @@ def current_registry_workflows():
     principal = current_principal()
     with session_scope() as s:
         entries = workflows.list_workflows(
-            s, principal, mode="registry", registry_id=principal.registry_id,
-            with_status=flags["status"], all_versions=flags["versions"])
+            s,
+            principal,
+            mode="registry",
+            registry_id=principal.registry_id,
+            with_status=flags["status"],
+            all_versions=flags["versions"],
+        )
         return _listing(entries, flags)
 
 
-@endpoint(routes, "/registries/current/workflows", methods=["POST"],
-          scopes=[S.REGISTRY_WORKFLOW_WRITE], registry=True)
+@endpoint(
+    routes,
+    "/registries/current/workflows",
+    methods=["POST"],
+    scopes=[S.REGISTRY_WORKFLOW_WRITE],
+    registry=True,
+)
 def submit_registry_workflow():
     from chalicelib.db import session_scope
     from chalicelib.services import registries, submission
@@ -96,8 +111,7 @@ def get_registry(registry_uuid: str):
         return serializers.registry(registries.get_by_uuid(s, registry_uuid))
 
 
-@endpoint(routes, "/registries/{registry_uuid}/workflows", scopes=[S.USER_WORKFLOW_READ],
-          user=True)
+@endpoint(routes, "/registries/{registry_uuid}/workflows", scopes=[S.USER_WORKFLOW_READ], user=True)
 def user_registry_workflows(registry_uuid: str):
     from chalicelib.db import session_scope
     from chalicelib.services import registries, workflows
@@ -107,14 +121,24 @@ def user_registry_workflows(registry_uuid: str):
     with session_scope() as s:
         registry = registries.get_by_uuid(s, registry_uuid)
         entries = workflows.list_workflows(
-            s, principal, mode="user_registry", registry_id=registry.id,
-            user_id=principal.user_id, with_status=flags["status"],
-            all_versions=flags["versions"])
+            s,
+            principal,
+            mode="user_registry",
+            registry_id=registry.id,
+            user_id=principal.user_id,
+            with_status=flags["status"],
+            all_versions=flags["versions"],
+        )
         return _listing(entries, flags)
 
 
-@endpoint(routes, "/registries/{registry_uuid}/workflows", methods=["POST"],
-          scopes=[S.USER_WORKFLOW_WRITE], user=True)
+@endpoint(
+    routes,
+    "/registries/{registry_uuid}/workflows",
+    methods=["POST"],
+    scopes=[S.USER_WORKFLOW_WRITE],
+    user=True,
+)
 def submit_user_registry_workflow(registry_uuid: str):
     from chalicelib.db import session_scope
     from chalicelib.services import registries, submission
@@ -122,14 +146,14 @@ def submit_user_registry_workflow(registry_uuid: str):
     body = json_body(routes.current_request)
     with session_scope() as s:
         registry = registries.get_by_uuid(s, registry_uuid)
-        version = submission.register(s, current_principal(), body, registry=registry,
-                                      allow_crate=False)
+        version = submission.register(
+            s, current_principal(), body, registry=registry, allow_crate=False
+        )
         result = serializers.registered(version)
     return Response(body=result, status_code=201)
 
 
-@endpoint(routes, "/registries/{registry_uuid}/index", scopes=[S.USER_WORKFLOW_READ],
-          user=True)
+@endpoint(routes, "/registries/{registry_uuid}/index", scopes=[S.USER_WORKFLOW_READ], user=True)
 def registry_index(registry_uuid: str):
     from chalicelib.db import session_scope
     from chalicelib.services import registries
@@ -141,8 +165,12 @@ def registry_index(registry_uuid: str):
     return serializers.listing([serializers.index_item(i, nested) for i in items])
 
 
-@endpoint(routes, "/registries/{registry_uuid}/index/{registry_workflow_identifier}",
-          scopes=[S.USER_WORKFLOW_READ], user=True)
+@endpoint(
+    routes,
+    "/registries/{registry_uuid}/index/{registry_workflow_identifier}",
+    scopes=[S.USER_WORKFLOW_READ],
+    user=True,
+)
 def registry_index_workflow(registry_uuid: str, registry_workflow_identifier: str):
     from chalicelib.db import session_scope
     from chalicelib.services import registries

@@ -60,8 +60,14 @@ def endpoint(
                 if not public:
                     from chalicelib.auth.principals import require
 
-                    require(context.current_principal(), scopes, anonymous=anonymous, user=user,
-                            registry=registry, registry_without_user=registry_without_user)
+                    require(
+                        context.current_principal(),
+                        scopes,
+                        anonymous=anonymous,
+                        user=user,
+                        registry=registry,
+                        registry_without_user=registry_without_user,
+                    )
                 return fn(**kwargs)
             except LifeMonitorError as exc:
                 from chalicelib.api.middleware import instance_url
@@ -77,8 +83,11 @@ def endpoint(
             route_kwargs["content_types"] = ["*/*"]
         bp.route(path, **route_kwargs)(view)
         for method in methods:
-            ROUTES[(path, method)] = {"public": public, "anonymous": anonymous,
-                                      "scopes": list(scopes)}
+            ROUTES[(path, method)] = {
+                "public": public,
+                "anonymous": anonymous,
+                "scopes": list(scopes),
+            }
         return view
 
     return decorate
@@ -134,8 +143,7 @@ def query_text(request, name: str, max_length: int = 256) -> str | None:
     return value.strip() or None
 
 
-def query_int(request, name: str, default: int, minimum: int = 1,
-              maximum: int = 1000) -> int:
+def query_int(request, name: str, default: int, minimum: int = 1, maximum: int = 1000) -> int:
     params = request.query_params or {}
     value = params.get(name)
     if value is None or value == "":

@@ -38,8 +38,9 @@ def self_links() -> dict[str, str | None]:
     return {"self": base + info.full_path if info else None}
 
 
-def single(body: dict[str, Any], created: datetime | None = None,
-           modified: datetime | None = None) -> dict[str, Any]:
+def single(
+    body: dict[str, Any], created: datetime | None = None, modified: datetime | None = None
+) -> dict[str, Any]:
     return {"meta": meta(created, modified), "links": self_links(), **body}
 
 
@@ -48,8 +49,13 @@ def listing(items: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 
 
 def registry(r, *, nested: bool = False) -> dict[str, Any]:
-    body = {"uuid": r.uuid, "identifier": r.client_name, "uri": r.uri, "type": r.type,
-            "name": r.name}
+    body = {
+        "uuid": r.uuid,
+        "identifier": r.client_name,
+        "uri": r.uri,
+        "type": r.type,
+        "name": r.name,
+    }
     return body if nested else single(body, r.created, r.modified)
 
 
@@ -107,8 +113,9 @@ def build_summary(build, view, *, links: bool = True) -> dict[str, Any]:
     return _drop_none(body)
 
 
-def test_suite(view, *, nested: bool = True, with_status: bool = False,
-               with_latest_builds: bool = False) -> dict[str, Any]:
+def test_suite(
+    view, *, nested: bool = True, with_status: bool = False, with_latest_builds: bool = False
+) -> dict[str, Any]:
     suite = view.suite
     body: dict[str, Any] = {
         "uuid": suite.uuid,
@@ -130,13 +137,18 @@ def test_suite(view, *, nested: bool = True, with_status: bool = False,
 
 
 def _build_of(build, suite_view, links: bool = True) -> dict[str, Any]:
-    inst_view = next(i for i in suite_view.instances if build.id in (
-        getattr(i.latest_build, "id", None), getattr(i.last_completed_build, "id", None)))
+    inst_view = next(
+        i
+        for i in suite_view.instances
+        if build.id
+        in (getattr(i.latest_build, "id", None), getattr(i.last_completed_build, "id", None))
+    )
     return build_summary(build, inst_view, links=links)
 
 
-def _builds_of(result, suites, links: bool = True,
-               limit: int | None = None) -> list[dict[str, Any]]:
+def _builds_of(
+    result, suites, links: bool = True, limit: int | None = None
+) -> list[dict[str, Any]]:
     by_build = {}
     for s in suites:
         for i in s.instances:
@@ -183,8 +195,9 @@ def _version_status(version_view, *, latest_build_only: bool) -> dict[str, Any]:
     return body
 
 
-def workflow_list_item(entry, *, with_status: bool, with_versions: bool,
-                       with_subscriptions: bool) -> dict[str, Any]:
+def workflow_list_item(
+    entry, *, with_status: bool, with_versions: bool, with_subscriptions: bool
+) -> dict[str, Any]:
     wf = entry.workflow
     body: dict[str, Any] = {
         "uuid": wf.uuid,
@@ -199,8 +212,12 @@ def workflow_list_item(entry, *, with_status: bool, with_versions: bool,
     if with_versions:
         body["versions"] = []
         for vv in entry.versions:
-            item = {"uuid": vv.version.uuid, "version": vv.version.version,
-                    "ro_crate": {"links": ro_crate_links(vv)}, "is_latest": vv.is_latest}
+            item = {
+                "uuid": vv.version.uuid,
+                "version": vv.version.version,
+                "ro_crate": {"links": ro_crate_links(vv)},
+                "is_latest": vv.is_latest,
+            }
             if with_status:
                 item["status"] = _version_status(vv, latest_build_only=True)
             body["versions"].append(item)
@@ -210,8 +227,10 @@ def workflow_list_item(entry, *, with_status: bool, with_versions: bool,
 def subscription(s) -> dict[str, Any]:
     return {
         "user": user(s.user),
-        "resource": {"uuid": s.workflow_id and _workflow_uuid(s), "type": "workflow"
-                     if s.workflow_id else "workflow_version"},
+        "resource": {
+            "uuid": s.workflow_id and _workflow_uuid(s),
+            "type": "workflow" if s.workflow_id else "workflow_version",
+        },
         "created": str(s.created.replace(tzinfo=None)),
         "modified": str(s.modified.replace(tzinfo=None)),
         "events": list(s.events),
@@ -238,19 +257,22 @@ def version_body(version_view, *, with_crate: bool = False) -> dict[str, Any]:
         "submitter": user(v.submitter) if v.submitter else None,
         "authors": list(v.authors or []),
         "ro_crate": {"links": ro_crate_links(version_view)},
-        "links": _drop_none({
-            "origin": v.crate_origin,
-            "based_on": v.based_on,
-            "registries": ro_crate_links(version_view)["registries"],
-        }),
+        "links": _drop_none(
+            {
+                "origin": v.crate_origin,
+                "based_on": v.based_on,
+                "registries": ro_crate_links(version_view)["registries"],
+            }
+        ),
     }
     if with_crate:
         body["ro_crate"]["metadata"] = v.crate_metadata
     return _drop_none(body)
 
 
-def workflow_details(entry, *, with_crate: bool = False, previous_versions: bool = False,
-                     principal=None) -> dict[str, Any]:
+def workflow_details(
+    entry, *, with_crate: bool = False, previous_versions: bool = False, principal=None
+) -> dict[str, Any]:
     wf = entry.workflow
     chosen = entry.versions[0]
     body: dict[str, Any] = {
@@ -264,8 +286,11 @@ def workflow_details(entry, *, with_crate: bool = False, previous_versions: bool
         body["subscriptions"] = [subscription(s) for s in entry.subscriptions]
     if previous_versions:
         body["previous_versions"] = [
-            {"uuid": vv.version.uuid, "version": vv.version.version,
-             "ro_crate": {"links": ro_crate_links(vv)}}
+            {
+                "uuid": vv.version.uuid,
+                "version": vv.version.version,
+                "ro_crate": {"links": ro_crate_links(vv)},
+            }
             for vv in entry.versions[1:]
         ]
     return single(body, chosen.version.created, chosen.version.modified)
@@ -289,15 +314,22 @@ def versions_list(entry) -> dict[str, Any]:
     return {
         "meta": meta(wf.created, wf.modified),
         "links": self_links(),
-        "workflow": {"uuid": wf.uuid, "name": wf.name,
-                     "links": {"self": f"{base}/workflows/{wf.uuid}"}},
+        "workflow": {
+            "uuid": wf.uuid,
+            "name": wf.name,
+            "links": {"self": f"{base}/workflows/{wf.uuid}"},
+        },
         "versions": [
-            _drop_none({
-                "uuid": vv.version.uuid, "version": vv.version.version,
-                "ro_crate": {"links": ro_crate_links(vv)}, "is_latest": vv.is_latest,
-                "submitter": user(vv.version.submitter) if vv.version.submitter else None,
-                "authors": list(vv.version.authors or []),
-            })
+            _drop_none(
+                {
+                    "uuid": vv.version.uuid,
+                    "version": vv.version.version,
+                    "ro_crate": {"links": ro_crate_links(vv)},
+                    "is_latest": vv.is_latest,
+                    "submitter": user(vv.version.submitter) if vv.version.submitter else None,
+                    "authors": list(vv.version.authors or []),
+                }
+            )
             for vv in versions
         ],
     }
@@ -319,9 +351,15 @@ def user_profile(profile) -> dict[str, Any]:
     ids: dict[str, Any] = {}
     if registry_ is None:
         ids["lifemonitor"] = {
-            "sub": str(u.id), "username": u.username, "picture": None,
-            "provider": {"name": "LifeMonitor", "type": "oauth2_identity_provider",
-                         "uri": base, "userinfo_endpoint": f"{base}/users/current"},
+            "sub": str(u.id),
+            "username": u.username,
+            "picture": None,
+            "provider": {
+                "name": "LifeMonitor",
+                "type": "oauth2_identity_provider",
+                "uri": base,
+                "userinfo_endpoint": f"{base}/users/current",
+            },
         }
     for ident in identities:
         info = ident.user_info or {}
@@ -335,34 +373,49 @@ def user_profile(profile) -> dict[str, Any]:
             "picture": info.get("picture"),
             "provider": _identity_provider(ident, registries_by_id.get(ident.registry_id)),
         }
-    return single({"id": u.id, "username": u.username, "identities": ids}, u.created,
-                  u.modified)
+    return single({"id": u.id, "username": u.username, "identities": ids}, u.created, u.modified)
 
 
 def _identity_provider(ident, reg) -> dict[str, Any]:
     if reg is not None:
-        return {"uuid": reg.uuid, "name": reg.client_name, "type": "registry", "uri": reg.uri,
-                "userinfo_endpoint": f"{reg.uri}/people/current?format=json"}
+        return {
+            "uuid": reg.uuid,
+            "name": reg.client_name,
+            "type": "registry",
+            "uri": reg.uri,
+            "userinfo_endpoint": f"{reg.uri}/people/current?format=json",
+        }
     info = ident.user_info or {}
-    return {"uuid": None, "name": ident.provider, "type": "oauth2_identity_provider",
-            "uri": info.get("provider_uri"), "userinfo_endpoint": info.get("userinfo_endpoint")}
+    return {
+        "uuid": None,
+        "name": ident.provider,
+        "type": "oauth2_identity_provider",
+        "uri": info.get("provider_uri"),
+        "userinfo_endpoint": info.get("userinfo_endpoint"),
+    }
 
 
 def notification(user_notification, n) -> dict[str, Any]:
-    return _drop_none({
-        "uuid": n.uuid,
-        "created": iso(n.created),
-        "read": iso(user_notification.read_at),
-        "emailed": iso(user_notification.emailed_at),
-        "name": n.name,
-        "event": n.event,
-        "data": n.data,
-    })
+    return _drop_none(
+        {
+            "uuid": n.uuid,
+            "created": iso(n.created),
+            "read": iso(user_notification.read_at),
+            "emailed": iso(user_notification.emailed_at),
+            "name": n.name,
+            "event": n.event,
+            "data": n.data,
+        }
+    )
 
 
 def index_item(item, registry_body: dict[str, Any], *, detailed: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {"identifier": item.identifier, "name": item.name,
-                            "registry": registry_body, "links": {"origin": item.link}}
+    body: dict[str, Any] = {
+        "identifier": item.identifier,
+        "name": item.name,
+        "registry": registry_body,
+        "links": {"origin": item.link},
+    }
     if detailed:
         body["latest_version"] = item.latest_version
         body["versions"] = item.versions

@@ -20,9 +20,12 @@ def get_suite(suite_uuid: str):
     req = routes.current_request
     with session_scope() as s:
         view = workflows.get_suite(s, current_principal(), suite_uuid)
-        return serializers.test_suite(view, nested=False,
-                                      with_status=query_flag(req, "status"),
-                                      with_latest_builds=query_flag(req, "latest_builds"))
+        return serializers.test_suite(
+            view,
+            nested=False,
+            with_status=query_flag(req, "status"),
+            with_latest_builds=query_flag(req, "latest_builds"),
+        )
 
 
 @endpoint(routes, "/suites/{suite_uuid}", methods=["PUT"], scopes=[S.WORKFLOW_WRITE])
@@ -55,8 +58,7 @@ def suite_instances(suite_uuid: str):
         return serializers.listing([serializers.test_instance(i) for i in view.instances])
 
 
-@endpoint(routes, "/suites/{suite_uuid}/instances", methods=["POST"],
-          scopes=[S.WORKFLOW_WRITE])
+@endpoint(routes, "/suites/{suite_uuid}/instances", methods=["POST"], scopes=[S.WORKFLOW_WRITE])
 def add_instance(suite_uuid: str):
     from chalicelib.db import session_scope
     from chalicelib.services import workflows

@@ -19,11 +19,17 @@ def _flags():
 
 
 def _listing(entries, flags):
-    return serializers.listing([
-        serializers.workflow_list_item(e, with_status=flags["status"],
-                                       with_versions=flags["versions"],
-                                       with_subscriptions=flags["subscriptions"])
-        for e in entries])
+    return serializers.listing(
+        [
+            serializers.workflow_list_item(
+                e,
+                with_status=flags["status"],
+                with_versions=flags["versions"],
+                with_subscriptions=flags["subscriptions"],
+            )
+            for e in entries
+        ]
+    )
 
 
 @endpoint(routes, "/users/current", scopes=[S.USER_PROFILE], user=True)
@@ -44,13 +50,20 @@ def current_user_workflows():
     principal = current_principal()
     with session_scope() as s:
         entries = workflows.list_workflows(
-            s, principal, mode="user", user_id=principal.user_id, with_status=flags["status"],
-            all_versions=flags["versions"], with_subscriptions=flags["subscriptions"])
+            s,
+            principal,
+            mode="user",
+            user_id=principal.user_id,
+            with_status=flags["status"],
+            all_versions=flags["versions"],
+            with_subscriptions=flags["subscriptions"],
+        )
         return _listing(entries, flags)
 
 
-@endpoint(routes, "/users/current/workflows", methods=["POST"], scopes=[S.USER_WORKFLOW_WRITE],
-          user=True)
+@endpoint(
+    routes, "/users/current/workflows", methods=["POST"], scopes=[S.USER_WORKFLOW_WRITE], user=True
+)
 def submit_user_workflow():
     from chalicelib.db import session_scope
     from chalicelib.services import submission
@@ -68,8 +81,10 @@ def current_user_subscriptions():
     from chalicelib.services import subscriptions
 
     with session_scope() as s:
-        items = [serializers.subscription(x)
-                 for x in subscriptions.list_subscriptions(s, current_principal())]
+        items = [
+            serializers.subscription(x)
+            for x in subscriptions.list_subscriptions(s, current_principal())
+        ]
     body = serializers.listing(items)
     body["links"] = None  # ListOfSubscriptions emits "links": null (contract §1.4)
     return body
@@ -86,8 +101,9 @@ def current_user_notifications():
     return serializers.listing(items)
 
 
-@endpoint(routes, "/users/current/notifications", methods=["PUT"], scopes=[S.USER_PROFILE],
-          user=True)
+@endpoint(
+    routes, "/users/current/notifications", methods=["PUT"], scopes=[S.USER_PROFILE], user=True
+)
 def mark_notifications_read():
     from chalicelib.db import session_scope
     from chalicelib.services import subscriptions
@@ -98,8 +114,9 @@ def mark_notifications_read():
     return Response(body="", status_code=204)
 
 
-@endpoint(routes, "/users/current/notifications", methods=["PATCH"], scopes=[S.USER_PROFILE],
-          user=True)
+@endpoint(
+    routes, "/users/current/notifications", methods=["PATCH"], scopes=[S.USER_PROFILE], user=True
+)
 def delete_notifications():
     from chalicelib.db import session_scope
     from chalicelib.services import subscriptions
@@ -110,8 +127,13 @@ def delete_notifications():
     return Response(body="", status_code=204)
 
 
-@endpoint(routes, "/users/current/notifications/{notification_uuid}", methods=["DELETE"],
-          scopes=[S.USER_PROFILE], user=True)
+@endpoint(
+    routes,
+    "/users/current/notifications/{notification_uuid}",
+    methods=["DELETE"],
+    scopes=[S.USER_PROFILE],
+    user=True,
+)
 def delete_notification(notification_uuid: str):
     from chalicelib.db import session_scope
     from chalicelib.services import subscriptions
@@ -121,8 +143,9 @@ def delete_notification(notification_uuid: str):
     return Response(body="", status_code=204)
 
 
-@endpoint(routes, "/users/{user_id}/workflows", scopes=[S.REGISTRY_USER_WORKFLOW_READ],
-          registry=True)
+@endpoint(
+    routes, "/users/{user_id}/workflows", scopes=[S.REGISTRY_USER_WORKFLOW_READ], registry=True
+)
 def registry_user_workflows(user_id: str):
     from chalicelib.db import session_scope
     from chalicelib.services import users, workflows
@@ -132,13 +155,23 @@ def registry_user_workflows(user_id: str):
     with session_scope() as s:
         user = users.registry_user(s, principal, user_id)
         entries = workflows.list_workflows(
-            s, principal, mode="user", user_id=user.id, with_status=flags["status"],
-            all_versions=flags["versions"])
+            s,
+            principal,
+            mode="user",
+            user_id=user.id,
+            with_status=flags["status"],
+            all_versions=flags["versions"],
+        )
         return _listing(entries, {**flags, "subscriptions": False})
 
 
-@endpoint(routes, "/users/{user_id}/workflows", methods=["POST"],
-          scopes=[S.REGISTRY_USER_WORKFLOW_WRITE], registry=True)
+@endpoint(
+    routes,
+    "/users/{user_id}/workflows",
+    methods=["POST"],
+    scopes=[S.REGISTRY_USER_WORKFLOW_WRITE],
+    registry=True,
+)
 def submit_registry_user_workflow(user_id: str):
     from chalicelib.db import session_scope
     from chalicelib.services import registries, submission, users
@@ -153,14 +186,16 @@ def submit_registry_user_workflow(user_id: str):
     return Response(body=result, status_code=201)
 
 
-@endpoint(routes, "/workflows/{wf_uuid}/subscribe", methods=["POST"],
-          scopes=[S.WORKFLOW_WRITE], user=True)
+@endpoint(
+    routes, "/workflows/{wf_uuid}/subscribe", methods=["POST"], scopes=[S.WORKFLOW_WRITE], user=True
+)
 def subscribe(wf_uuid: str):
     return _subscribe(wf_uuid, None)
 
 
-@endpoint(routes, "/workflows/{wf_uuid}/subscribe", methods=["PUT"],
-          scopes=[S.WORKFLOW_WRITE], user=True)
+@endpoint(
+    routes, "/workflows/{wf_uuid}/subscribe", methods=["PUT"], scopes=[S.WORKFLOW_WRITE], user=True
+)
 def subscribe_events(wf_uuid: str):
     return _subscribe(wf_uuid, json_body(routes.current_request))
 
@@ -177,8 +212,13 @@ def _subscribe(wf_uuid: str, events):
     return Response(body=body, status_code=201 if changed else 200)
 
 
-@endpoint(routes, "/workflows/{wf_uuid}/unsubscribe", methods=["POST"],
-          scopes=[S.WORKFLOW_WRITE], user=True)
+@endpoint(
+    routes,
+    "/workflows/{wf_uuid}/unsubscribe",
+    methods=["POST"],
+    scopes=[S.WORKFLOW_WRITE],
+    user=True,
+)
 def unsubscribe(wf_uuid: str):
     from chalicelib.db import session_scope
     from chalicelib.services import subscriptions

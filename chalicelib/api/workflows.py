@@ -28,11 +28,22 @@ def list_workflows():
     flags = {k: query_flag(req, k) for k in ("status", "versions", "subscriptions")}
     with session_scope() as s:
         entries = workflows.list_workflows(
-            s, current_principal(), mode="visible", with_status=flags["status"],
-            all_versions=flags["versions"], with_subscriptions=flags["subscriptions"])
-        items = [serializers.workflow_list_item(
-            e, with_status=flags["status"], with_versions=flags["versions"],
-            with_subscriptions=flags["subscriptions"]) for e in entries]
+            s,
+            current_principal(),
+            mode="visible",
+            with_status=flags["status"],
+            all_versions=flags["versions"],
+            with_subscriptions=flags["subscriptions"],
+        )
+        items = [
+            serializers.workflow_list_item(
+                e,
+                with_status=flags["status"],
+                with_versions=flags["versions"],
+                with_subscriptions=flags["subscriptions"],
+            )
+            for e in entries
+        ]
     return serializers.listing(items)
 
 
@@ -43,12 +54,13 @@ def get_workflow(wf_uuid: str):
 
     req = _request()
     with session_scope() as s:
-        entry = workflows.get_version(s, current_principal(), wf_uuid, "latest",
-                                      with_suites=False)
+        entry = workflows.get_version(s, current_principal(), wf_uuid, "latest", with_suites=False)
         return serializers.workflow_details(
-            entry, with_crate=query_flag(req, "ro_crate"),
+            entry,
+            with_crate=query_flag(req, "ro_crate"),
             previous_versions=query_flag(req, "previous_versions"),
-            principal=current_principal())
+            principal=current_principal(),
+        )
 
 
 @endpoint(routes, "/workflows/{wf_uuid}", methods=["PUT"], scopes=WRITE)
@@ -101,10 +113,12 @@ def get_version(wf_uuid: str, wf_version: str):
     from chalicelib.services import workflows
 
     with session_scope() as s:
-        entry = workflows.get_version(s, current_principal(), wf_uuid, wf_version,
-                                      with_suites=False)
-        return serializers.workflow_details(entry, with_crate=query_flag(_request(), "ro_crate"),
-                                            principal=current_principal())
+        entry = workflows.get_version(
+            s, current_principal(), wf_uuid, wf_version, with_suites=False
+        )
+        return serializers.workflow_details(
+            entry, with_crate=query_flag(_request(), "ro_crate"), principal=current_principal()
+        )
 
 
 @endpoint(routes, "/workflows/{wf_uuid}/versions/{wf_version}", methods=["PUT"], scopes=WRITE)
@@ -114,16 +128,16 @@ def update_version(wf_uuid: str, wf_version: str):
 
     body = json_body(_request())
     with session_scope() as s:
-        version, replaced = workflows.update_version(s, current_principal(), wf_uuid,
-                                                     wf_version, body)
+        version, replaced = workflows.update_version(
+            s, current_principal(), wf_uuid, wf_version, body
+        )
         result = serializers.registered(version) if replaced else None
     if result is not None:
         return Response(body=result, status_code=201)
     return Response(body="", status_code=204)
 
 
-@endpoint(routes, "/workflows/{wf_uuid}/versions/{wf_version}", methods=["DELETE"],
-          scopes=WRITE)
+@endpoint(routes, "/workflows/{wf_uuid}/versions/{wf_version}", methods=["DELETE"], scopes=WRITE)
 def delete_version(wf_uuid: str, wf_version: str):
     from chalicelib.db import session_scope
     from chalicelib.services import workflows
@@ -145,20 +159,19 @@ def workflow_status(wf_uuid: str):
         return serializers.workflow_status(entry, principal=current_principal())
 
 
-@endpoint(routes, "/workflows/{wf_uuid}/rocrate/{wf_version}/metadata", scopes=READ,
-          anonymous=True)
+@endpoint(routes, "/workflows/{wf_uuid}/rocrate/{wf_version}/metadata", scopes=READ, anonymous=True)
 def crate_metadata(wf_uuid: str, wf_version: str):
     from chalicelib.db import session_scope
     from chalicelib.services import workflows
 
     with session_scope() as s:
-        entry = workflows.get_version(s, current_principal(), wf_uuid, wf_version,
-                                      with_suites=False)
+        entry = workflows.get_version(
+            s, current_principal(), wf_uuid, wf_version, with_suites=False
+        )
         return entry.versions[0].version.crate_metadata or {}
 
 
-@endpoint(routes, "/workflows/{wf_uuid}/rocrate/{wf_version}/download", scopes=READ,
-          anonymous=True)
+@endpoint(routes, "/workflows/{wf_uuid}/rocrate/{wf_version}/download", scopes=READ, anonymous=True)
 def crate_download(wf_uuid: str, wf_version: str):
     from chalicelib import storage
     from chalicelib.db import session_scope
@@ -166,19 +179,25 @@ def crate_download(wf_uuid: str, wf_version: str):
     from chalicelib.services import workflows
 
     with session_scope() as s:
-        entry = workflows.get_version(s, current_principal(), wf_uuid, wf_version,
-                                      with_suites=False)
+        entry = workflows.get_version(
+            s, current_principal(), wf_uuid, wf_version, with_suites=False
+        )
         version = entry.versions[0].version
         location = version.crate_location
         label = version.version
     data = storage.get_crate(location)
     if data is None:
-        raise GoneError(f"RO-Crate not found: no stored copy for workflow '{wf_uuid}' "
-                        f"(ver.{label})")
-    return Response(body=data, status_code=200, headers={
-        "Content-Type": "application/zip",
-        "Content-Disposition": f"attachment; filename=rocrate_{wf_uuid}_v{label}.zip",
-    })
+        raise GoneError(
+            f"RO-Crate not found: no stored copy for workflow '{wf_uuid}' (ver.{label})"
+        )
+    return Response(
+        body=data,
+        status_code=200,
+        headers={
+            "Content-Type": "application/zip",
+            "Content-Disposition": f"attachment; filename=rocrate_{wf_uuid}_v{label}.zip",
+        },
+    )
 
 
 @endpoint(routes, "/workflows/{wf_uuid}/suites", scopes=READ, anonymous=True)
@@ -191,7 +210,8 @@ def workflow_suites(wf_uuid: str):
     with_status, with_builds = query_flag(req, "status"), query_flag(req, "latest_builds")
     with session_scope() as s:
         entry = workflows.get_version(s, current_principal(), wf_uuid, version)
-        items = [serializers.test_suite(v, with_status=with_status,
-                                        with_latest_builds=with_builds)
-                 for v in entry.versions[0].suites]
+        items = [
+            serializers.test_suite(v, with_status=with_status, with_latest_builds=with_builds)
+            for v in entry.versions[0].suites
+        ]
     return serializers.listing(items)

@@ -31,9 +31,7 @@ def create(session: Session, user: User, scopes: list[str] | None = None) -> New
         raise BadRequestError(f"unknown scope(s): {', '.join(bad)}", valid_scopes=sorted(S.ALL))
     not_for_users = sorted(requested - S.USER_API_KEY)
     if not_for_users:
-        raise BadRequestError(
-            f"scope(s) reserved to registry clients: {', '.join(not_for_users)}"
-        )
+        raise BadRequestError(f"scope(s) reserved to registry clients: {', '.join(not_for_users)}")
     while True:  # a prefix collision is astronomically unlikely; retry rather than fail
         key = new_token(40)
         if session.query(ApiKey.id).filter_by(prefix=key[:PREFIX_LENGTH]).first() is None:
@@ -63,7 +61,8 @@ def delete(session: Session, prefix: str) -> ApiKey:
     if record is None or (len(prefix) > PREFIX_LENGTH and record.key_hash != token_hash(prefix)):
         raise NotFoundError(
             f"no API key matches {prefix[:PREFIX_LENGTH]!r}: give the {PREFIX_LENGTH}-character "
-            "prefix shown by `api-key list`, or the whole key")
+            "prefix shown by `api-key list`, or the whole key"
+        )
     session.delete(record)
     session.flush()
     return record
@@ -80,7 +79,8 @@ def authenticate(session: Session, key: str) -> Principal:
     row = None
     if key:
         row = session.execute(
-            select(ApiKey, User.username).join(User, User.id == ApiKey.user_id)
+            select(ApiKey, User.username)
+            .join(User, User.id == ApiKey.user_id)
             .where(ApiKey.key_hash == token_hash(key))
         ).first()
     if row is None:

@@ -83,9 +83,7 @@ class OAuth2AuthorizationCode(Base):
     client_id: Mapped[str] = mapped_column(
         ForeignKey("oauth2_clients.client_id", ondelete="CASCADE"), nullable=False
     )
-    user_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
-    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     redirect_uri: Mapped[str | None] = mapped_column(Text)
     response_type: Mapped[str | None] = mapped_column(String(40))
     scope: Mapped[str] = mapped_column(Text, nullable=False, default="")

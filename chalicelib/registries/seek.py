@@ -37,12 +37,14 @@ _DOWNLOADABLE = frozenset({"download", "edit", "manage"})
 
 # -- errors ----------------------------------------------------------------------------------
 
+
 class RegistryError(LifeMonitorError):
     """Any failure talking to a workflow registry. Concrete errors also subclass the
     matching domain error, so the API renders them with the right status."""
 
-    def __init__(self, detail: str | None = None, *, host: str | None = None,
-                 **extra_info: Any) -> None:
+    def __init__(
+        self, detail: str | None = None, *, host: str | None = None, **extra_info: Any
+    ) -> None:
         if host:
             extra_info.setdefault("registry", host)
         super().__init__(detail, **extra_info)
@@ -52,8 +54,9 @@ class RegistryError(LifeMonitorError):
 class RegistryNotFoundError(RegistryError, NotFoundError):
     """404 from the registry (workflow, version or crate unknown there)."""
 
-    def __init__(self, detail: str | None = None, *, title: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, detail: str | None = None, *, title: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(detail, **kwargs)
         if title:
             self.title = title  # instance attribute: "RO-Crate not found" for downloads
@@ -76,6 +79,7 @@ class RegistryResponseTooLargeError(RegistryError, UnprocessableError):
 
 # -- JSON:API helpers (shapes of seek/api_examples) -------------------------------------------
 
+
 def workflow_uuid(data: dict) -> str | None:
     """`meta.uuid`: LifeMonitor adopts it as its own workflow uuid (contract §4)."""
     value = (data.get("meta") or {}).get("uuid")
@@ -91,8 +95,9 @@ def workflow_versions(data: dict) -> list[str]:
     """`attributes.versions[].version` as strings (SEEK sends integers; our versions are
     strings, and so are the ones WorkflowHub sends us)."""
     versions = (data.get("attributes") or {}).get("versions") or []
-    return [str(v["version"]) for v in versions
-            if isinstance(v, dict) and v.get("version") is not None]
+    return [
+        str(v["version"]) for v in versions if isinstance(v, dict) and v.get("version") is not None
+    ]
 
 
 def latest_version(data: dict) -> str | None:
@@ -140,13 +145,21 @@ def is_public(data: dict) -> bool | None:
 
 # -- client ----------------------------------------------------------------------------------
 
+
 class SeekClient:
     """Read access to one SEEK/WorkflowHub instance with one credential (or none)."""
 
-    def __init__(self, base_url: str, token: str | None = None,
-                 token_type: str = "Bearer",  # noqa: S107 - an auth scheme, not a secret
-                 timeout: tuple[float, float] = (5, 20), *, retries: int = 2,
-                 max_crate_bytes: int = MAX_CRATE_BYTES, auth_source: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        token_type: str = "Bearer",  # noqa: S107 - an auth scheme, not a secret
+        timeout: tuple[float, float] = (5, 20),
+        *,
+        retries: int = 2,
+        max_crate_bytes: int = MAX_CRATE_BYTES,
+        auth_source: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.host = urlsplit(self.base_url).hostname or self.base_url
         self._token = token or None  # kept private: never in reprs, logs or errors
@@ -173,8 +186,10 @@ class SeekClient:
         return f"{url}?version={quote(str(version), safe='')}"
 
     def crate_url(self, identifier: str | int, version: str | int) -> str:
-        return (f"{self.base_url}/workflows/{_segment(identifier)}/ro_crate"
-                f"?version={quote(str(version), safe='')}")
+        return (
+            f"{self.base_url}/workflows/{_segment(identifier)}/ro_crate"
+            f"?version={quote(str(version), safe='')}"
+        )
 
     # -- calls ----------------------------------------------------------------------------
     def list_workflows(self) -> list[dict]:
@@ -211,9 +226,13 @@ class SeekClient:
     def download_crate(self, identifier: str | int, version: str | int) -> bytes:
         """`GET /workflows/{id}/ro_crate?version=v` → the zip bytes (size-limited)."""
         what = f"RO-Crate of workflow {identifier} version {version}"
-        response = self._get(f"/workflows/{_segment(identifier)}/ro_crate",
-                             {"version": str(version)}, what=what,
-                             max_bytes=self.max_crate_bytes, crate=True)
+        response = self._get(
+            f"/workflows/{_segment(identifier)}/ro_crate",
+            {"version": str(version)},
+            what=what,
+            max_bytes=self.max_crate_bytes,
+            crate=True,
+        )
         return response.content
 
     # -- internals ------------------------------------------------------------------------
@@ -225,13 +244,26 @@ class SeekClient:
             headers["Authorization"] = f"{self.token_type} {self._token}"
         return headers
 
-    def _get(self, path: str, params: dict[str, Any] | None, *, what: str,
-             max_bytes: int = MAX_JSON_BYTES, crate: bool = False) -> http.HttpResponse:
+    def _get(
+        self,
+        path: str,
+        params: dict[str, Any] | None,
+        *,
+        what: str,
+        max_bytes: int = MAX_JSON_BYTES,
+        crate: bool = False,
+    ) -> http.HttpResponse:
         url = self.base_url + path
         try:
-            response = http.request("GET", url, headers=self._headers(), params=params,
-                                    timeout=self.timeout, max_bytes=max_bytes,
-                                    retries=self.retries)
+            response = http.request(
+                "GET",
+                url,
+                headers=self._headers(),
+                params=params,
+                timeout=self.timeout,
+                max_bytes=max_bytes,
+                retries=self.retries,
+            )
         except http.ResponseTooLargeError:
             raise RegistryResponseTooLargeError(
                 f"{self.host}: {what} is larger than {max_bytes} bytes", host=self.host
@@ -246,8 +278,7 @@ class SeekClient:
         self._raise_for_status(response, what, crate=crate)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _raise_for_status(self, response: http.HttpResponse, what: str, *,
-                          crate: bool) -> None:
+    def _raise_for_status(self, response: http.HttpResponse, what: str, *, crate: bool) -> None:
         status = response.status
         reason = _error_detail(response)
         suffix = f" ({status}{': ' + reason if reason else ''})"
@@ -255,15 +286,18 @@ class SeekClient:
         if status == 404:
             raise RegistryNotFoundError(
                 f"{self.host}: {what} not found{suffix}",
-                title="RO-Crate not found" if crate else "Resource not found", host=self.host,
+                title="RO-Crate not found" if crate else "Resource not found",
+                host=self.host,
             )
         if status in (401, 403):
             raise RegistryForbiddenError(
                 f"{self.host}: not allowed to read {what} with {self.auth_source} "
-                f"credentials{suffix}", host=self.host,
+                f"credentials{suffix}",
+                host=self.host,
             )
-        raise RegistryUnavailableError(f"{self.host}: unexpected answer for {what}{suffix}",
-                                       host=self.host)
+        raise RegistryUnavailableError(
+            f"{self.host}: unexpected answer for {what}{suffix}", host=self.host
+        )
 
     def _get_json(self, path: str, params: dict[str, Any] | None, *, what: str) -> dict:
         response = self._get(path, params, what=what)
@@ -282,8 +316,9 @@ class SeekClient:
         return data
 
     def _malformed(self, what: str, why: str) -> RegistryUnavailableError:
-        return RegistryUnavailableError(f"{self.host}: malformed JSON:API body for {what}: {why}",
-                                        host=self.host)
+        return RegistryUnavailableError(
+            f"{self.host}: malformed JSON:API body for {what}: {why}", host=self.host
+        )
 
 
 def _segment(value: str | int) -> str:
@@ -310,8 +345,10 @@ def _error_detail(response: http.HttpResponse) -> str | None:
 
 # -- token choice ------------------------------------------------------------------------------
 
-def client_for(registry: Any, user_token: str | None = None, *,
-               timeout: tuple[float, float] = (5, 20)) -> SeekClient:
+
+def client_for(
+    registry: Any, user_token: str | None = None, *, timeout: tuple[float, float] = (5, 20)
+) -> SeekClient:
     """A client for `registry` (a `Registry`: `uri`, `service_token_key`) with the best
     credential (contract §4, improved): the user's registry token if given, else the
     registry's service token from the parameter store, else anonymous."""

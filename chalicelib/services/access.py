@@ -25,8 +25,9 @@ def owned_clause(principal: Principal):
     conditions = []
     if principal.user_id is not None:
         conditions.append(
-            exists().where(Permission.workflow_id == Workflow.id,
-                           Permission.user_id == principal.user_id)
+            exists().where(
+                Permission.workflow_id == Workflow.id, Permission.user_id == principal.user_id
+            )
         )
     if principal.registry_id is not None:
         conditions.append(
@@ -54,16 +55,18 @@ def can_write(session: Session, principal: Principal, workflow: Workflow) -> boo
     owned = owned_clause(principal)
     if owned is None:
         return False
-    return session.execute(
-        select(Workflow.id).where(Workflow.id == workflow.id, owned)
-    ).first() is not None
+    return (
+        session.execute(select(Workflow.id).where(Workflow.id == workflow.id, owned)).first()
+        is not None
+    )
 
 
 def workflow_for_read(session: Session, principal: Principal, uuid: str) -> Workflow:
     workflow = session.scalar(select(Workflow).where(Workflow.uuid == uuid))
     if workflow is None:
-        raise NotFoundError(f"Workflow '{uuid}' not found", resource_type="workflow",
-                            resource_identifier=uuid)
+        raise NotFoundError(
+            f"Workflow '{uuid}' not found", resource_type="workflow", resource_identifier=uuid
+        )
     check_read(session, principal, workflow)
     return workflow
 
@@ -72,10 +75,16 @@ def check_read(session: Session, principal: Principal, workflow: Workflow) -> No
     uuid = workflow.uuid
     if not can_read(session, principal, workflow):
         if principal.is_anonymous:
-            raise ForbiddenError("No user nor registry found in the current session",
-                                 resource_type="workflow", resource_identifier=uuid)
-        raise ForbiddenError(f"You are not allowed to access workflow '{uuid}'",
-                             resource_type="workflow", resource_identifier=uuid)
+            raise ForbiddenError(
+                "No user nor registry found in the current session",
+                resource_type="workflow",
+                resource_identifier=uuid,
+            )
+        raise ForbiddenError(
+            f"You are not allowed to access workflow '{uuid}'",
+            resource_type="workflow",
+            resource_identifier=uuid,
+        )
 
 
 def workflow_for_write(session: Session, principal: Principal, uuid: str) -> Workflow:
@@ -88,5 +97,6 @@ def require_write(session: Session, principal: Principal, workflow: Workflow) ->
     if not can_write(session, principal, workflow):
         raise ForbiddenError(
             f"Only the owner or the submitting registry may change workflow '{workflow.uuid}'",
-            resource_type="workflow", resource_identifier=workflow.uuid,
+            resource_type="workflow",
+            resource_identifier=workflow.uuid,
         )

@@ -133,9 +133,11 @@ def add_registry(
         raise BadRequestError("the registry's OAuth client id and secret must not be empty")
     api_url = _check_url(api_url)
     client_name = _check_client_name(client_name or snake_case(name))
-    if session.query(Registry.id).filter(
-        (Registry.name == name) | (Registry.client_name == client_name)
-    ).first():
+    if (
+        session.query(Registry.id)
+        .filter((Registry.name == name) | (Registry.client_name == client_name))
+        .first()
+    ):
         raise ConflictError(f"a registry named {name!r} or {client_name!r} already exists")
     new = oauth2.create_client(
         session,
@@ -161,8 +163,10 @@ def add_registry(
     store = get_secrets()
     written: list[str] = []
     try:
-        for key, value in ((registry.server_secret_key, client_secret),
-                           (new.client.secret_key, new.client_secret)):
+        for key, value in (
+            (registry.server_secret_key, client_secret),
+            (new.client.secret_key, new.client_secret),
+        ):
             store.put(key, value)
             written.append(key)
     except Exception:
@@ -247,8 +251,10 @@ def update_registry(
             raise BadRequestError(
                 f"client auth method must be one of {', '.join(oauth2.AUTH_METHODS)}"
             )
-        client.client_metadata = {**client.client_metadata,
-                                  "token_endpoint_auth_method": auth_method}
+        client.client_metadata = {
+            **client.client_metadata,
+            "token_endpoint_auth_method": auth_method,
+        }
     if client_secret is not None and not client_secret:
         raise BadRequestError("the registry's OAuth client secret must not be empty")
     session.flush()
@@ -292,9 +298,16 @@ def index(registry: Registry) -> list[IndexItem]:
     from chalicelib.registries import seek
 
     client = seek.client_for(registry)
-    return [IndexItem(identifier=str(d.get("id")), name=seek.workflow_title(d),
-                      latest_version=None, versions=[], link=client.workflow_url(d.get("id")))
-            for d in client.list_workflows()]
+    return [
+        IndexItem(
+            identifier=str(d.get("id")),
+            name=seek.workflow_title(d),
+            latest_version=None,
+            versions=[],
+            link=client.workflow_url(d.get("id")),
+        )
+        for d in client.list_workflows()
+    ]
 
 
 def index_item(registry: Registry, identifier: str) -> IndexItem:
@@ -303,6 +316,10 @@ def index_item(registry: Registry, identifier: str) -> IndexItem:
     client = seek.client_for(registry)
     data = client.get_workflow(identifier)
     latest = seek.latest_version(data)
-    return IndexItem(identifier=str(data.get("id", identifier)), name=seek.workflow_title(data),
-                     latest_version=latest, versions=seek.workflow_versions(data),
-                     link=client.workflow_url(identifier, latest))
+    return IndexItem(
+        identifier=str(data.get("id", identifier)),
+        name=seek.workflow_title(data),
+        latest_version=latest,
+        versions=seek.workflow_versions(data),
+        link=client.workflow_url(identifier, latest),
+    )

@@ -64,20 +64,35 @@ class Submission:
     user_id: int | None = None  # registry clients: the submitter's id here
 
     @classmethod
-    def from_body(cls, body: Any, *, allow_identifier: bool = True,
-                  allow_crate: bool = True) -> Submission:
+    def from_body(
+        cls, body: Any, *, allow_identifier: bool = True, allow_crate: bool = True
+    ) -> Submission:
         if not isinstance(body, dict):
             raise BadRequestError("the request body must be a JSON object")
-        known = {"version", "uuid", "name", "public", "identifier", "roc_link",
-                 "authorization", "rocrate", "registry", "submitter_id", "user_id", "async"}
+        known = {
+            "version",
+            "uuid",
+            "name",
+            "public",
+            "identifier",
+            "roc_link",
+            "authorization",
+            "rocrate",
+            "registry",
+            "submitter_id",
+            "user_id",
+            "async",
+        }
 
         def text(key: str) -> str | None:
             value = body.get(key)
             if value is None:
                 return None
-            if isinstance(value, int | float) and not isinstance(value, bool) and key in {
-                "version", "identifier"
-            }:
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and key in {"version", "identifier"}
+            ):
                 return str(value)  # WorkflowHub sends numbers for ids and versions
             if not isinstance(value, str):
                 raise BadRequestError(f"'{key}' must be a string", field=key)
@@ -87,24 +102,38 @@ class Submission:
         if not isinstance(public, bool):
             raise BadRequestError("'public' must be true or false", field="public")
         submitter = body.get("submitter_id")
-        if submitter is not None and (isinstance(submitter, bool)
-                                      or not isinstance(submitter, int | str)
-                                      or not str(submitter).strip()):
-            raise BadRequestError("'submitter_id' must be a person id of the registry",
-                                  field="submitter_id")
+        if submitter is not None and (
+            isinstance(submitter, bool)
+            or not isinstance(submitter, int | str)
+            or not str(submitter).strip()
+        ):
+            raise BadRequestError(
+                "'submitter_id' must be a person id of the registry", field="submitter_id"
+            )
         user_id = body.get("user_id")
-        if user_id is not None and (isinstance(user_id, bool) or not isinstance(
-                user_id, int | str) or not str(user_id).isdigit()):
+        if user_id is not None and (
+            isinstance(user_id, bool)
+            or not isinstance(user_id, int | str)
+            or not str(user_id).isdigit()
+        ):
             raise BadRequestError("'user_id' must be a user id", field="user_id")
-        sub = cls(version=text("version"), uuid=text("uuid"), name=text("name"), public=public,
-                  identifier=text("identifier"), roc_link=text("roc_link"),
-                  authorization=text("authorization"), rocrate=text("rocrate"),
-                  registry=text("registry"),
-                  submitter_id=str(submitter).strip() if submitter is not None else None,
-                  user_id=int(user_id) if user_id is not None else None)
+        sub = cls(
+            version=text("version"),
+            uuid=text("uuid"),
+            name=text("name"),
+            public=public,
+            identifier=text("identifier"),
+            roc_link=text("roc_link"),
+            authorization=text("authorization"),
+            rocrate=text("rocrate"),
+            registry=text("registry"),
+            submitter_id=str(submitter).strip() if submitter is not None else None,
+            user_id=int(user_id) if user_id is not None else None,
+        )
         sources = [s for s in ("identifier", "roc_link", "rocrate") if getattr(sub, s)]
         allowed = ([("identifier")] if allow_identifier else []) + (
-            ["roc_link", "rocrate"] if allow_crate else [])
+            ["roc_link", "rocrate"] if allow_crate else []
+        )
         if not sources:
             raise BadRequestError(
                 "Missing input: one of " + ", ".join(f"'{s}'" for s in allowed) + " is required",
@@ -118,8 +147,7 @@ class Submission:
             try:
                 sub.uuid = str(uuidlib.UUID(sub.uuid))
             except ValueError:
-                raise BadRequestError(f"'uuid' is not a UUID: {sub.uuid!r}",
-                                      field="uuid") from None
+                raise BadRequestError(f"'uuid' is not a UUID: {sub.uuid!r}", field="uuid") from None
         if sub.version is not None and len(sub.version) > 128:
             raise BadRequestError("'version' is longer than 128 characters", field="version")
         if sub.version is None and not sub.identifier:
@@ -169,8 +197,11 @@ def _from_registry(registry: Registry, sub: Submission) -> FetchedCrate:
         raise UnprocessableError(f"workflow {sub.identifier} on {registry.name} has no version")
     crate = client.download_crate(sub.identifier, version)
     return FetchedCrate(
-        data=crate, origin=client.workflow_url(sub.identifier, version),
-        workflow_uuid=seek.workflow_uuid(data), name=seek.workflow_title(data), version=version,
+        data=crate,
+        origin=client.workflow_url(sub.identifier, version),
+        workflow_uuid=seek.workflow_uuid(data),
+        name=seek.workflow_title(data),
+        version=version,
         registry=registry,
         registry_identifier=str(sub.identifier),
         registry_link=client.workflow_url(sub.identifier, version),
@@ -194,14 +225,15 @@ def _from_link(link: str, authorization: str | None, version: str | None) -> Fet
     except http.BlockedURLError as exc:
         raise BadRequestError(f"'roc_link' refused: {exc.reason}", field="roc_link") from None
     except http.OutboundError as exc:
-        raise UnprocessableError(f"cannot download 'roc_link': {exc.reason}",
-                                 field="roc_link") from None
+        raise UnprocessableError(
+            f"cannot download 'roc_link': {exc.reason}", field="roc_link"
+        ) from None
     if response.status in (401, 403):
-        raise UnprocessableError(f"'roc_link' answered {response.status}: not authorized",
-                                 field="roc_link")
+        raise UnprocessableError(
+            f"'roc_link' answered {response.status}: not authorized", field="roc_link"
+        )
     if response.status == 404:
-        raise UnprocessableError("'roc_link' answered 404: RO-Crate not found",
-                                 field="roc_link")
+        raise UnprocessableError("'roc_link' answered 404: RO-Crate not found", field="roc_link")
     if not response.ok:
         raise UnprocessableError(f"'roc_link' answered {response.status}", field="roc_link")
     return FetchedCrate(data=response.content, origin=link)
@@ -235,12 +267,19 @@ def submit(
 
         # Ownership first: a conflict must not reveal someone else's private versions.
         require_write(session, principal, workflow)
-        if session.scalar(select(WorkflowVersion.id).where(
-                WorkflowVersion.workflow_id == workflow.id,
-                WorkflowVersion.version == version_label)) is not None:
+        if (
+            session.scalar(
+                select(WorkflowVersion.id).where(
+                    WorkflowVersion.workflow_id == workflow.id,
+                    WorkflowVersion.version == version_label,
+                )
+            )
+            is not None
+        ):
             raise WorkflowVersionConflictError(
                 f"Workflow '{workflow.uuid}' version '{version_label}' is already registered",
-                resource_type="workflow_version", resource_identifier=workflow.uuid,
+                resource_type="workflow_version",
+                resource_identifier=workflow.uuid,
             )
         if sub.name:
             workflow.name = sub.name
@@ -252,23 +291,38 @@ def submit(
         session.add(workflow)
 
     version = WorkflowVersion(
-        workflow=workflow, version=version_label, name=name, submitter=submitter,
-        crate_metadata=info.metadata, crate_origin=fetched.origin, crate_sha256=info.sha256,
-        authors=info.authors, based_on=info.based_on,
+        workflow=workflow,
+        version=version_label,
+        name=name,
+        submitter=submitter,
+        crate_metadata=info.metadata,
+        crate_origin=fetched.origin,
+        crate_sha256=info.sha256,
+        authors=info.authors,
+        based_on=info.based_on,
     )
     session.add(version)
     session.flush()
     add_suites(session, version, info)
     if fetched.registry is not None:
-        session.add(RegistryWorkflowVersion(
-            workflow_registry=fetched.registry, workflow_version=version,
-            identifier=fetched.registry_identifier, uri=fetched.registry_link,
-        ))
+        session.add(
+            RegistryWorkflowVersion(
+                workflow_registry=fetched.registry,
+                workflow_version=version,
+                identifier=fetched.registry_identifier,
+                uri=fetched.registry_link,
+            )
+        )
     elif registry is not None and principal.registry_id == registry.id:
         # A registry client submitting by link or upload still "submitted" it.
-        session.add(RegistryWorkflowVersion(workflow_registry=registry,
-                                            workflow_version=version,
-                                            identifier=workflow.uuid, uri=None))
+        session.add(
+            RegistryWorkflowVersion(
+                workflow_registry=registry,
+                workflow_version=version,
+                identifier=workflow.uuid,
+                uri=None,
+            )
+        )
     if submitter is not None:
         _grant_owner(session, submitter, workflow)
     if sub.authorization and sub.roc_link:
@@ -285,24 +339,35 @@ def submit(
 def add_suites(session: Session, version: WorkflowVersion, info: CrateInfo) -> None:
     now = utcnow()
     for spec in info.suites:
-        suite = TestSuite(workflow_version=version, roc_suite=spec.roc_suite, name=spec.name,
-                          definition=spec.definition)
+        suite = TestSuite(
+            workflow_version=version,
+            roc_suite=spec.roc_suite,
+            name=spec.name,
+            definition=spec.definition,
+        )
         session.add(suite)
         for inst in spec.instances:
             service = testing_service(session, inst.service_type, inst.service_url)
-            session.add(TestInstance(
-                suite=suite, roc_instance=inst.roc_instance, name=inst.name,
-                resource=inst.resource, managed=False, testing_service=service,
-                next_check_at=now,  # due at once: the next refresh fetches its builds
-            ))
+            session.add(
+                TestInstance(
+                    suite=suite,
+                    roc_instance=inst.roc_instance,
+                    name=inst.name,
+                    resource=inst.resource,
+                    managed=False,
+                    testing_service=service,
+                    next_check_at=now,  # due at once: the next refresh fetches its builds
+                )
+            )
 
 
 def testing_service(session: Session, service_type: str, url: str) -> TestingService:
     """Get or create the service for `url` (unique), safe under concurrent submissions."""
     service = session.scalar(select(TestingService).where(TestingService.url == url))
     if service is not None and service.type != service_type:
-        in_use = session.scalar(select(TestInstance.id).where(
-            TestInstance.testing_service_id == service.id).limit(1))
+        in_use = session.scalar(
+            select(TestInstance.id).where(TestInstance.testing_service_id == service.id).limit(1)
+        )
         if in_use is None:  # left over from deleted workflows: take the new type
             service.type = service_type
             session.flush()
@@ -310,7 +375,8 @@ def testing_service(session: Session, service_type: str, url: str) -> TestingSer
         if service.type != service_type:
             raise UnprocessableError(
                 f"testing service {url} is already registered as {service.type!r}, "
-                f"not {service_type!r}")
+                f"not {service_type!r}"
+            )
         return service
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -318,25 +384,43 @@ def testing_service(session: Session, service_type: str, url: str) -> TestingSer
         from sqlalchemy.dialects.sqlite import insert
     now = utcnow()
     # Insert-or-nothing: two submissions naming a new CI at once both succeed.
-    session.execute(insert(TestingService).values(
-        uuid=str(uuidlib.uuid4()), type=service_type, url=url, created=now, modified=now,
-    ).on_conflict_do_nothing(index_elements=["url"]))
+    session.execute(
+        insert(TestingService)
+        .values(
+            uuid=str(uuidlib.uuid4()),
+            type=service_type,
+            url=url,
+            created=now,
+            modified=now,
+        )
+        .on_conflict_do_nothing(index_elements=["url"])
+    )
     return session.scalar(select(TestingService).where(TestingService.url == url))
 
 
 def _grant_owner(session: Session, user: User, workflow: Workflow) -> None:
-    if session.scalar(select(Permission.id).where(Permission.user_id == user.id,
-                                                  Permission.workflow_id == workflow.id)):
+    if session.scalar(
+        select(Permission.id).where(
+            Permission.user_id == user.id, Permission.workflow_id == workflow.id
+        )
+    ):
         return
     session.add(Permission(user_id=user.id, workflow_id=workflow.id, roles=["owner"]))
     # The submitter is subscribed to their workflow (as in LifeMonitor).
-    if session.scalar(select(Subscription.id).where(
-            Subscription.user_id == user.id, Subscription.workflow_id == workflow.id)) is None:
+    if (
+        session.scalar(
+            select(Subscription.id).where(
+                Subscription.user_id == user.id, Subscription.workflow_id == workflow.id
+            )
+        )
+        is None
+    ):
         session.add(Subscription(user_id=user.id, workflow_id=workflow.id, events=["ALL"]))
 
 
-def replace_crate(session: Session, principal: Principal, version: WorkflowVersion,
-                  sub: Submission) -> bool:
+def replace_crate(
+    session: Session, principal: Principal, version: WorkflowVersion, sub: Submission
+) -> bool:
     """PUT of a version with a new crate source: re-read it; when the crate changed,
     rebuild its suites (builds of removed instances go with them). True if replaced."""
     from chalicelib import crates, storage
@@ -347,8 +431,9 @@ def replace_crate(session: Session, principal: Principal, version: WorkflowVersi
     info = crates.read_crate(fetched.data)
     if info.sha256 == version.crate_sha256:
         return False
-    for suite in list(session.scalars(select(TestSuite).where(
-            TestSuite.workflow_version_id == version.id))):
+    for suite in list(
+        session.scalars(select(TestSuite).where(TestSuite.workflow_version_id == version.id))
+    ):
         session.delete(suite)
     session.flush()
     version.crate_metadata = info.metadata
@@ -363,8 +448,7 @@ def replace_crate(session: Session, principal: Principal, version: WorkflowVersi
         key = f"workflows/{version.uuid}/authorization"
         get_secrets().put(key, sub.authorization)
         version.crate_authorization_key = key
-    version.crate_location = storage.put_crate(version.workflow.uuid, version.uuid,
-                                               fetched.data)
+    version.crate_location = storage.put_crate(version.workflow.uuid, version.uuid, fetched.data)
     session.flush()
     return True
 

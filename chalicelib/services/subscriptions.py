@@ -24,22 +24,28 @@ def _user(session: Session, principal: Principal) -> User:
     return session.get(User, principal.user_id)
 
 
-def subscribe(session: Session, principal: Principal, wf_uuid: str,
-              events: Any = None) -> tuple[Subscription, bool]:
+def subscribe(
+    session: Session, principal: Principal, wf_uuid: str, events: Any = None
+) -> tuple[Subscription, bool]:
     """Returns (subscription, changed)."""
     user = _user(session, principal)
     workflow = access.workflow_for_read(session, principal, wf_uuid)
     if events is not None:
         if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
-            raise BadRequestError("the body must be a JSON array of event names",
-                                  valid_events=list(EVENTS))
+            raise BadRequestError(
+                "the body must be a JSON array of event names", valid_events=list(EVENTS)
+            )
         unknown = sorted(set(events) - set(EVENTS))
         if unknown:
-            raise BadRequestError(f"unknown event(s): {', '.join(unknown)}",
-                                  valid_events=list(EVENTS))
+            raise BadRequestError(
+                f"unknown event(s): {', '.join(unknown)}", valid_events=list(EVENTS)
+            )
         events = sorted(set(events)) or ["ALL"]
-    sub = session.scalar(select(Subscription).where(Subscription.user_id == user.id,
-                                                    Subscription.workflow_id == workflow.id))
+    sub = session.scalar(
+        select(Subscription).where(
+            Subscription.user_id == user.id, Subscription.workflow_id == workflow.id
+        )
+    )
     if sub is None:
         sub = Subscription(user=user, workflow_id=workflow.id, events=events or ["ALL"])
         session.add(sub)
@@ -56,14 +62,20 @@ def subscribe(session: Session, principal: Principal, wf_uuid: str,
 def unsubscribe(session: Session, principal: Principal, wf_uuid: str) -> None:
     user = _user(session, principal)
     workflow = access.workflow_for_read(session, principal, wf_uuid)
-    session.execute(delete(Subscription).where(Subscription.user_id == user.id,
-                                               Subscription.workflow_id == workflow.id))
+    session.execute(
+        delete(Subscription).where(
+            Subscription.user_id == user.id, Subscription.workflow_id == workflow.id
+        )
+    )
 
 
 def list_subscriptions(session: Session, principal: Principal) -> list[Subscription]:
     user = _user(session, principal)
-    return list(session.scalars(select(Subscription).where(Subscription.user_id == user.id)
-                                .order_by(Subscription.id)))
+    return list(
+        session.scalars(
+            select(Subscription).where(Subscription.user_id == user.id).order_by(Subscription.id)
+        )
+    )
 
 
 def list_notifications(session: Session, principal: Principal):
@@ -71,7 +83,8 @@ def list_notifications(session: Session, principal: Principal):
     return session.execute(
         select(UserNotification, Notification)
         .join(Notification, UserNotification.notification_id == Notification.id)
-        .where(UserNotification.user_id == user.id).order_by(Notification.created.desc())
+        .where(UserNotification.user_id == user.id)
+        .order_by(Notification.created.desc())
     ).all()
 
 
@@ -92,8 +105,10 @@ def mark_read(session: Session, principal: Principal, body: Any) -> int:
     user = _user(session, principal)
     uuids = _uuids(body, wrapped=True)
     rows = session.scalars(
-        select(UserNotification).join(Notification)
-        .where(UserNotification.user_id == user.id, Notification.uuid.in_(uuids)))
+        select(UserNotification)
+        .join(Notification)
+        .where(UserNotification.user_id == user.id, Notification.uuid.in_(uuids))
+    )
     count = 0
     for row in rows:
         if row.read_at is None:
@@ -108,8 +123,11 @@ def delete_notifications(session: Session, principal: Principal, body: Any) -> i
     ids = list(session.scalars(select(Notification.id).where(Notification.uuid.in_(uuids))))
     if not ids:
         return 0
-    result = session.execute(delete(UserNotification).where(
-        UserNotification.user_id == user.id, UserNotification.notification_id.in_(ids)))
+    result = session.execute(
+        delete(UserNotification).where(
+            UserNotification.user_id == user.id, UserNotification.notification_id.in_(ids)
+        )
+    )
     return result.rowcount or 0
 
 

@@ -65,8 +65,9 @@ def profile(session: Session, principal) -> tuple[User, list, object, dict]:
     if registry is not None:
         identities = [i for i in identities if i.registry_id == registry.id]
     ids = {i.registry_id for i in identities if i.registry_id}
-    registries = ({r.id: r for r in session.query(Registry).filter(Registry.id.in_(ids))}
-                  if ids else {})
+    registries = (
+        {r.id: r for r in session.query(Registry).filter(Registry.id.in_(ids))} if ids else {}
+    )
     return user, identities, registry, registries
 
 
@@ -80,18 +81,29 @@ def registry_user(session: Session, principal, person_id: str | int) -> User:
     person_id = str(person_id).strip()
     if not person_id or len(person_id) > 256:
         raise BadRequestError(f"not a registry user id: {person_id!r}")
-    user = (session.query(User).join(Identity, Identity.user_id == User.id)
-            .filter(Identity.registry_id == principal.registry_id,
-                    Identity.provider_user_id == person_id).one_or_none())
+    user = (
+        session.query(User)
+        .join(Identity, Identity.user_id == User.id)
+        .filter(
+            Identity.registry_id == principal.registry_id, Identity.provider_user_id == person_id
+        )
+        .one_or_none()
+    )
     if user is None:
         raise UnauthorizedError(
             f"No user is linked to person '{person_id}' of this registry: they must log in "
-            "to LifeMonitor with it first")
+            "to LifeMonitor with it first"
+        )
     return user
 
 
 def registry_users(session: Session, registry_id: int) -> list[User]:
     from chalicelib.models import Identity
 
-    return (session.query(User).join(Identity, Identity.user_id == User.id)
-            .filter(Identity.registry_id == registry_id).order_by(User.id).all())
+    return (
+        session.query(User)
+        .join(Identity, Identity.user_id == User.id)
+        .filter(Identity.registry_id == registry_id)
+        .order_by(User.id)
+        .all()
+    )

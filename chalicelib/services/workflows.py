@@ -49,8 +49,10 @@ class InstanceView:
 
     def state(self) -> status_rule.InstanceState:
         return status_rule.InstanceState(
-            name=self.instance.name, resource=self.instance.resource,
-            service_url=self.service.url, latest_build=self.latest_build,
+            name=self.instance.name,
+            resource=self.instance.resource,
+            service_url=self.service.url,
+            latest_build=self.latest_build,
             last_completed_build=self.last_completed_build,
             last_error=self.instance.last_error,
         )
@@ -134,12 +136,22 @@ def _versions_of(session: Session, workflow_ids: list[int]) -> dict[int, list[Wo
     if not workflow_ids:
         return out
     rows = session.scalars(
-        _cached(session, "versions", lambda d: select(WorkflowVersion)
+        _cached(
+            session,
+            "versions",
+            lambda d: (
+                select(WorkflowVersion)
                 .options(defer(WorkflowVersion.crate_metadata))
                 .where(_ids_param(d, WorkflowVersion.workflow_id))
-                .order_by(WorkflowVersion.workflow_id, WorkflowVersion.created.desc(),
-                          WorkflowVersion.id.desc())),
-        {"ids": list(workflow_ids)})
+                .order_by(
+                    WorkflowVersion.workflow_id,
+                    WorkflowVersion.created.desc(),
+                    WorkflowVersion.id.desc(),
+                )
+            ),
+        ),
+        {"ids": list(workflow_ids)},
+    )
     for v in rows:
         out[v.workflow_id].append(v)
     return out
@@ -151,8 +163,9 @@ def load_suites(session: Session, version_ids: list[int]) -> dict[int, list[Suit
     by_version: dict[int, list[SuiteView]] = defaultdict(list)
     if not version_ids:
         return by_version
-    rows = session.execute(_cached(session, "suites+instances", _suites_statement),
-                           {"ids": list(version_ids)})
+    rows = session.execute(
+        _cached(session, "suites+instances", _suites_statement), {"ids": list(version_ids)}
+    )
     views: dict[int, SuiteView] = {}
     ns = len(_SUITE_COLUMNS)
     services: dict[tuple, ServiceRow] = {}
@@ -167,8 +180,16 @@ def load_suites(session: Session, version_ids: list[int]) -> dict[int, list[Suit
     return by_version
 
 
-_SUITE_COLUMNS = ("id", "uuid", "workflow_version_id", "roc_suite", "name", "definition",
-                  "created", "modified")
+_SUITE_COLUMNS = (
+    "id",
+    "uuid",
+    "workflow_version_id",
+    "roc_suite",
+    "name",
+    "definition",
+    "created",
+    "modified",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +209,9 @@ class SuiteRow:
 def _suites_statement(dialect: str):
     latest, completed = aliased(Build), aliased(Build)
     return (
-        select(*[getattr(TestSuite, c) for c in _SUITE_COLUMNS], *_instance_columns(
-            latest, completed))
+        select(
+            *[getattr(TestSuite, c) for c in _SUITE_COLUMNS], *_instance_columns(latest, completed)
+        )
         .outerjoin(TestInstance, TestInstance.suite_id == TestSuite.id)
         .outerjoin(TestingService, TestInstance.testing_service_id == TestingService.id)
         .outerjoin(latest, latest.id == TestInstance.latest_build_id)
@@ -199,8 +221,19 @@ def _suites_statement(dialect: str):
     )
 
 
-_INSTANCE_COLUMNS = ("id", "uuid", "suite_id", "roc_instance", "name", "resource", "managed",
-                     "last_checked_at", "last_error", "created", "modified")
+_INSTANCE_COLUMNS = (
+    "id",
+    "uuid",
+    "suite_id",
+    "roc_instance",
+    "name",
+    "resource",
+    "managed",
+    "last_checked_at",
+    "last_error",
+    "created",
+    "modified",
+)
 _SERVICE_COLUMNS = ("uuid", "type", "url")
 _BUILD_COLUMNS = ("id", "build_id", "status", "started_at", "finished_at", "duration", "url")
 
@@ -252,14 +285,16 @@ def _instance_columns(latest, completed) -> list:
 def _instance_view(row, suite: SuiteView, services: dict) -> InstanceView:
     """An InstanceView from the columns of `_instance_columns`."""
     ni, ns, nb = len(_INSTANCE_COLUMNS), len(_SERVICE_COLUMNS), len(_BUILD_COLUMNS)
-    service_key = tuple(row[ni:ni + ns])
+    service_key = tuple(row[ni : ni + ns])
     service = services.get(service_key)
     if service is None:
         service = services[service_key] = ServiceRow(*service_key)
-    lb = row[ni + ns:ni + ns + nb]
-    cb = row[ni + ns + nb:ni + ns + 2 * nb]
+    lb = row[ni + ns : ni + ns + nb]
+    cb = row[ni + ns + nb : ni + ns + 2 * nb]
     return InstanceView(
-        InstanceRow(*row[:ni]), service, suite.suite.uuid,
+        InstanceRow(*row[:ni]),
+        service,
+        suite.suite.uuid,
         latest_build=BuildRow(*lb) if lb[0] is not None else None,
         last_completed_build=BuildRow(*cb) if cb[0] is not None else None,
     )
@@ -272,15 +307,17 @@ def _instances_statement(dialect: str):
         .join(TestingService, TestInstance.testing_service_id == TestingService.id)
         .outerjoin(latest, latest.id == TestInstance.latest_build_id)
         .outerjoin(completed, completed.id == TestInstance.last_completed_build_id)
-        .where(_ids_param(dialect, TestInstance.suite_id)).order_by(TestInstance.id)
+        .where(_ids_param(dialect, TestInstance.suite_id))
+        .order_by(TestInstance.id)
     )
 
 
 def _load_instances(session: Session, views: dict[int, SuiteView]) -> None:
     """Instances with their service and both denormalised builds: one query, read as plain
     rows — a catalogue-wide list touches tens of thousands of them."""
-    rows = session.execute(_cached(session, "instances", _instances_statement),
-                           {"ids": list(views)})
+    rows = session.execute(
+        _cached(session, "instances", _instances_statement), {"ids": list(views)}
+    )
     services: dict[tuple, ServiceRow] = {}
     for row in rows:
         suite = views[row[2]]  # suite_id
@@ -292,10 +329,17 @@ def _registries_of(session: Session, version_ids: list[int]):
     if not version_ids:
         return out
     rows = session.execute(
-        _cached(session, "registries", lambda d: select(RegistryWorkflowVersion, Registry)
+        _cached(
+            session,
+            "registries",
+            lambda d: (
+                select(RegistryWorkflowVersion, Registry)
                 .join(Registry, RegistryWorkflowVersion.registry_id == Registry.id)
-                .where(_ids_param(d, RegistryWorkflowVersion.workflow_version_id))),
-        {"ids": list(version_ids)}).all()
+                .where(_ids_param(d, RegistryWorkflowVersion.workflow_version_id))
+            ),
+        ),
+        {"ids": list(version_ids)},
+    ).all()
     for link, registry in rows:
         out[link.workflow_version_id].append((registry, link))
     return out
@@ -318,19 +362,24 @@ def list_workflows(
     if mode == "visible":
         query = query.where(access.readable_clause(principal))
     elif mode in {"user", "user_registry"}:
-        owned = exists().where(Permission.workflow_id == Workflow.id,
-                               Permission.user_id == user_id)
+        owned = exists().where(Permission.workflow_id == Workflow.id, Permission.user_id == user_id)
         if mode == "user" and with_subscriptions:
             # Subscribed workflows too — while the user may still read them.
-            owned = owned | (exists().where(Subscription.workflow_id == Workflow.id,
-                                            Subscription.user_id == user_id)
-                             & access.readable_clause(principal))
+            owned = owned | (
+                exists().where(
+                    Subscription.workflow_id == Workflow.id, Subscription.user_id == user_id
+                )
+                & access.readable_clause(principal)
+            )
         query = query.where(owned)
     if mode in {"registry", "user_registry"}:
-        query = query.where(exists().where(
-            RegistryWorkflowVersion.registry_id == registry_id,
-            RegistryWorkflowVersion.workflow_version_id == WorkflowVersion.id,
-            WorkflowVersion.workflow_id == Workflow.id))
+        query = query.where(
+            exists().where(
+                RegistryWorkflowVersion.registry_id == registry_id,
+                RegistryWorkflowVersion.workflow_version_id == WorkflowVersion.id,
+                WorkflowVersion.workflow_id == Workflow.id,
+            )
+        )
     workflows = list(session.scalars(query.order_by(Workflow.id)))
     versions = _versions_of(session, [w.id for w in workflows])
     entries = []
@@ -350,9 +399,12 @@ def list_workflows(
         for v in wanted:
             v.suites = suites.get(v.version.id, [])
     if with_subscriptions and principal.user_id is not None and entries:
-        subs = session.scalars(select(Subscription).where(
-            Subscription.user_id == principal.user_id,
-            _in(session, Subscription.workflow_id, [e.workflow.id for e in entries])))
+        subs = session.scalars(
+            select(Subscription).where(
+                Subscription.user_id == principal.user_id,
+                _in(session, Subscription.workflow_id, [e.workflow.id for e in entries]),
+            )
+        )
         by_wf = defaultdict(list)
         for s in subs:
             by_wf[s.workflow_id].append(s)
@@ -361,13 +413,20 @@ def list_workflows(
     return entries
 
 
-def get_version(session: Session, principal: Principal, wf_uuid: str,
-                version: str | None = "latest", *, with_suites: bool = True) -> WorkflowEntry:
+def get_version(
+    session: Session,
+    principal: Principal,
+    wf_uuid: str,
+    version: str | None = "latest",
+    *,
+    with_suites: bool = True,
+) -> WorkflowEntry:
     """One workflow with the asked version first (the status and details endpoints)."""
     # The workflow and its versions in one query; the access check needs no more for
     # public workflows.
     rows = session.execute(
-        select(Workflow, WorkflowVersion).join(WorkflowVersion)
+        select(Workflow, WorkflowVersion)
+        .join(WorkflowVersion)
         .options(defer(WorkflowVersion.crate_metadata))  # loaded only when asked for
         .where(Workflow.uuid == wf_uuid)
         .order_by(WorkflowVersion.created.desc(), WorkflowVersion.id.desc())
@@ -383,9 +442,11 @@ def get_version(session: Session, principal: Principal, wf_uuid: str,
     if version and version != "latest":
         chosen = next((v for v in versions if v.version == version), None)
         if chosen is None:
-            raise NotFoundError(f"Workflow '{wf_uuid}' (ver.{version}) not found",
-                                resource_type="workflow_version",
-                                resource_identifier=f"{wf_uuid}:{version}")
+            raise NotFoundError(
+                f"Workflow '{wf_uuid}' (ver.{version}) not found",
+                resource_type="workflow_version",
+                resource_identifier=f"{wf_uuid}:{version}",
+            )
     ordered = [chosen] + [v for v in versions if v.id != chosen.id]
     views = [VersionView(v, v.id == latest_id) for v in ordered]
     if with_suites:
@@ -395,9 +456,14 @@ def get_version(session: Session, principal: Principal, wf_uuid: str,
         view.registries = regs.get(view.version.id, [])
     entry = WorkflowEntry(workflow, views)
     if principal.user_id is not None:
-        entry.subscriptions = list(session.scalars(select(Subscription).where(
-            Subscription.user_id == principal.user_id,
-            Subscription.workflow_id == workflow.id)))
+        entry.subscriptions = list(
+            session.scalars(
+                select(Subscription).where(
+                    Subscription.user_id == principal.user_id,
+                    Subscription.workflow_id == workflow.id,
+                )
+            )
+        )
     return entry
 
 
@@ -405,8 +471,10 @@ def list_versions(session: Session, principal: Principal, wf_uuid: str) -> Workf
     workflow = access.workflow_for_read(session, principal, wf_uuid)
     versions = _versions_of(session, [workflow.id]).get(workflow.id, [])
     regs = _registries_of(session, [v.id for v in versions])
-    return WorkflowEntry(workflow, [VersionView(v, i == 0, registries=regs.get(v.id, []))
-                                    for i, v in enumerate(versions)])
+    return WorkflowEntry(
+        workflow,
+        [VersionView(v, i == 0, registries=regs.get(v.id, [])) for i, v in enumerate(versions)],
+    )
 
 
 # --- changes ---------------------------------------------------------------------------
@@ -465,22 +533,29 @@ def _forget_secrets(versions: list[WorkflowVersion]) -> None:
 
 def _version_for_write(session, principal, wf_uuid, version) -> WorkflowVersion:
     workflow = access.workflow_for_write(session, principal, wf_uuid)
-    found = session.scalar(select(WorkflowVersion).where(
-        WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == version))
+    found = session.scalar(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == version
+        )
+    )
     if found is None:
-        raise NotFoundError(f"Workflow '{wf_uuid}' (ver.{version}) not found",
-                            resource_type="workflow_version",
-                            resource_identifier=f"{wf_uuid}:{version}")
+        raise NotFoundError(
+            f"Workflow '{wf_uuid}' (ver.{version}) not found",
+            resource_type="workflow_version",
+            resource_identifier=f"{wf_uuid}:{version}",
+        )
     return found
 
 
-def delete_version(session: Session, principal: Principal, wf_uuid: str,
-                   version: str) -> list[str]:
+def delete_version(session: Session, principal: Principal, wf_uuid: str, version: str) -> list[str]:
     """Deletes the whole workflow when it was its last version (as LifeMonitor)."""
     found = _version_for_write(session, principal, wf_uuid, version)
     workflow = found.workflow
-    remaining = session.scalar(select(WorkflowVersion.id).where(
-        WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.id != found.id).limit(1))
+    remaining = session.scalar(
+        select(WorkflowVersion.id)
+        .where(WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.id != found.id)
+        .limit(1)
+    )
     locations = [found.crate_location] if found.crate_location else []
     _forget_secrets([found])
     session.delete(workflow if remaining is None else found)
@@ -488,8 +563,9 @@ def delete_version(session: Session, principal: Principal, wf_uuid: str,
     return locations
 
 
-def update_version(session: Session, principal: Principal, wf_uuid: str, version: str,
-                   body: Any) -> tuple[WorkflowVersion, bool]:
+def update_version(
+    session: Session, principal: Principal, wf_uuid: str, version: str, body: Any
+) -> tuple[WorkflowVersion, bool]:
     """Name, visibility, version label and crate. Returns (version, crate replaced)."""
     from chalicelib.services.submission import Submission, replace_crate
 
@@ -502,17 +578,24 @@ def update_version(session: Session, principal: Principal, wf_uuid: str, version
         if not label:
             raise BadRequestError("'version' must be a non-empty string", field="version")
     crate_given = bool(body.get("roc_link") or body.get("rocrate"))
-    sub = Submission.from_body({**body, "version": label or version},
-                               allow_identifier=False) if crate_given else None
+    sub = (
+        Submission.from_body({**body, "version": label or version}, allow_identifier=False)
+        if crate_given
+        else None
+    )
     found = _version_for_write(session, principal, wf_uuid, version)
     if label is not None and label != found.version:
-        clash = session.scalar(select(WorkflowVersion.id).where(
-            WorkflowVersion.workflow_id == found.workflow_id, WorkflowVersion.version == label))
+        clash = session.scalar(
+            select(WorkflowVersion.id).where(
+                WorkflowVersion.workflow_id == found.workflow_id, WorkflowVersion.version == label
+            )
+        )
         if clash is not None:
             from chalicelib.errors import WorkflowVersionConflictError
 
             raise WorkflowVersionConflictError(
-                f"Workflow '{wf_uuid}' version '{label}' already exists")
+                f"Workflow '{wf_uuid}' version '{label}' already exists"
+            )
         found.version = label
     if name is not None:
         found.name = name
@@ -528,8 +611,9 @@ def update_version(session: Session, principal: Principal, wf_uuid: str, version
 # --- suites, instances, builds ---------------------------------------------------------
 
 
-def get_suite(session: Session, principal: Principal, suite_uuid: str,
-              *, write: bool = False) -> SuiteView:
+def get_suite(
+    session: Session, principal: Principal, suite_uuid: str, *, write: bool = False
+) -> SuiteView:
     row = session.execute(
         select(TestSuite, Workflow)
         .join(WorkflowVersion, TestSuite.workflow_version_id == WorkflowVersion.id)
@@ -537,8 +621,11 @@ def get_suite(session: Session, principal: Principal, suite_uuid: str,
         .where(TestSuite.uuid == suite_uuid)
     ).first()
     if row is None:
-        raise NotFoundError(f"Test suite '{suite_uuid}' not found", resource_type="test_suite",
-                            resource_identifier=suite_uuid)
+        raise NotFoundError(
+            f"Test suite '{suite_uuid}' not found",
+            resource_type="test_suite",
+            resource_identifier=suite_uuid,
+        )
     suite, workflow = row
     access.check_read(session, principal, workflow)
     if write:
@@ -558,8 +645,9 @@ def update_suite(session: Session, principal: Principal, suite_uuid: str, body: 
     session.flush()
 
 
-def add_instance(session: Session, principal: Principal, suite_uuid: str,
-                 body: Any) -> TestInstance:
+def add_instance(
+    session: Session, principal: Principal, suite_uuid: str, body: Any
+) -> TestInstance:
     from chalicelib.services.submission import testing_service
 
     if not isinstance(body, dict):
@@ -571,8 +659,9 @@ def add_instance(session: Session, principal: Principal, suite_uuid: str,
         raise BadRequestError("'service' must be an object {type, url}", field="service")
     stype, url = service.get("type"), service.get("url")
     if stype not in SUPPORTED_SERVICES:
-        raise BadRequestError(f"Testing service not supported: {stype!r}",
-                              supported=list(SUPPORTED_SERVICES))
+        raise BadRequestError(
+            f"Testing service not supported: {stype!r}", supported=list(SUPPORTED_SERVICES)
+        )
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise BadRequestError("'service.url' must be an http(s) URL", field="service.url")
     resource = _text(body, "resource")
@@ -580,16 +669,22 @@ def add_instance(session: Session, principal: Principal, suite_uuid: str,
         raise BadRequestError("'resource' is required", field="resource")
     name = _text(body, "name")
     view = get_suite(session, principal, suite_uuid, write=True)
-    instance = TestInstance(suite=view.suite, name=name, resource=resource, managed=False,
-                            testing_service=testing_service(session, stype, url.rstrip("/")),
-                            next_check_at=utcnow())
+    instance = TestInstance(
+        suite=view.suite,
+        name=name,
+        resource=resource,
+        managed=False,
+        testing_service=testing_service(session, stype, url.rstrip("/")),
+        next_check_at=utcnow(),
+    )
     session.add(instance)
     session.flush()
     return instance
 
 
-def get_instance(session: Session, principal: Principal, instance_uuid: str,
-                 *, write: bool = False) -> InstanceView:
+def get_instance(
+    session: Session, principal: Principal, instance_uuid: str, *, write: bool = False
+) -> InstanceView:
     """The instance, its service, suite, workflow and builds in one query."""
     latest, completed = aliased(Build), aliased(Build)
     row = session.execute(
@@ -603,8 +698,11 @@ def get_instance(session: Session, principal: Principal, instance_uuid: str,
         .where(TestInstance.uuid == instance_uuid)
     ).first()
     if row is None:
-        raise NotFoundError(f"Test instance '{instance_uuid}' not found",
-                            resource_type="test_instance", resource_identifier=instance_uuid)
+        raise NotFoundError(
+            f"Test instance '{instance_uuid}' not found",
+            resource_type="test_instance",
+            resource_identifier=instance_uuid,
+        )
     instance, service, suite_uuid, workflow, latest_build, completed_build = row
     access.check_read(session, principal, workflow)
     if write:
@@ -612,8 +710,7 @@ def get_instance(session: Session, principal: Principal, instance_uuid: str,
     return InstanceView(instance, service, suite_uuid, latest_build, completed_build)
 
 
-def update_instance(session: Session, principal: Principal, instance_uuid: str,
-                    body: Any) -> None:
+def update_instance(session: Session, principal: Principal, instance_uuid: str, body: Any) -> None:
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
     name = _text(body, "name")
@@ -629,25 +726,36 @@ def delete_instance(session: Session, principal: Principal, instance_uuid: str) 
     session.flush()
 
 
-def latest_builds(session: Session, principal: Principal, instance_uuid: str,
-                  limit: int = 10) -> tuple[InstanceView, list[Build]]:
+def latest_builds(
+    session: Session, principal: Principal, instance_uuid: str, limit: int = 10
+) -> tuple[InstanceView, list[Build]]:
     if limit < 1 or limit > MAX_BUILDS_LIMIT:
         raise BadRequestError(f"'limit' must be between 1 and {MAX_BUILDS_LIMIT}")
     view = get_instance(session, principal, instance_uuid)
-    builds = list(session.scalars(
-        select(Build).where(Build.instance_id == view.instance.id)
-        .order_by(Build.started_at.desc().nulls_last(), Build.id.desc()).limit(limit)))
+    builds = list(
+        session.scalars(
+            select(Build)
+            .where(Build.instance_id == view.instance.id)
+            .order_by(Build.started_at.desc().nulls_last(), Build.id.desc())
+            .limit(limit)
+        )
+    )
     return view, builds
 
 
-def get_build(session: Session, principal: Principal, instance_uuid: str,
-              build_id: str) -> tuple[InstanceView, Build]:
+def get_build(
+    session: Session, principal: Principal, instance_uuid: str, build_id: str
+) -> tuple[InstanceView, Build]:
     if not build_id or len(build_id) > 128:
         raise BadRequestError("Invalid build identifier")
     view = get_instance(session, principal, instance_uuid)
-    build = session.scalar(select(Build).where(
-        and_(Build.instance_id == view.instance.id, Build.build_id == build_id)))
+    build = session.scalar(
+        select(Build).where(and_(Build.instance_id == view.instance.id, Build.build_id == build_id))
+    )
     if build is None:
-        raise NotFoundError(f"Build '{build_id}' of instance '{instance_uuid}' not found",
-                            resource_type="build", resource_identifier=build_id)
+        raise NotFoundError(
+            f"Build '{build_id}' of instance '{instance_uuid}' not found",
+            resource_type="build",
+            resource_identifier=build_id,
+        )
     return view, build

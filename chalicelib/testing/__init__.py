@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from chalicelib.errors import BadRequestError
 
@@ -44,8 +44,50 @@ class InstanceRef(Protocol):
 class CIAdapter(Protocol):
     """Fetch the most recent builds of one test instance."""
 
-    def fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
-        ...
+    def fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult: ...
+
+
+def one_line(text: Any, limit: int = 300) -> str:
+    """A reason for `last_error` and the status `reason`: one line, bounded."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def host_of(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc or url
+
+
+def status_error(
+    label: str,
+    host: str,
+    status: int,
+    *,
+    not_found: str,
+    token_key: str,
+    detail: str = "",
+    rate_limited: bool = False,
+    retry_after: float | None = None,
+) -> CIError:
+    """A CI's non-2xx answer as one CIError, worded alike for every CI."""
+    if rate_limited:
+        return CIError(
+            f"{label} ({host}): rate limited (HTTP {status})"
+            + (f", retry after {retry_after:.0f} s" if retry_after is not None else ""),
+            retry_after=retry_after,
+        )
+    if status == 404:
+        reason = not_found
+    elif status in (401, 403):
+        reason = f"access denied; check the token in the parameter store at {token_key}"
+    elif status >= 500:
+        reason = "server error"
+    else:
+        reason = "unexpected answer"
+    return CIError(
+        one_line(f"{label} ({host}): HTTP {status}, {reason}" + (f" ({detail})" if detail else ""))
+    )
 
 
 class CIError(Exception):
@@ -69,12 +111,19 @@ class BaseAdapter:
     # inside a worker that has other instances to refresh.
     default_max_retry_wait = 2.0
 
-    def __init__(self, *, timeout: tuple[float, float] | None = None, retries: int = 1,
-                 max_retry_wait: float | None = None, max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: tuple[float, float] | None = None,
+        retries: int = 1,
+        max_retry_wait: float | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
         self.timeout = timeout or self.default_timeout
         self.retries = retries
-        self.max_retry_wait = (self.default_max_retry_wait if max_retry_wait is None
-                               else max_retry_wait)
+        self.max_retry_wait = (
+            self.default_max_retry_wait if max_retry_wait is None else max_retry_wait
+        )
         self.max_bytes = max_bytes or self.default_max_bytes
 
     def fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
@@ -93,7 +142,8 @@ class BaseAdapter:
             import logging
 
             logging.getLogger(type(self).__module__).exception(
-                "%s: unexpected failure reading %s", self.label, service_url)
+                "%s: unexpected failure reading %s", self.label, service_url
+            )
             raise CIError(f"{self.label}: unexpected error ({type(exc).__name__})") from None
 
 

@@ -60,7 +60,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chalicelib import http
-from chalicelib.testing import BaseAdapter, BuildData, CIError, FetchResult, InstanceRef, register
+from chalicelib.testing import (
+    BaseAdapter,
+    BuildData,
+    CIError,
+    FetchResult,
+    InstanceRef,
+    host_of,
+    one_line,
+    register,
+)
 from chalicelib.testing.times import parse_iso, parse_iso_or_none, seconds_between
 
 log = logging.getLogger(__name__)
@@ -183,8 +192,9 @@ def parse_created(window: str) -> Callable[[datetime], bool]:
     def contains(instant: datetime) -> bool:
         if low is not None and (instant < low[0] or (instant == low[0] and not low[1])):
             return False
-        return not (high is not None and (
-            instant > high[0] or (instant == high[0] and not high[1])))
+        return not (
+            high is not None and (instant > high[0] or (instant == high[0] and not high[1]))
+        )
 
     return contains
 
@@ -204,8 +214,11 @@ def map_status(status: Any, conclusion: Any) -> str:
 def _attempt_of(run: dict) -> int:
     attempt = run.get("run_attempt")
     # The 2020 schema has no run_attempt: every run had one attempt.
-    return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) and \
-        attempt >= 1 else 1
+    return (
+        attempt
+        if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 1
+        else 1
+    )
 
 
 def to_build(run: dict, workflow: str, attempt: int | None = None) -> BuildData:
@@ -217,7 +230,8 @@ def to_build(run: dict, workflow: str, attempt: int | None = None) -> BuildData:
     raw_status = run.get("status")
     status = map_status(raw_status, run.get("conclusion"))
     started = parse_iso_or_none(run.get("run_started_at")) or parse_iso_or_none(
-        run.get("created_at"))
+        run.get("created_at")
+    )
     finished = parse_iso_or_none(run.get("updated_at")) if raw_status == "completed" else None
     links: dict[str, str] = {}
     page = None
@@ -241,15 +255,6 @@ def to_build(run: dict, workflow: str, attempt: int | None = None) -> BuildData:
         revision=sha[:128] if isinstance(sha, str) and sha else None,
         links=links,
     )
-
-
-def _one_line(text: Any, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _host(url: str) -> str:
-    return urlsplit(url).netloc or url
 
 
 def _int_header(response: http.HttpResponse, name: str) -> int | None:
@@ -278,7 +283,7 @@ def _message(response: http.HttpResponse) -> str:
     except http.OutboundError:
         return ""
     message = body.get("message") if isinstance(body, dict) else None
-    return _one_line(message, 200) if isinstance(message, str) else ""
+    return one_line(message, 200) if isinstance(message, str) else ""
 
 
 # -- per-container state: spent budgets and finished attempts -------------------------------
@@ -369,8 +374,10 @@ class GithubAdapter(BaseAdapter):
         limit = max(1, int(limit))
         parameters = getattr(instance, "parameters", None)
         parameters = parameters if isinstance(parameters, dict) else {}
-        query: dict[str, Any] = {"per_page": min(limit, MAX_PER_PAGE),
-                                 "exclude_pull_requests": "true"}
+        query: dict[str, Any] = {
+            "per_page": min(limit, MAX_PER_PAGE),
+            "exclude_pull_requests": "true",
+        }
         branch = parameters.get("branch")
         if branch is not None and (not isinstance(branch, str) or not branch.strip()):
             raise CIError(f"GitHub: parameter 'branch' must be a branch name, got {branch!r}")
@@ -384,8 +391,10 @@ class GithubAdapter(BaseAdapter):
                     raise ValueError("not a string")
                 in_window = parse_created(created)
             except ValueError:
-                raise CIError(f"GitHub: parameter 'created' is not a GitHub date window "
-                              f"(e.g. '>=2024-01-01', 'A..B'): {str(created)[:100]!r}") from None
+                raise CIError(
+                    f"GitHub: parameter 'created' is not a GitHub date window "
+                    f"(e.g. '>=2024-01-01', 'A..B'): {str(created)[:100]!r}"
+                ) from None
             query["created"] = created.strip()
 
         token = _token(service_url, base)
@@ -401,10 +410,15 @@ class GithubAdapter(BaseAdapter):
         body = self._json(response)
         runs = body.get("workflow_runs") if isinstance(body, dict) else None
         if not isinstance(runs, list):
-            raise CIError(f"GitHub ({_host(base)}): unexpected answer, no workflow_runs list")
+            raise CIError(f"GitHub ({host_of(base)}): unexpected answer, no workflow_runs list")
 
-        runs = [r for r in runs if isinstance(r, dict) and isinstance(r.get("id"), int)
-                and not isinstance(r.get("id"), bool)]
+        runs = [
+            r
+            for r in runs
+            if isinstance(r, dict)
+            and isinstance(r.get("id"), int)
+            and not isinstance(r.get("id"), bool)
+        ]
         if branch:
             runs = [r for r in runs if r.get("head_branch") in (None, branch)]
         if in_window is not None:
@@ -420,16 +434,24 @@ class GithubAdapter(BaseAdapter):
                     log.warning("github: skipping a malformed run of %s: %s", ref.path, exc)
             else:
                 wanted.append(slot)
-        earlier, complete = self._earlier_attempts(base, ref, wanted, headers, budget,
-                                                   response, instance)
+        earlier, complete = self._earlier_attempts(
+            base, ref, wanted, headers, budget, response, instance
+        )
         builds += earlier
         builds.sort(key=_newest_first)
         # Left-out attempts: keep the old ETag so the next refresh reads the list again.
         return FetchResult(builds=builds[:limit], etag=etag if complete else None)
 
-    def _earlier_attempts(self, base: str, ref: WorkflowRef, wanted: list[_Slot],
-                          headers: dict[str, str], budget: str, listing: http.HttpResponse,
-                          instance: InstanceRef) -> tuple[list[BuildData], bool]:
+    def _earlier_attempts(
+        self,
+        base: str,
+        ref: WorkflowRef,
+        wanted: list[_Slot],
+        headers: dict[str, str],
+        budget: str,
+        listing: http.HttpResponse,
+        instance: InstanceRef,
+    ) -> tuple[list[BuildData], bool]:
         known = getattr(instance, "known_build_ids", None)
         known = known if isinstance(known, Container) and not isinstance(known, str) else ()
         headers = {k: v for k, v in headers.items() if k != "If-None-Match"}
@@ -450,11 +472,13 @@ class GithubAdapter(BaseAdapter):
                 log.info("github: rate budget too low for attempt %s of %s", build_id, ref.path)
                 complete = False
                 break
-            url = f"{base}/repos/{ref.owner}/{ref.repo}/actions/runs/{run_id}/attempts/" \
-                  f"{slot.attempt}"
+            url = (
+                f"{base}/repos/{ref.owner}/{ref.repo}/actions/runs/{run_id}/attempts/{slot.attempt}"
+            )
             try:
-                response = self._get(url, headers, {"exclude_pull_requests": "true"}, budget,
-                                     not_found_ok=True)
+                response = self._get(
+                    url, headers, {"exclude_pull_requests": "true"}, budget, not_found_ok=True
+                )
             except CIError as exc:
                 log.warning("github: attempt %s of %s not read: %s", build_id, ref.path, exc)
                 complete = False
@@ -483,22 +507,38 @@ class GithubAdapter(BaseAdapter):
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    def _get(self, url: str, headers: dict[str, str], params: dict | None, budget: str,
-             *, not_found_ok: bool = False) -> http.HttpResponse:
-        host = _host(url)
+    def _get(
+        self,
+        url: str,
+        headers: dict[str, str],
+        params: dict | None,
+        budget: str,
+        *,
+        not_found_ok: bool = False,
+    ) -> http.HttpResponse:
+        host = host_of(url)
         wait = _blocked_for(budget)
         if wait is not None:
-            raise CIError(f"GitHub ({host}): rate limit exhausted; retry in {wait:.0f} s",
-                          retry_after=wait)
+            raise CIError(
+                f"GitHub ({host}): rate limit exhausted; retry in {wait:.0f} s", retry_after=wait
+            )
         try:
-            response = http.request("GET", url, headers=headers, params=params,
-                                    timeout=self.timeout, max_bytes=self.max_bytes,
-                                    retries=self.retries, max_retry_wait=self.max_retry_wait)
+            response = http.request(
+                "GET",
+                url,
+                headers=headers,
+                params=params,
+                timeout=self.timeout,
+                max_bytes=self.max_bytes,
+                retries=self.retries,
+                max_retry_wait=self.max_retry_wait,
+            )
         except http.OutboundError as exc:
             if exc.retry_after is not None:
                 _block(budget, exc.retry_after)
-            raise CIError(f"GitHub ({host}): {_one_line(exc.reason)}",
-                          retry_after=exc.retry_after) from None
+            raise CIError(
+                f"GitHub ({host}): {one_line(exc.reason)}", retry_after=exc.retry_after
+            ) from None
         status = response.status
         if response.ok or status == 304:
             if _int_header(response, "x-ratelimit-remaining") == 0:
@@ -509,36 +549,46 @@ class GithubAdapter(BaseAdapter):
             message = _message(response)
             wait = _retry_after(response)
             if wait is None and (
-                _int_header(response, "x-ratelimit-remaining") == 0 or status == 429
+                _int_header(response, "x-ratelimit-remaining") == 0
+                or status == 429
                 or "rate limit" in message.lower()
             ):
                 wait = _reset_wait(response)
             if wait is not None:
                 _block(budget, wait)
-                raise CIError(f"GitHub ({host}): rate limit exceeded"
-                              f"{': ' + message if message else ''}; retry in {wait:.0f} s",
-                              retry_after=wait)
-            raise CIError(f"GitHub ({host}): access denied (403)"
-                          f"{': ' + message if message else ''}")
+                raise CIError(
+                    f"GitHub ({host}): rate limit exceeded"
+                    f"{': ' + message if message else ''}; retry in {wait:.0f} s",
+                    retry_after=wait,
+                )
+            raise CIError(
+                f"GitHub ({host}): access denied (403){': ' + message if message else ''}"
+            )
         if status == 404 and not_found_ok:
             return response
         if status == 401:
-            raise CIError(f"GitHub ({host}): bad credentials (401); check the token at "
-                          f"{token_key(url)}")
+            raise CIError(
+                f"GitHub ({host}): bad credentials (401); check the token at {token_key(url)}"
+            )
         if status == 404:
-            hint = "" if "authorization" in {k.lower() for k in headers} else \
-                f" (private? no token at {token_key(url)})"
+            hint = (
+                ""
+                if "authorization" in {k.lower() for k in headers}
+                else f" (private? no token at {token_key(url)})"
+            )
             raise CIError(f"GitHub ({host}): not found: {urlsplit(url).path[:200]}{hint}")
         message = _message(response)
-        raise CIError(f"GitHub ({host}): answered {status}{': ' + message if message else ''}",
-                      retry_after=_retry_after(response) if status >= 500 else None)
+        raise CIError(
+            f"GitHub ({host}): answered {status}{': ' + message if message else ''}",
+            retry_after=_retry_after(response) if status >= 500 else None,
+        )
 
     @staticmethod
     def _json(response: http.HttpResponse) -> Any:
         try:
             return response.json()
         except http.OutboundError as exc:
-            raise CIError(f"GitHub: {_one_line(exc.reason)}") from None
+            raise CIError(f"GitHub: {one_line(exc.reason)}") from None
 
 
 def _reset_wait(response: http.HttpResponse) -> float:
@@ -590,8 +640,9 @@ def _token(service_url: str, base: str) -> str | None:
             if value:
                 return value.strip()
     except (SecretError, ValueError) as exc:
-        raise CIError("GitHub: cannot read the token from the parameter store: "
-                      f"{_one_line(exc, 150)}") from None
+        raise CIError(
+            f"GitHub: cannot read the token from the parameter store: {one_line(exc, 150)}"
+        ) from None
     return None
 
 

@@ -40,7 +40,16 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from chalicelib import http
-from chalicelib.testing import BaseAdapter, BuildData, CIError, FetchResult, InstanceRef, register
+from chalicelib.testing import (
+    BaseAdapter,
+    BuildData,
+    CIError,
+    FetchResult,
+    InstanceRef,
+    one_line,
+    register,
+    status_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,21 +127,21 @@ def parse_resource(resource: str, service_url: str | None = None) -> GitlabProje
     text = raw
     if text.startswith(("http://", "https://")):
         parts = urlsplit(text)
-        if service_url and (parts.hostname or "").lower() != (
-            urlsplit(service_url).hostname or ""
-        ).lower():
+        if (
+            service_url
+            and (parts.hostname or "").lower() != (urlsplit(service_url).hostname or "").lower()
+        ):
             raise CIError(f"GitLab CI: resource URL {raw[:200]!r} is not on the service host")
         text = parts.path
         prefix = urlsplit(service_url).path.rstrip("/") if service_url else ""
         if prefix and prefix != API_PATH and text.startswith(prefix + "/"):
-            text = text[len(prefix):]  # GitLab installed under a relative URL root
+            text = text[len(prefix) :]  # GitLab installed under a relative URL root
     segs = text.strip("/").split("/")
     if any(not s for s in segs):
         raise CIError(f"GitLab CI: invalid resource {raw[:200]!r} (empty path segment)")
     if len(segs) >= 2 and segs[-2:] == ["-", "pipelines"]:
         return _path_project(segs[:-2], raw)
-    if segs[0] == "projects" and len(segs) in (2, 3) and (len(segs) == 2 or
-                                                          segs[2] == "pipelines"):
+    if segs[0] == "projects" and len(segs) in (2, 3) and (len(segs) == 2 or segs[2] == "pipelines"):
         ref = segs[1]
         if ref.isdigit():
             return GitlabProject(ref=ref)
@@ -160,11 +169,6 @@ def parse_time(value: Any) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def _one_line(text: Any, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 def to_build(pipeline: dict) -> BuildData:
     """One pipeline (list or single-pipeline shape) → BuildData.
 
@@ -179,8 +183,7 @@ def to_build(pipeline: dict) -> BuildData:
     finished = None
     duration = None
     if status in {"passed", "failed", "aborted", "error"}:
-        finished = parse_time(pipeline.get("finished_at")) or parse_time(
-            pipeline.get("updated_at"))
+        finished = parse_time(pipeline.get("finished_at")) or parse_time(pipeline.get("updated_at"))
         value = pipeline.get("duration")
         if isinstance(value, int | float) and not isinstance(value, bool):
             duration = float(value)
@@ -249,8 +252,11 @@ class GitlabAdapter(BaseAdapter):
         base = api_base(service_url)
         project = parse_resource(instance.resource, service_url)
         parameters = instance.parameters if isinstance(instance.parameters, dict) else {}
-        params: dict[str, Any] = {"per_page": max(1, min(int(limit), MAX_PER_PAGE)),
-                                  "order_by": "id", "sort": "desc"}
+        params: dict[str, Any] = {
+            "per_page": max(1, min(int(limit), MAX_PER_PAGE)),
+            "order_by": "id",
+            "sort": "desc",
+        }
         ref = parameters.get("ref") or parameters.get("branch")
         if isinstance(ref, str) and ref:
             params["ref"] = ref
@@ -263,12 +269,20 @@ class GitlabAdapter(BaseAdapter):
         url = f"{base}/projects/{project.ref}/pipelines"
         host = urlsplit(url).netloc
         try:
-            response = http.request("GET", url, headers=headers, params=params,
-                                    timeout=self.timeout, max_bytes=self.max_bytes,
-                                    retries=self.retries, max_retry_wait=self.max_retry_wait)
+            response = http.request(
+                "GET",
+                url,
+                headers=headers,
+                params=params,
+                timeout=self.timeout,
+                max_bytes=self.max_bytes,
+                retries=self.retries,
+                max_retry_wait=self.max_retry_wait,
+            )
         except http.OutboundError as exc:
-            raise CIError(f"GitLab CI ({host}): {_one_line(exc.reason)}",
-                          retry_after=exc.retry_after) from None
+            raise CIError(
+                f"GitLab CI ({host}): {one_line(exc.reason)}", retry_after=exc.retry_after
+            ) from None
         etag = response.header("etag")
         if response.status == 304:
             return FetchResult(builds=[], etag=etag or instance.etag, not_modified=True)
@@ -277,7 +291,7 @@ class GitlabAdapter(BaseAdapter):
         try:
             body = response.json()
         except http.OutboundError as exc:
-            raise CIError(f"GitLab CI: {_one_line(exc.reason)}") from None
+            raise CIError(f"GitLab CI: {one_line(exc.reason)}") from None
         if not isinstance(body, list):
             raise CIError(f"GitLab CI ({host}): unexpected answer, not a list of pipelines")
         builds = []
@@ -298,8 +312,9 @@ def _token(service_url: str) -> str | None:
     try:
         value = get_secrets().get(token_key(service_url))
     except (SecretError, ValueError) as exc:
-        raise CIError("GitLab CI: cannot read the token from the parameter store: "
-                      f"{_one_line(exc, 150)}") from None
+        raise CIError(
+            f"GitLab CI: cannot read the token from the parameter store: {one_line(exc, 150)}"
+        ) from None
     return value.strip() if value else None
 
 
@@ -309,25 +324,21 @@ def _status_error(response: http.HttpResponse, host: str, key: str) -> CIError:
         body = response.json()
         if isinstance(body, dict):
             message = body.get("message") or body.get("error_description") or body.get("error")
-            detail = _one_line(message, 150) if message else ""
+            detail = one_line(message, 150) if message else ""
     except http.OutboundError:
         pass
     status = response.status
-    if status == 429 or (status == 403 and response.header("ratelimit-remaining") == "0"):
-        wait = rate_limit_wait(response)
-        return CIError(f"GitLab CI ({host}): rate limited (HTTP {status})"
-                       + (f", retry after {wait:.0f} s" if wait is not None else ""),
-                       retry_after=wait)
-    if status == 404:
-        reason = "project not found (or private: check the token)"
-    elif status in (401, 403):
-        reason = f"access denied; check the token in the parameter store at {key}"
-    elif status >= 500:
-        reason = "server error"
-    else:
-        reason = "unexpected answer"
-    text = f"GitLab CI ({host}): HTTP {status}, {reason}" + (f" ({detail})" if detail else "")
-    return CIError(_one_line(text))
+    limited = status == 429 or (status == 403 and response.header("ratelimit-remaining") == "0")
+    return status_error(
+        "GitLab CI",
+        host,
+        status,
+        not_found="project not found (or private: check the token)",
+        token_key=key,
+        detail=detail,
+        rate_limited=limited,
+        retry_after=rate_limit_wait(response) if limited else None,
+    )
 
 
 register(SERVICE_TYPE, GitlabAdapter)

@@ -34,7 +34,16 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from chalicelib import http
-from chalicelib.testing import BaseAdapter, BuildData, CIError, FetchResult, InstanceRef, register
+from chalicelib.testing import (
+    BaseAdapter,
+    BuildData,
+    CIError,
+    FetchResult,
+    InstanceRef,
+    host_of,
+    one_line,
+    register,
+)
 from chalicelib.testing.times import from_epoch_ms, ms_to_seconds
 
 log = logging.getLogger(__name__)
@@ -105,19 +114,22 @@ def parse_job_path(resource: str, service_url: str = "") -> str:
     if raw.startswith(("http://", "https://")):
         parts, base = urlsplit(raw), urlsplit(service_url or "")
         if base.netloc and parts.netloc.lower() != base.netloc.lower():
-            raise CIError(f"Jenkins: job URL {raw[:200]!r} is not on the service "
-                          f"{service_url[:100]!r}")
+            raise CIError(
+                f"Jenkins: job URL {raw[:200]!r} is not on the service {service_url[:100]!r}"
+            )
         path = parts.path
         prefix = base.path.rstrip("/")
         if prefix and (path == prefix or path.startswith(prefix + "/")):
-            path = path[len(prefix):]
+            path = path[len(prefix) :]
     segments = [s for s in path.strip("/").split("/")]
     if not raw or segments == [""] or any(not s for s in segments):
         raise CIError(f"Jenkins: invalid job path {raw[:200]!r} (expected job/<name>[/job/...])")
     if segments[0] not in _CONTAINERS:
         segments = [part for name in segments for part in ("job", name)]
-    if len(segments) % 2 or segments[-2] != "job" or any(
-        segments[i] not in _CONTAINERS for i in range(0, len(segments), 2)
+    if (
+        len(segments) % 2
+        or segments[-2] != "job"
+        or any(segments[i] not in _CONTAINERS for i in range(0, len(segments), 2))
     ):
         raise CIError(f"Jenkins: invalid job path {raw[:200]!r} (expected job/<name>[/job/...])")
     names = segments[1::2]
@@ -183,15 +195,6 @@ def to_build(build: dict, job_url: str) -> BuildData:
     )
 
 
-def _one_line(text: Any, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _host(url: str) -> str:
-    return urlsplit(url).netloc or url
-
-
 def _retry_after(response: http.HttpResponse) -> float | None:
     value = (response.header("retry-after") or "").strip()
     try:
@@ -212,8 +215,13 @@ class JenkinsAdapter(BaseAdapter):
     default_max_retry_wait = 2.0
 
     # -- protocol -------------------------------------------------------------------------
-    def fetch_log(self, service_url: str, instance: InstanceRef, build_id: str,
-                  max_bytes: int = DEFAULT_LOG_BYTES) -> str:
+    def fetch_log(
+        self,
+        service_url: str,
+        instance: InstanceRef,
+        build_id: str,
+        max_bytes: int = DEFAULT_LOG_BYTES,
+    ) -> str:
         """The head of the build's console output (``consoleText``), cut at `max_bytes`."""
         return self._guarded(self._fetch_log, service_url, instance, str(build_id), max_bytes)
 
@@ -225,22 +233,25 @@ class JenkinsAdapter(BaseAdapter):
     def _fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
         base = api_base(service_url)
         job_url = f"{base}/{parse_job_path(instance.resource, service_url)}/"
-        response = self._get(service_url, f"{job_url}api/json", {"tree": tree_query(limit)},
-                             self.max_bytes)
+        response = self._get(
+            service_url, f"{job_url}api/json", {"tree": tree_query(limit)}, self.max_bytes
+        )
         try:
             body = response.json()
         except http.OutboundError as exc:
-            raise CIError(f"Jenkins: {_one_line(exc.reason)}") from None
+            raise CIError(f"Jenkins: {one_line(exc.reason)}") from None
         if not isinstance(body, dict):
-            raise CIError(f"Jenkins ({_host(base)}): unexpected answer, not a JSON object")
+            raise CIError(f"Jenkins ({host_of(base)}): unexpected answer, not a JSON object")
         items = body.get("builds", body.get("allBuilds"))
         if not isinstance(items, list):
             kind = str(body.get("_class") or "")
             if any(hint in kind for hint in _CONTAINER_HINTS):
-                raise CIError(f"Jenkins: {instance.resource!r} is a folder or multibranch "
-                              f"project ({kind.rsplit('.', 1)[-1]}), not a job: point at one "
-                              "of its jobs or branches (job/<folder>/job/<name>)")
-            raise CIError(f"Jenkins ({_host(base)}): unexpected answer, no builds list")
+                raise CIError(
+                    f"Jenkins: {instance.resource!r} is a folder or multibranch "
+                    f"project ({kind.rsplit('.', 1)[-1]}), not a job: point at one "
+                    "of its jobs or branches (job/<folder>/job/<name>)"
+                )
+            raise CIError(f"Jenkins ({host_of(base)}): unexpected answer, no builds list")
         builds = []
         for item in items:
             try:
@@ -252,13 +263,13 @@ class JenkinsAdapter(BaseAdapter):
         builds.sort(key=lambda b: int(b.build_id), reverse=True)
         return FetchResult(builds=builds[: max(1, int(limit))])
 
-    def _fetch_log(self, service_url: str, instance: InstanceRef, build_id: str,
-                   max_bytes: int) -> str:
+    def _fetch_log(
+        self, service_url: str, instance: InstanceRef, build_id: str, max_bytes: int
+    ) -> str:
         if not build_id.isdigit():
             raise CIError(f"Jenkins: invalid build id {build_id[:50]!r}")
         job_url = f"{api_base(service_url)}/{parse_job_path(instance.resource, service_url)}/"
-        response = self._get(service_url, f"{job_url}{build_id}/consoleText", None,
-                             LOG_MAX_BYTES)
+        response = self._get(service_url, f"{job_url}{build_id}/consoleText", None, LOG_MAX_BYTES)
         return response.content[: max(0, int(max_bytes))].decode("utf-8", errors="ignore")
 
     def _headers(self, service_url: str) -> dict[str, str]:
@@ -269,17 +280,26 @@ class JenkinsAdapter(BaseAdapter):
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         return headers
 
-    def _get(self, service_url: str, url: str, params: dict | None,
-             max_bytes: int) -> http.HttpResponse:
-        host = _host(url)
+    def _get(
+        self, service_url: str, url: str, params: dict | None, max_bytes: int
+    ) -> http.HttpResponse:
+        host = host_of(url)
         headers = self._headers(service_url)
         try:
-            response = http.request("GET", url, headers=headers, params=params,
-                                    timeout=self.timeout, max_bytes=max_bytes,
-                                    retries=self.retries, max_retry_wait=self.max_retry_wait)
+            response = http.request(
+                "GET",
+                url,
+                headers=headers,
+                params=params,
+                timeout=self.timeout,
+                max_bytes=max_bytes,
+                retries=self.retries,
+                max_retry_wait=self.max_retry_wait,
+            )
         except http.OutboundError as exc:
-            raise CIError(f"Jenkins ({host}): {_one_line(exc.reason)}",
-                          retry_after=exc.retry_after) from None
+            raise CIError(
+                f"Jenkins ({host}): {one_line(exc.reason)}", retry_after=exc.retry_after
+            ) from None
         if response.ok:
             return response
         status = response.status
@@ -287,8 +307,11 @@ class JenkinsAdapter(BaseAdapter):
             raise CIError(f"Jenkins ({host}): not found: {urlsplit(url).path[:200]}")
         if status in (401, 403):
             user_key, token_key = credential_keys(service_url)
-            hint = ("credentials rejected" if "Authorization" in headers
-                    else f"no credentials configured ({user_key}, {token_key})")
+            hint = (
+                "credentials rejected"
+                if "Authorization" in headers
+                else f"no credentials configured ({user_key}, {token_key})"
+            )
             raise CIError(f"Jenkins ({host}): access denied ({status}, {hint})")
         retry_after = _retry_after(response) if status in (429, 503) else None
         raise CIError(f"Jenkins ({host}): answered {status}", retry_after=retry_after)
@@ -302,14 +325,16 @@ def _credentials(service_url: str) -> tuple[str, str] | None:
         store = get_secrets()
         user, token = store.get(user_key), store.get(token_key)
     except (SecretError, ValueError) as exc:
-        raise CIError("Jenkins: cannot read credentials from the parameter store: "
-                      f"{_one_line(exc, 150)}") from None
+        raise CIError(
+            f"Jenkins: cannot read credentials from the parameter store: {one_line(exc, 150)}"
+        ) from None
     if user and token:
         return user.strip(), token.strip()
     if user or token:
         # Half a credential is a configuration mistake; anonymous access may still work.
-        log.warning("jenkins: only one of %s and %s is set; sending no credentials",
-                    user_key, token_key)
+        log.warning(
+            "jenkins: only one of %s and %s is set; sending no credentials", user_key, token_key
+        )
     return None
 
 

@@ -24,8 +24,11 @@ def instance_link(service_type: str, service_url: str, resource: str) -> str | N
         if not m:
             return None
         host = urlsplit(base).hostname or "github.com"
-        site = "https://github.com" if host in {"api.github.com", "github.com"} else (
-            f"{urlsplit(base).scheme}://{host}")
+        site = (
+            "https://github.com"
+            if host in {"api.github.com", "github.com"}
+            else (f"{urlsplit(base).scheme}://{host}")
+        )
         return f"{site}/{m.group(1)}/{m.group(2)}/actions/workflows/{m.group(3)}"
     if service_type == "travis":
         slug = re.sub(r"^(github/|repo/)", "", resource.strip("/"))

@@ -30,7 +30,17 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from chalicelib import http
-from chalicelib.testing import BaseAdapter, BuildData, CIError, FetchResult, InstanceRef, register
+from chalicelib.testing import (
+    BaseAdapter,
+    BuildData,
+    CIError,
+    FetchResult,
+    InstanceRef,
+    host_of,
+    one_line,
+    register,
+    status_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +138,7 @@ def parse_resource(resource: str) -> TravisRepo:
         decoded = unquote(ref)
         if "%" in ref and decoded.count("/") == 1:
             return _slug_repo(*decoded.split("/"), raw=raw)
-    if segs[0] in VCS_PREFIXES and (
-        len(segs) == 3 or (len(segs) == 4 and segs[3] == "builds")
-    ):
+    if segs[0] in VCS_PREFIXES and (len(segs) == 3 or (len(segs) == 4 and segs[3] == "builds")):
         return _slug_repo(segs[1], segs[2], raw=raw)
     if len(segs) == 2 or (len(segs) == 3 and segs[2] == "builds"):
         return _slug_repo(segs[0], segs[1], raw=raw)
@@ -178,11 +186,6 @@ def parse_time(value: Any) -> datetime | None:
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
-
-
-def _one_line(text: Any, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _duration(build: dict, started: datetime | None, finished: datetime | None) -> float | None:
@@ -247,8 +250,9 @@ class TravisAdapter(BaseAdapter):
     default_max_retry_wait = 2.0
 
     # -- protocol ------------------------------------------------------------------------
-    def fetch_log(self, service_url: str, instance: InstanceRef, build_id: str,
-                  max_bytes: int = 131072) -> str:
+    def fetch_log(
+        self, service_url: str, instance: InstanceRef, build_id: str, max_bytes: int = 131072
+    ) -> str:
         """The build's job logs, concatenated in job order, cut at `max_bytes` (UTF-8)."""
         return self._guarded(self._fetch_log, service_url, instance, str(build_id), max_bytes)
 
@@ -257,8 +261,10 @@ class TravisAdapter(BaseAdapter):
         base = api_base(service_url)
         repo = parse_resource(instance.resource)
         parameters = instance.parameters if isinstance(instance.parameters, dict) else {}
-        params: dict[str, Any] = {"limit": max(1, min(int(limit), MAX_LIMIT)),
-                                  "sort_by": "number:desc"}
+        params: dict[str, Any] = {
+            "limit": max(1, min(int(limit), MAX_LIMIT)),
+            "sort_by": "number:desc",
+        }
         branch = parameters.get("branch")
         if isinstance(branch, str) and branch:
             params["branch.name"] = branch
@@ -272,7 +278,7 @@ class TravisAdapter(BaseAdapter):
         body = self._json(response)
         items = body.get("builds") if isinstance(body, dict) else None
         if not isinstance(items, list):
-            raise CIError(f"Travis CI ({_host(base)}): unexpected answer, no builds list")
+            raise CIError(f"Travis CI ({host_of(base)}): unexpected answer, no builds list")
         site = site_url(service_url, parameters)
         builds = []
         for item in items:
@@ -286,17 +292,19 @@ class TravisAdapter(BaseAdapter):
         builds.sort(key=_sort_key, reverse=True)
         return FetchResult(builds=builds, etag=etag)
 
-    def _fetch_log(self, service_url: str, instance: InstanceRef, build_id: str,
-                   max_bytes: int) -> str:
+    def _fetch_log(
+        self, service_url: str, instance: InstanceRef, build_id: str, max_bytes: int
+    ) -> str:
         if not build_id.isdigit():
             raise CIError(f"Travis CI: invalid build id {build_id[:50]!r}")
         base = api_base(service_url)
         headers = self._headers(service_url, base)
-        jobs_body = self._json(self._get(f"{base}/build/{build_id}/jobs", headers, None,
-                                         self.max_bytes))
+        jobs_body = self._json(
+            self._get(f"{base}/build/{build_id}/jobs", headers, None, self.max_bytes)
+        )
         jobs = jobs_body.get("jobs") if isinstance(jobs_body, dict) else None
         if not isinstance(jobs, list):
-            raise CIError(f"Travis CI ({_host(base)}): unexpected answer, no jobs list")
+            raise CIError(f"Travis CI ({host_of(base)}): unexpected answer, no jobs list")
         limit = max(0, int(max_bytes))
         out = bytearray()
         for job in jobs:
@@ -305,8 +313,7 @@ class TravisAdapter(BaseAdapter):
             job_id = str(job.get("id")) if isinstance(job, dict) else ""
             if not job_id.isdigit():
                 continue  # never put an unchecked value into a request path
-            body = self._json(self._get(f"{base}/job/{job_id}/log", headers, None,
-                                        LOG_MAX_BYTES))
+            body = self._json(self._get(f"{base}/job/{job_id}/log", headers, None, LOG_MAX_BYTES))
             content = body.get("content") if isinstance(body, dict) else None
             if isinstance(content, str):
                 out += content.encode()
@@ -319,16 +326,25 @@ class TravisAdapter(BaseAdapter):
             headers["Authorization"] = f"token {token}"
         return headers
 
-    def _get(self, url: str, headers: dict[str, str], params: dict | None,
-             max_bytes: int) -> http.HttpResponse:
-        host = _host(url)
+    def _get(
+        self, url: str, headers: dict[str, str], params: dict | None, max_bytes: int
+    ) -> http.HttpResponse:
+        host = host_of(url)
         try:
-            response = http.request("GET", url, headers=headers, params=params,
-                                    timeout=self.timeout, max_bytes=max_bytes,
-                                    retries=self.retries, max_retry_wait=self.max_retry_wait)
+            response = http.request(
+                "GET",
+                url,
+                headers=headers,
+                params=params,
+                timeout=self.timeout,
+                max_bytes=max_bytes,
+                retries=self.retries,
+                max_retry_wait=self.max_retry_wait,
+            )
         except http.OutboundError as exc:
-            raise CIError(f"Travis CI ({host}): {_one_line(exc.reason)}",
-                          retry_after=exc.retry_after) from None
+            raise CIError(
+                f"Travis CI ({host}): {one_line(exc.reason)}", retry_after=exc.retry_after
+            ) from None
         if response.ok or response.status == 304:
             return response
         raise _status_error(response, host, token_key(url))
@@ -338,12 +354,7 @@ class TravisAdapter(BaseAdapter):
         try:
             return response.json()
         except http.OutboundError as exc:
-            raise CIError(f"Travis CI: {_one_line(exc.reason)}") from None
-
-
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    return parts.netloc or url
+            raise CIError(f"Travis CI: {one_line(exc.reason)}") from None
 
 
 def _token(service_url: str, base: str) -> str | None:
@@ -357,8 +368,9 @@ def _token(service_url: str, base: str) -> str | None:
             if value:
                 return value.strip()
     except (SecretError, ValueError) as exc:
-        raise CIError(f"Travis CI: cannot read the token from the parameter store: "
-                      f"{_one_line(exc, 150)}") from None
+        raise CIError(
+            f"Travis CI: cannot read the token from the parameter store: {one_line(exc, 150)}"
+        ) from None
     return None
 
 
@@ -371,8 +383,7 @@ def _rate_limit_wait(response: http.HttpResponse) -> float | None:
             from email.utils import parsedate_to_datetime
 
             try:
-                return max(0.0, (parsedate_to_datetime(retry) - datetime.now(UTC))
-                           .total_seconds())
+                return max(0.0, (parsedate_to_datetime(retry) - datetime.now(UTC)).total_seconds())
             except (TypeError, ValueError):
                 pass
     reset = response.header("x-ratelimit-reset")
@@ -393,21 +404,19 @@ def _status_error(response: http.HttpResponse, host: str, key: str) -> CIError:
         pass
     status = response.status
     remaining = response.header("x-ratelimit-remaining")
-    if status == 429 or (status == 403 and (remaining == "0" or response.header("retry-after"))):
-        wait = _rate_limit_wait(response)
-        return CIError(f"Travis CI ({host}): rate limited (HTTP {status})"
-                       + (f", retry after {wait:.0f} s" if wait is not None else ""),
-                       retry_after=wait)
-    if status == 404:
-        reason = "repository or build not found (or no access)"
-    elif status in (401, 403):
-        reason = f"access denied; check the token in the parameter store at {key}"
-    elif status >= 500:
-        reason = "server error"
-    else:
-        reason = "unexpected answer"
-    text = f"Travis CI ({host}): HTTP {status}, {reason}" + (f" ({detail})" if detail else "")
-    return CIError(_one_line(text))
+    limited = status == 429 or (
+        status == 403 and (remaining == "0" or bool(response.header("retry-after")))
+    )
+    return status_error(
+        "Travis CI",
+        host,
+        status,
+        not_found="repository or build not found (or no access)",
+        token_key=key,
+        detail=detail,
+        rate_limited=limited,
+        retry_after=_rate_limit_wait(response) if limited else None,
+    )
 
 
 register(SERVICE_TYPE, TravisAdapter)

@@ -15,8 +15,9 @@ def test_registries_empty(client):
 
 
 def test_registry_token_flow(client, registry_token):
-    r = client.http.get("/registries/current",
-                        headers={"Authorization": f"Bearer {registry_token}"})
+    r = client.http.get(
+        "/registries/current", headers={"Authorization": f"Bearer {registry_token}"}
+    )
     assert r.status_code == 200, r.body
     assert r.json_body["name"] == "WorkflowHub"
 

@@ -127,6 +127,7 @@ ROOT_NAMES = {
     "rocrates/seek/missing-file.crate.zip": "Concat two files",
 }
 
+
 def test_the_table_lists_every_fixture_crate(shared_fixtures):
     found = {
         str(p.relative_to(shared_fixtures))
@@ -399,10 +400,7 @@ def test_fixture_crate_by_roc_link(world, alice, files, snapshot, shared_fixture
 
 @pytest.mark.parametrize(
     "relpath",
-    [
-        p
-        for p in sorted(p for p, e in FIXTURE_CRATES.items() if not e.error)
-    ],
+    [p for p in sorted(p for p, e in FIXTURE_CRATES.items() if not e.error)],
 )
 def test_fixture_crate_name(world, alice, shared_fixtures, relpath):
     """The name a crate registers under when the request gives none (contract §5)."""

@@ -20,8 +20,6 @@ TOKEN_URI = "https://lm.test/oauth2/token"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-
-
 @pytest.fixture
 def wfh(session):
     """A registered WorkflowHub: its credentials, with our client's plaintext secret."""

@@ -115,8 +115,6 @@ def test_scope_check_comes_before_the_kind_check():
 # --- resolve ----------------------------------------------------------------------------
 
 
-
-
 def test_resolve_without_credentials_is_anonymous(session):
     assert principals.resolve(session, None, None) is ANONYMOUS
     assert principals.resolve(session, None, "") is ANONYMOUS

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -125,8 +126,18 @@ class Emulator:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        default_handle_error = self._server.handle_error
+
+        def handle_error(request, client_address) -> None:
+            # A client that hangs up early (timeouts, size limits: the point of fault tests)
+            # is not an emulator error: no traceback for it.
+            if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+                default_handle_error(request, client_address)
+
+        self._server.handle_error = handle_error
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -156,8 +167,13 @@ class Emulator:
         parts = urlsplit(h.path)
         length = int(h.headers.get("content-length") or 0)
         body = h.rfile.read(length) if length else b""
-        req = Request(method=h.command, path=parts.path, query=parse_qs(parts.query),
-                      headers={k.lower(): v for k, v in h.headers.items()}, body=body)
+        req = Request(
+            method=h.command,
+            path=parts.path,
+            query=parse_qs(parts.query),
+            headers={k.lower(): v for k, v in h.headers.items()},
+            body=body,
+        )
         with self._lock:
             self.requests.append(req)
         if self.latency:
@@ -172,8 +188,9 @@ class Emulator:
                 h.connection.shutdown(2)
                 return
             if fault.status is not None:
-                self._send(h, Reply(fault.status, fault.body, dict(fault.headers)),
-                           truncate=fault.truncate)
+                self._send(
+                    h, Reply(fault.status, fault.body, dict(fault.headers)), truncate=fault.truncate
+                )
                 return
         for method, rx, handler in self.routes:
             m = rx.match(parts.path)

@@ -44,30 +44,52 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tests.emulators.base import Emulator, Reply, Request
-from tests.emulators.jenkins import quiet_disconnects
 
 API = "https://api.github.com"
 SITE = "https://github.com"
 DOCS = "https://docs.github.com/rest"
-SECONDARY_MESSAGE = ("You have exceeded a secondary rate limit. Please wait a few minutes "
-                     "before you try again.")
+SECONDARY_MESSAGE = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+)
 _PREFIX = r"(?:/api/v3)?"  # GitHub Enterprise serves the same API under /api/v3
 _REPO = rf"{_PREFIX}/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
-_SKIP_HEADERS = {"date", "etag", "status", "content-length", "content-encoding",
-                 "transfer-encoding", "connection", "last-modified", "x-github-request-id",
-                 "content-type"}
+_SKIP_HEADERS = {
+    "date",
+    "etag",
+    "status",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "last-modified",
+    "x-github-request-id",
+    "content-type",
+}
 
 _FALLBACK_RUN: dict[str, Any] = {
-    "id": 3881497935, "name": "CI", "node_id": "WFR_kwLOADYVqs7nWvVP",
-    "head_branch": "main", "head_sha": "c6e5cac67a58a4eb11f1f28567a77a6e2cc8ee98",
-    "path": ".github/workflows/ci.yml", "display_title": "CI", "run_number": 1,
-    "event": "push", "status": "completed", "conclusion": "success", "workflow_id": 1903133,
-    "check_suite_id": 10279069747, "check_suite_node_id": "CS_kwDOADYVqs8AAAACZK4oMw",
+    "id": 3881497935,
+    "name": "CI",
+    "node_id": "WFR_kwLOADYVqs7nWvVP",
+    "head_branch": "main",
+    "head_sha": "c6e5cac67a58a4eb11f1f28567a77a6e2cc8ee98",
+    "path": ".github/workflows/ci.yml",
+    "display_title": "CI",
+    "run_number": 1,
+    "event": "push",
+    "status": "completed",
+    "conclusion": "success",
+    "workflow_id": 1903133,
+    "check_suite_id": 10279069747,
+    "check_suite_node_id": "CS_kwDOADYVqs8AAAACZK4oMw",
     "url": f"{API}/repos/PyGithub/PyGithub/actions/runs/3881497935",
-    "html_url": f"{SITE}/PyGithub/PyGithub/actions/runs/3881497935", "pull_requests": [],
-    "created_at": "2023-01-10T08:24:19Z", "updated_at": "2023-01-10T08:28:20Z",
+    "html_url": f"{SITE}/PyGithub/PyGithub/actions/runs/3881497935",
+    "pull_requests": [],
+    "created_at": "2023-01-10T08:24:19Z",
+    "updated_at": "2023-01-10T08:28:20Z",
     "actor": {"login": "octocat", "id": 1, "type": "User", "site_admin": False},
-    "run_attempt": 1, "referenced_workflows": [], "run_started_at": "2023-01-10T08:24:19Z",
+    "run_attempt": 1,
+    "referenced_workflows": [],
+    "run_started_at": "2023-01-10T08:24:19Z",
     "triggering_actor": {"login": "octocat", "id": 1, "type": "User", "site_admin": False},
     "jobs_url": f"{API}/repos/PyGithub/PyGithub/actions/runs/3881497935/jobs",
     "logs_url": f"{API}/repos/PyGithub/PyGithub/actions/runs/3881497935/logs",
@@ -77,18 +99,29 @@ _FALLBACK_RUN: dict[str, Any] = {
     "rerun_url": f"{API}/repos/PyGithub/PyGithub/actions/runs/3881497935/rerun",
     "previous_attempt_url": None,
     "workflow_url": f"{API}/repos/PyGithub/PyGithub/actions/workflows/1903133",
-    "head_commit": {"id": "c6e5cac67a58a4eb11f1f28567a77a6e2cc8ee98", "message": "CI",
-                    "timestamp": "2023-01-10T08:24:09Z"},
-    "repository": {"id": 3544490, "name": "PyGithub", "full_name": "PyGithub/PyGithub",
-                   "private": False, "owner": {"login": "PyGithub", "type": "Organization"},
-                   "html_url": f"{SITE}/PyGithub/PyGithub",
-                   "url": f"{API}/repos/PyGithub/PyGithub"},
-    "head_repository": {"id": 3544490, "name": "PyGithub", "full_name": "PyGithub/PyGithub",
-                        "owner": {"login": "PyGithub"}},
+    "head_commit": {
+        "id": "c6e5cac67a58a4eb11f1f28567a77a6e2cc8ee98",
+        "message": "CI",
+        "timestamp": "2023-01-10T08:24:09Z",
+    },
+    "repository": {
+        "id": 3544490,
+        "name": "PyGithub",
+        "full_name": "PyGithub/PyGithub",
+        "private": False,
+        "owner": {"login": "PyGithub", "type": "Organization"},
+        "html_url": f"{SITE}/PyGithub/PyGithub",
+        "url": f"{API}/repos/PyGithub/PyGithub",
+    },
+    "head_repository": {
+        "id": 3544490,
+        "name": "PyGithub",
+        "full_name": "PyGithub/PyGithub",
+        "owner": {"login": "PyGithub"},
+    },
 }
 _FALLBACK_RATE_LIMITED = {"message": "API Rate Limit Exceeded for 92.104.200.119"}
-_FALLBACK_NOT_FOUND = {"message": "Not Found",
-                       "documentation_url": f"{DOCS}/reference/actions"}
+_FALLBACK_NOT_FOUND = {"message": "Not Found", "documentation_url": f"{DOCS}/reference/actions"}
 
 
 def fixtures_dir() -> Path | None:
@@ -139,11 +172,16 @@ def created_matches(expr: str, created: datetime) -> bool:
     if ".." in expr:
         low, high = expr.split("..", 1)
         return (low.strip() in {"", "*"} or lower(low, True)) and (
-            high.strip() in {"", "*"} or upper(high, True))
-    for op, check in ((">=", lambda t: lower(t, True)), ("<=", lambda t: upper(t, True)),
-                      (">", lambda t: lower(t, False)), ("<", lambda t: upper(t, False))):
+            high.strip() in {"", "*"} or upper(high, True)
+        )
+    for op, check in (
+        (">=", lambda t: lower(t, True)),
+        ("<=", lambda t: upper(t, True)),
+        (">", lambda t: lower(t, False)),
+        ("<", lambda t: upper(t, False)),
+    ):
         if expr.startswith(op):
-            return check(expr[len(op):])
+            return check(expr[len(op) :])
     return lower(expr, True) and upper(expr, True)
 
 
@@ -180,37 +218,48 @@ class GithubEmulator(Emulator):
         self._run_template = _load("workflow-run.single.2023.json") or _FALLBACK_RUN
         headers = _load("_response_headers.json") or {}
         recorded = headers.get("workflow-runs.for-workflow.created.2022.json", {})
-        self.recorded_headers = {k: v for k, v in recorded.get("headers", {}).items()
-                                 if k.lower() not in _SKIP_HEADERS
-                                 and not k.lower().startswith("x-ratelimit")}
+        self.recorded_headers = {
+            k: v
+            for k, v in recorded.get("headers", {}).items()
+            if k.lower() not in _SKIP_HEADERS and not k.lower().startswith("x-ratelimit")
+        }
         rate = headers.get("error.403.rate-limit-exceeded.json", {})
-        self.rate_limited_headers = {k: v for k, v in rate.get("headers", {}).items()
-                                     if k.lower() not in _SKIP_HEADERS
-                                     and not k.lower().startswith("x-ratelimit")}
-        self.rate_limited_body = (_load("error.403.rate-limit-exceeded.json")
-                                  or _FALLBACK_RATE_LIMITED)
+        self.rate_limited_headers = {
+            k: v
+            for k, v in rate.get("headers", {}).items()
+            if k.lower() not in _SKIP_HEADERS and not k.lower().startswith("x-ratelimit")
+        }
+        self.rate_limited_body = (
+            _load("error.403.rate-limit-exceeded.json") or _FALLBACK_RATE_LIMITED
+        )
         self.not_found_body = _load("error.404.not-found.json") or _FALLBACK_NOT_FOUND
         super().__init__(latency=latency)
         if replay:
             self._replay()
 
-    def start(self) -> Emulator:
-        super().start()
-        quiet_disconnects(self._server)
-        return self
-
     # -- programming ----------------------------------------------------------------------
-    def add_workflow(self, repo: str, file: str, *, id: int | None = None,
-                     name: str | None = None, body: dict | None = None) -> Workflow:
+    def add_workflow(
+        self,
+        repo: str,
+        file: str,
+        *,
+        id: int | None = None,
+        name: str | None = None,
+        body: dict | None = None,
+    ) -> Workflow:
         existing = self.find_workflow(repo, file if id is None else str(id))
         if existing is not None:
             return existing
         wf_id = id if id is not None else next(self._ids)
         stamp = "2020-04-15T00:48:32.000Z"
         wf_body = body or {
-            "id": wf_id, "node_id": f"W_{wf_id}", "name": name or file.rsplit(".", 1)[0],
-            "path": f".github/workflows/{file}", "state": "active",
-            "created_at": stamp, "updated_at": stamp,
+            "id": wf_id,
+            "node_id": f"W_{wf_id}",
+            "name": name or file.rsplit(".", 1)[0],
+            "path": f".github/workflows/{file}",
+            "state": "active",
+            "created_at": stamp,
+            "updated_at": stamp,
             "url": f"{API}/repos/{repo}/actions/workflows/{wf_id}",
             "html_url": f"{SITE}/{repo}/blob/main/.github/workflows/{file}",
             "badge_url": f"{SITE}/{repo}/workflows/{name or file}/badge.svg",
@@ -253,8 +302,13 @@ class GithubEmulator(Emulator):
         """Answer every API request with the recorded 403 rate-limit body."""
         self.forced_rate_limit = on
 
-    def set_rate_limit(self, *, limit: int | None = None, remaining: int | None = None,
-                       reset_in: float | None = None) -> None:
+    def set_rate_limit(
+        self,
+        *,
+        limit: int | None = None,
+        remaining: int | None = None,
+        reset_in: float | None = None,
+    ) -> None:
         with self._state:
             if limit is not None:
                 self.rate_limit = limit
@@ -265,11 +319,19 @@ class GithubEmulator(Emulator):
 
     def secondary_rate_limit(self, retry_after: int = 60, times: int | None = None) -> None:
         """The next `times` API requests hit a secondary limit (403 + Retry-After)."""
-        self.fault(r"^(/api/v3)?/repos/", status=403, times=times,
-                   body={"message": SECONDARY_MESSAGE,
-                         "documentation_url": f"{DOCS}/overview/rate-limits-for-the-rest-api"},
-                   headers={"Retry-After": str(retry_after),
-                            "Content-Type": "application/json; charset=utf-8"})
+        self.fault(
+            r"^(/api/v3)?/repos/",
+            status=403,
+            times=times,
+            body={
+                "message": SECONDARY_MESSAGE,
+                "documentation_url": f"{DOCS}/overview/rate-limits-for-the-rest-api",
+            },
+            headers={
+                "Retry-After": str(retry_after),
+                "Content-Type": "application/json; charset=utf-8",
+            },
+        )
 
     @property
     def rate_remaining(self) -> int:
@@ -305,8 +367,10 @@ class GithubEmulator(Emulator):
 
         def serve(req: Request) -> Reply:
             auth = req.headers.get("authorization", "")
-            if self.token is not None and auth not in {f"Bearer {self.token}",
-                                                       f"token {self.token}"}:
+            if self.token is not None and auth not in {
+                f"Bearer {self.token}",
+                f"token {self.token}",
+            }:
                 return Reply(401, {"message": "Bad credentials", "documentation_url": DOCS})
             with self._state:
                 self._refill()
@@ -326,8 +390,7 @@ class GithubEmulator(Emulator):
                 headers = {**self.recorded_headers, **self._rate_headers(), **extra}
             if status == 200:
                 headers["ETag"] = etag
-            return Reply(status, data, headers,
-                         content_type="application/json; charset=utf-8")
+            return Reply(status, data, headers, content_type="application/json; charset=utf-8")
 
         return serve
 
@@ -338,9 +401,13 @@ class GithubEmulator(Emulator):
 
     def _rate_headers(self, remaining: int | None = None) -> dict[str, str]:
         left = self.rate_remaining if remaining is None else remaining
-        return {"X-RateLimit-Limit": str(self.rate_limit), "X-RateLimit-Remaining": str(left),
-                "X-RateLimit-Reset": str(self.rate_reset),
-                "X-RateLimit-Used": str(self.rate_limit - left), "X-RateLimit-Resource": "core"}
+        return {
+            "X-RateLimit-Limit": str(self.rate_limit),
+            "X-RateLimit-Remaining": str(left),
+            "X-RateLimit-Reset": str(self.rate_reset),
+            "X-RateLimit-Used": str(self.rate_limit - left),
+            "X-RateLimit-Resource": "core",
+        }
 
     def _rewrite(self, body: Any) -> bytes:
         return json.dumps(body).replace(API, self.url).encode()
@@ -352,8 +419,12 @@ class GithubEmulator(Emulator):
         body = _load("rate_limit.json") or {"resources": {}, "rate": {}}
         with self._state:
             self._refill()
-            core = {"limit": self.rate_limit, "used": self.rate_used,
-                    "remaining": self.rate_remaining, "reset": self.rate_reset}
+            core = {
+                "limit": self.rate_limit,
+                "used": self.rate_used,
+                "remaining": self.rate_remaining,
+                "reset": self.rate_reset,
+            }
             headers = self._rate_headers()
         body["resources"]["core"] = core
         body["rate"] = dict(core)
@@ -392,8 +463,14 @@ class GithubEmulator(Emulator):
             try:
                 runs = [r for r in runs if created_matches(created, _parse(r["created_at"]))]
             except ValueError:
-                return 422, {"message": "Validation Failed", "errors": [
-                    {"resource": "Search", "field": "created", "code": "invalid"}]}, {}
+                return (
+                    422,
+                    {
+                        "message": "Validation Failed",
+                        "errors": [{"resource": "Search", "field": "created", "code": "invalid"}],
+                    },
+                    {},
+                )
         if req.arg("exclude_pull_requests") == "true":
             for r in runs:
                 r["pull_requests"] = []
@@ -403,7 +480,7 @@ class GithubEmulator(Emulator):
             page = max(1, int(req.arg("page", "1")))
         except ValueError:
             return 422, {"message": "Validation Failed"}, {}
-        chunk = runs[(page - 1) * per_page: page * per_page]
+        chunk = runs[(page - 1) * per_page : page * per_page]
         extra = {}
         last = max(1, -(-len(runs) // per_page))
         if page < last:
@@ -447,13 +524,19 @@ class GithubEmulator(Emulator):
             return
         owner, name = repo.split("/", 1)
         template = copy.deepcopy(self._run_template.get("repository") or {})
-        template.update({"id": abs(hash(repo)) % 10**8, "name": name, "full_name": repo,
-                         "url": f"{API}/repos/{repo}", "html_url": f"{SITE}/{repo}"})
+        template.update(
+            {
+                "id": abs(hash(repo)) % 10**8,
+                "name": name,
+                "full_name": repo,
+                "url": f"{API}/repos/{repo}",
+                "html_url": f"{SITE}/{repo}",
+            }
+        )
         template["owner"] = {**template.get("owner", {}), "login": owner}
         self.repos[repo.lower()] = template
 
-    def _make_run(self, wf: Workflow, spec: dict, default_created: datetime,
-                  number: int) -> Run:
+    def _make_run(self, wf: Workflow, spec: dict, default_created: datetime, number: int) -> Run:
         run_id = int(spec.get("id") or next(self._ids))
         attempts = int(spec.get("attempt", 1))
         created = _parse(_iso(spec.get("created_at", default_created)))
@@ -461,22 +544,29 @@ class GithubEmulator(Emulator):
         text = json.dumps(self._run_template)
         old_repo = self._run_template.get("repository", {}).get("full_name", "PyGithub/PyGithub")
         base = json.loads(text.replace(f"/{old_repo}/", f"/{wf.repo}/"))
-        base.update({
-            "id": run_id, "node_id": f"WFR_{run_id}", "name": wf.body.get("name"),
-            "head_branch": spec.get("branch", "main"), "head_sha": sha,
-            "path": wf.body.get("path"), "display_title": spec.get("title", f"Run {number}"),
-            "run_number": int(spec.get("run_number", number)),
-            "event": spec.get("event", "push"), "workflow_id": wf.id,
-            "url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}",
-            "html_url": f"{SITE}/{wf.repo}/actions/runs/{run_id}",
-            "created_at": _iso(created),
-            "jobs_url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}/jobs",
-            "logs_url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}/logs",
-            "artifacts_url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}/artifacts",
-            "cancel_url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}/cancel",
-            "rerun_url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}/rerun",
-            "workflow_url": f"{API}/repos/{wf.repo}/actions/workflows/{wf.id}",
-        })
+        base.update(
+            {
+                "id": run_id,
+                "node_id": f"WFR_{run_id}",
+                "name": wf.body.get("name"),
+                "head_branch": spec.get("branch", "main"),
+                "head_sha": sha,
+                "path": wf.body.get("path"),
+                "display_title": spec.get("title", f"Run {number}"),
+                "run_number": int(spec.get("run_number", number)),
+                "event": spec.get("event", "push"),
+                "workflow_id": wf.id,
+                "url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}",
+                "html_url": f"{SITE}/{wf.repo}/actions/runs/{run_id}",
+                "created_at": _iso(created),
+                "jobs_url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}/jobs",
+                "logs_url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}/logs",
+                "artifacts_url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}/artifacts",
+                "cancel_url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}/cancel",
+                "rerun_url": f"{API}/repos/{wf.repo}/actions/runs/{run_id}/rerun",
+                "workflow_url": f"{API}/repos/{wf.repo}/actions/workflows/{wf.id}",
+            }
+        )
         if isinstance(base.get("head_commit"), dict):
             base["head_commit"]["id"] = sha
         for key in ("repository", "head_repository"):
@@ -487,23 +577,32 @@ class GithubEmulator(Emulator):
         run = Run(latest={})
         for n in range(1, attempts + 1):
             if n < attempts:
-                a_spec = {"status": "completed", "conclusion": "failure",
-                          **(earlier[n - 1] if n - 1 < len(earlier) else {})}
+                a_spec = {
+                    "status": "completed",
+                    "conclusion": "failure",
+                    **(earlier[n - 1] if n - 1 < len(earlier) else {}),
+                }
             else:
                 a_spec = spec
-            started = _parse(_iso(a_spec.get(
-                "run_started_at", created + timedelta(minutes=10 * (n - 1)))))
+            started = _parse(
+                _iso(a_spec.get("run_started_at", created + timedelta(minutes=10 * (n - 1))))
+            )
             status = a_spec.get("status", "completed")
             conclusion = a_spec.get("conclusion", "success" if status == "completed" else None)
             updated = a_spec.get("updated_at") or (
-                started + (timedelta(minutes=2) if status == "completed"
-                           else timedelta(seconds=30)))
+                started + (timedelta(minutes=2) if status == "completed" else timedelta(seconds=30))
+            )
             body = copy.deepcopy(base)
-            body.update({
-                "run_attempt": n, "status": status, "conclusion": conclusion,
-                "run_started_at": _iso(started), "updated_at": _iso(updated),
-                "previous_attempt_url": (f"{base['url']}/attempts/{n - 1}" if n > 1 else None),
-            })
+            body.update(
+                {
+                    "run_attempt": n,
+                    "status": status,
+                    "conclusion": conclusion,
+                    "run_started_at": _iso(started),
+                    "updated_at": _iso(updated),
+                    "previous_attempt_url": (f"{base['url']}/attempts/{n - 1}" if n > 1 else None),
+                }
+            )
             run.attempts[n] = body
         run.latest = copy.deepcopy(run.attempts[attempts])
         return run
@@ -513,24 +612,33 @@ class GithubEmulator(Emulator):
         repo_body = _load("repo.PyGithub.json")
         if repo_body:
             self.repos["pygithub/pygithub"] = repo_body
-        check = self.add_workflow("PyGithub/PyGithub", "check.yml", id=1026390,
-                                  body=_load("workflow.by-filename.check.yml.json"))
-        self.add_workflow("PyGithub/PyGithub", "python-publish.yml", id=1122712,
-                          body=_load("workflow.by-id.1122712.json"))
+        check = self.add_workflow(
+            "PyGithub/PyGithub",
+            "check.yml",
+            id=1026390,
+            body=_load("workflow.by-filename.check.yml.json"),
+        )
+        self.add_workflow(
+            "PyGithub/PyGithub",
+            "python-publish.yml",
+            id=1122712,
+            body=_load("workflow.by-id.1122712.json"),
+        )
         ci = self.add_workflow("PyGithub/PyGithub", "ci.yml", id=1903133, name="CI")
         listing = _load("workflow-runs.for-workflow.2020.json")
         if listing:
             for body in listing["workflow_runs"]:  # 2020 schema: no run_attempt
                 check.runs[body["id"]] = Run(latest=body, attempts={1: body})
         else:
-            self.set_runs("PyGithub/PyGithub", "check.yml", [{}, {}, {"conclusion": "failure"},
-                                                             {}])
+            self.set_runs("PyGithub/PyGithub", "check.yml", [{}, {}, {"conclusion": "failure"}, {}])
         recorded_ci = [
             _load("workflow-run.single.2023.json"),
             (_load("workflow-runs.for-workflow.created.2022.json") or {}).get(
-                "workflow_runs", [None])[0],
+                "workflow_runs", [None]
+            )[0],
             (_load("workflow-runs.for-workflow.head_sha.2022.json") or {}).get(
-                "workflow_runs", [None])[0],
+                "workflow_runs", [None]
+            )[0],
         ]
         if all(recorded_ci):
             for body in recorded_ci:
@@ -542,18 +650,22 @@ class GithubEmulator(Emulator):
             self.jobs[3881497935] = jobs
         latest = _load("workflow-run.single.attempt2.2026.json")
         second = _load("workflow-run.attempt.2.json")
-        codeql = self.add_workflow("EnricoMi/PyGithub", "codeql.yml", id=175366930,
-                                   name="CodeQL")
+        codeql = self.add_workflow("EnricoMi/PyGithub", "codeql.yml", id=175366930, name="CodeQL")
         if latest and second:
             first = copy.deepcopy(second)
-            first.update({"run_attempt": 1, "conclusion": "failure",
-                          "run_started_at": latest["created_at"],
-                          "created_at": latest["created_at"],
-                          "updated_at": "2026-05-24T15:31:12Z", "previous_attempt_url": None})
+            first.update(
+                {
+                    "run_attempt": 1,
+                    "conclusion": "failure",
+                    "run_started_at": latest["created_at"],
+                    "created_at": latest["created_at"],
+                    "updated_at": "2026-05-24T15:31:12Z",
+                    "previous_attempt_url": None,
+                }
+            )
             codeql.runs[latest["id"]] = Run(latest=latest, attempts={1: first, 2: second})
         else:
-            self.set_runs("EnricoMi/PyGithub", "codeql.yml",
-                          [{"id": 26365060973, "attempt": 2}])
+            self.set_runs("EnricoMi/PyGithub", "codeql.yml", [{"id": 26365060973, "attempt": 2}])
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:

@@ -30,11 +30,21 @@ from urllib.parse import quote, unquote
 
 from tests.emulators.base import Emulator, Reply, Request
 
-LIST_FIELDS = ("id", "iid", "project_id", "sha", "ref", "status", "source", "created_at",
-               "updated_at", "web_url", "name")
+LIST_FIELDS = (
+    "id",
+    "iid",
+    "project_id",
+    "sha",
+    "ref",
+    "status",
+    "source",
+    "created_at",
+    "updated_at",
+    "web_url",
+    "name",
+)
 FINISHED = {"success", "failed", "canceled", "skipped"}
-NOT_STARTED = {"created", "waiting_for_resource", "preparing", "pending", "scheduled",
-               "manual"}
+NOT_STARTED = {"created", "waiting_for_resource", "preparing", "pending", "scheduled", "manual"}
 DEFAULT_PROJECT = "group/sub/project"
 
 
@@ -42,8 +52,9 @@ def iso(value: datetime | str | None) -> str | None:
     """GitLab's time format: milliseconds and ``Z``."""
     if value is None or isinstance(value, str):
         return value
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{value.microsecond // 1000:03d}Z"
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
 
 
 class GitlabEmulator(Emulator):
@@ -68,52 +79,96 @@ class GitlabEmulator(Emulator):
         self.projects.clear()
         self.required_token = None
         self.etags = True
-        self.set_builds([self.make_pipeline(1, "success")], project=DEFAULT_PROJECT,
-                        project_id=1)
+        self.set_builds([self.make_pipeline(1, "success")], project=DEFAULT_PROJECT, project_id=1)
 
     # -- programming ---------------------------------------------------------------------
-    def make_pipeline(self, pipeline_id: int, status: str = "success", *,
-                      ref: str = "main", sha: str | None = None, source: str = "push",
-                      created_at: datetime | str | None = "auto",
-                      started_at: datetime | str | None = "auto",
-                      finished_at: datetime | str | None = "auto",
-                      updated_at: datetime | str | None = "auto",
-                      duration: float | str | None = "auto",
-                      iid: int | None = None, web_url: str | None = None) -> dict:
+    def make_pipeline(
+        self,
+        pipeline_id: int,
+        status: str = "success",
+        *,
+        ref: str = "main",
+        sha: str | None = None,
+        source: str = "push",
+        created_at: datetime | str | None = "auto",
+        started_at: datetime | str | None = "auto",
+        finished_at: datetime | str | None = "auto",
+        updated_at: datetime | str | None = "auto",
+        duration: float | str | None = "auto",
+        iid: int | None = None,
+        web_url: str | None = None,
+    ) -> dict:
         """A single-pipeline payload (the full documented shape). ``"auto"`` times are
         plausible for the status: created 10 min ago, started 9 min ago unless not
         started yet, finished 5 min ago when finished."""
         now = datetime.now(UTC).replace(microsecond=0)
         created = now - timedelta(minutes=10) if created_at == "auto" else created_at
-        started = (None if status in NOT_STARTED else now - timedelta(minutes=9)) \
-            if started_at == "auto" else started_at
-        finished = (now - timedelta(minutes=5) if status in FINISHED else None) \
-            if finished_at == "auto" else finished_at
+        started = (
+            (None if status in NOT_STARTED else now - timedelta(minutes=9))
+            if started_at == "auto"
+            else started_at
+        )
+        finished = (
+            (now - timedelta(minutes=5) if status in FINISHED else None)
+            if finished_at == "auto"
+            else finished_at
+        )
         updated = (finished or started or created) if updated_at == "auto" else updated_at
         if duration == "auto":
-            duration = (int((finished - started).total_seconds())
-                        if isinstance(finished, datetime) and isinstance(started, datetime)
-                        else None)
+            duration = (
+                int((finished - started).total_seconds())
+                if isinstance(finished, datetime) and isinstance(started, datetime)
+                else None
+            )
         return {
-            "id": pipeline_id, "iid": iid if iid is not None else pipeline_id,
-            "project_id": None, "name": "Build pipeline",
+            "id": pipeline_id,
+            "iid": iid if iid is not None else pipeline_id,
+            "project_id": None,
+            "name": "Build pipeline",
             "sha": sha or hashlib.sha256(str(pipeline_id).encode()).hexdigest()[:40],
-            "ref": ref, "status": status, "source": source,
-            "created_at": iso(created), "updated_at": iso(updated), "web_url": web_url,
-            "before_sha": "0" * 40, "tag": False, "yaml_errors": None,
-            "user": {"id": 1, "username": "root", "name": "Administrator", "state": "active",
-                     "avatar_url": None, "web_url": None},
-            "started_at": iso(started), "finished_at": iso(finished), "committed_at": None,
-            "duration": duration, "queued_duration": 1.5 if started else None,
+            "ref": ref,
+            "status": status,
+            "source": source,
+            "created_at": iso(created),
+            "updated_at": iso(updated),
+            "web_url": web_url,
+            "before_sha": "0" * 40,
+            "tag": False,
+            "yaml_errors": None,
+            "user": {
+                "id": 1,
+                "username": "root",
+                "name": "Administrator",
+                "state": "active",
+                "avatar_url": None,
+                "web_url": None,
+            },
+            "started_at": iso(started),
+            "finished_at": iso(finished),
+            "committed_at": None,
+            "duration": duration,
+            "queued_duration": 1.5 if started else None,
             "coverage": None,
-            "detailed_status": {"icon": f"status_{status}", "text": status, "label": status,
-                                "group": status, "tooltip": status, "has_details": False,
-                                "details_path": None, "illustration": None,
-                                "favicon": None},
+            "detailed_status": {
+                "icon": f"status_{status}",
+                "text": status,
+                "label": status,
+                "group": status,
+                "tooltip": status,
+                "has_details": False,
+                "details_path": None,
+                "illustration": None,
+                "favicon": None,
+            },
         }
 
-    def set_builds(self, pipelines: list[dict], *, project: str = DEFAULT_PROJECT,
-                   project_id: int | None = None) -> int:
+    def set_builds(
+        self,
+        pipelines: list[dict],
+        *,
+        project: str = DEFAULT_PROJECT,
+        project_id: int | None = None,
+    ) -> int:
         """Replace a project's pipelines; returns its id. ``project_id`` and a missing
         ``web_url`` are filled in."""
         existing = self.project_for_path(project)
@@ -131,14 +186,26 @@ class GitlabEmulator(Emulator):
     def require_token(self, token: str | None) -> None:
         self.required_token = token
 
-    def rate_limit(self, retry_after: float | None = 60, *, reset_in: float | None = None,
-                   times: int | None = None, pattern: str = r"^/api/v4/") -> None:
+    def rate_limit(
+        self,
+        retry_after: float | None = 60,
+        *,
+        reset_in: float | None = None,
+        times: int | None = None,
+        pattern: str = r"^/api/v4/",
+    ) -> None:
         """GitLab's throttle answer; ``retry_after=None`` sends only ``RateLimit-Reset``."""
-        reset = int(datetime.now(UTC).timestamp() + (reset_in if reset_in is not None
-                                                     else (retry_after or 60)))
-        headers = {"RateLimit-Name": "throttle_authenticated_api", "RateLimit-Limit": "60",
-                   "RateLimit-Observed": "61", "RateLimit-Remaining": "0",
-                   "RateLimit-Reset": str(reset)}
+        reset = int(
+            datetime.now(UTC).timestamp()
+            + (reset_in if reset_in is not None else (retry_after or 60))
+        )
+        headers = {
+            "RateLimit-Name": "throttle_authenticated_api",
+            "RateLimit-Limit": "60",
+            "RateLimit-Observed": "61",
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": str(reset),
+        }
         if retry_after is not None:
             headers["Retry-After"] = str(int(retry_after))
         self.fault(pattern, status=429, headers=headers, body="Retry later\n", times=times)
@@ -152,8 +219,9 @@ class GitlabEmulator(Emulator):
     # -- routes --------------------------------------------------------------------------
     def setup_routes(self) -> None:
         self.route("GET", r"/api/v4/projects/(?P<project>[^/]+)/pipelines", self._list)
-        self.route("GET", r"/api/v4/projects/(?P<project>[^/]+)/pipelines/(?P<id>\d+)",
-                   self._single)
+        self.route(
+            "GET", r"/api/v4/projects/(?P<project>[^/]+)/pipelines/(?P<id>\d+)", self._single
+        )
         self.route("GET", r"/api/v4/projects/(?P<project>[^/]+)", self._project)
 
     def _auth(self, req: Request) -> Reply | None:
@@ -187,7 +255,8 @@ class GitlabEmulator(Emulator):
         if not p.get("web_url"):
             p["web_url"] = web
         if isinstance(p.get("detailed_status"), dict) and not p["detailed_status"].get(
-                "details_path"):
+            "details_path"
+        ):
             p["detailed_status"]["details_path"] = f"/{project['path']}/-/pipelines/{p.get('id')}"
         return p
 
@@ -213,12 +282,16 @@ class GitlabEmulator(Emulator):
         page = max(1, int(req.arg("page", "1")))
         total = len(items)
         pages = max(1, -(-total // per_page))
-        chunk = items[(page - 1) * per_page: page * per_page]
+        chunk = items[(page - 1) * per_page : page * per_page]
         body: list[dict[str, Any]] = [{k: p.get(k) for k in LIST_FIELDS} for p in chunk]
-        headers = {"X-Page": str(page), "X-Per-Page": str(per_page), "X-Total": str(total),
-                   "X-Total-Pages": str(pages),
-                   "X-Next-Page": str(page + 1) if page < pages else "",
-                   "X-Prev-Page": str(page - 1) if page > 1 else ""}
+        headers = {
+            "X-Page": str(page),
+            "X-Per-Page": str(per_page),
+            "X-Total": str(total),
+            "X-Total-Pages": str(pages),
+            "X-Next-Page": str(page + 1) if page < pages else "",
+            "X-Prev-Page": str(page - 1) if page > 1 else "",
+        }
         if self.etags:
             digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
             etag = f'W/"{digest[:32]}"'
@@ -244,14 +317,20 @@ class GitlabEmulator(Emulator):
             return error
         assert project is not None
         path = project["path"]
-        return Reply(200, {
-            "id": project["id"], "name": path.rsplit("/", 1)[-1],
-            "path": path.rsplit("/", 1)[-1], "path_with_namespace": path,
-            "name_with_namespace": " / ".join(path.split("/")),
-            "default_branch": "main", "visibility": "public",
-            "web_url": f"{self.url}/{path}",
-            "http_url_to_repo": f"{self.url}/{path}.git",
-        })
+        return Reply(
+            200,
+            {
+                "id": project["id"],
+                "name": path.rsplit("/", 1)[-1],
+                "path": path.rsplit("/", 1)[-1],
+                "path_with_namespace": path,
+                "name_with_namespace": " / ".join(path.split("/")),
+                "default_branch": "main",
+                "visibility": "public",
+                "web_url": f"{self.url}/{path}",
+                "http_url_to_repo": f"{self.url}/{path}.git",
+            },
+        )
 
 
 def encoded_path(path: str) -> str:

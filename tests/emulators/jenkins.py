@@ -23,7 +23,6 @@ import base64
 import copy
 import json
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,50 +37,83 @@ FOLDER_CLASS = "com.cloudbees.hudson.plugins.folder.Folder"
 MULTIBRANCH_CLASS = "org.jenkinsci.plugins.workflow.multibranch.WorkflowMultiBranchProject"
 PIPELINE_CLASS = "org.jenkinsci.plugins.workflow.job.WorkflowJob"
 FREESTYLE_CLASS = "hudson.model.FreeStyleProject"
-RUN_CLASSES = {"pipeline": "org.jenkinsci.plugins.workflow.job.WorkflowRun",
-               "freestyle": "hudson.model.FreeStyleBuild"}
-COLORS = {"SUCCESS": "blue", "FAILURE": "red", "UNSTABLE": "yellow", "ABORTED": "aborted",
-          "NOT_BUILT": "notbuilt", None: "notbuilt"}
+RUN_CLASSES = {
+    "pipeline": "org.jenkinsci.plugins.workflow.job.WorkflowRun",
+    "freestyle": "hudson.model.FreeStyleBuild",
+}
+COLORS = {
+    "SUCCESS": "blue",
+    "FAILURE": "red",
+    "UNSTABLE": "yellow",
+    "ABORTED": "aborted",
+    "NOT_BUILT": "notbuilt",
+    None: "notbuilt",
+}
 _JOB = r"(?P<job>(?:(?:job|view)/[^/]+/)*job/[^/]+)"
 _BUILD_REF = r"(?P<ref>\d+|lastBuild|lastCompletedBuild|lastSuccessfulBuild|lastFailedBuild)"
 
 # Shapes used when the shared fixtures are absent (the fields our adapter and Jenkins
 # clients read, as recorded).
 _FALLBACK_RUN: dict[str, Any] = {
-    "_class": RUN_CLASSES["pipeline"], "actions": [{"_class": "hudson.model.CauseAction",
-                                                    "causes": []}],
-    "artifacts": [], "building": False, "description": None, "displayName": "#1",
-    "duration": 60000, "estimatedDuration": 60000, "executor": None,
-    "fullDisplayName": "job #1", "id": "1", "keepLog": False, "number": 1, "queueId": 1,
-    "result": "SUCCESS", "timestamp": 1559281453240, "url": f"{PLACEHOLDER}/job/job/1/",
-    "changeSets": [], "culprits": [], "nextBuild": None, "previousBuild": None,
+    "_class": RUN_CLASSES["pipeline"],
+    "actions": [{"_class": "hudson.model.CauseAction", "causes": []}],
+    "artifacts": [],
+    "building": False,
+    "description": None,
+    "displayName": "#1",
+    "duration": 60000,
+    "estimatedDuration": 60000,
+    "executor": None,
+    "fullDisplayName": "job #1",
+    "id": "1",
+    "keepLog": False,
+    "number": 1,
+    "queueId": 1,
+    "result": "SUCCESS",
+    "timestamp": 1559281453240,
+    "url": f"{PLACEHOLDER}/job/job/1/",
+    "changeSets": [],
+    "culprits": [],
+    "nextBuild": None,
+    "previousBuild": None,
 }
 _FALLBACK_JOB: dict[str, Any] = {
-    "_class": PIPELINE_CLASS, "actions": [], "description": "", "displayName": "job",
-    "displayNameOrNull": None, "fullDisplayName": "job", "fullName": "job", "name": "job",
-    "url": f"{PLACEHOLDER}/job/job/", "buildable": True, "builds": [], "color": "blue",
-    "healthReport": [], "inQueue": False, "keepDependencies": False, "nextBuildNumber": 1,
-    "property": [], "queueItem": None, "concurrentBuild": True, "resumeBlocked": False,
+    "_class": PIPELINE_CLASS,
+    "actions": [],
+    "description": "",
+    "displayName": "job",
+    "displayNameOrNull": None,
+    "fullDisplayName": "job",
+    "fullName": "job",
+    "name": "job",
+    "url": f"{PLACEHOLDER}/job/job/",
+    "buildable": True,
+    "builds": [],
+    "color": "blue",
+    "healthReport": [],
+    "inQueue": False,
+    "keepDependencies": False,
+    "nextBuildNumber": 1,
+    "property": [],
+    "queueItem": None,
+    "concurrentBuild": True,
+    "resumeBlocked": False,
 }
 _FALLBACK_FOLDER: dict[str, Any] = {
-    "_class": FOLDER_CLASS, "actions": [], "description": "", "displayName": "folder",
-    "displayNameOrNull": None, "fullDisplayName": "folder", "fullName": "folder",
-    "name": "folder", "url": f"{PLACEHOLDER}/job/folder/", "jobs": [],
-    "primaryView": {"_class": "hudson.model.AllView", "name": "All", "url": ""}, "views": [],
+    "_class": FOLDER_CLASS,
+    "actions": [],
+    "description": "",
+    "displayName": "folder",
+    "displayNameOrNull": None,
+    "fullDisplayName": "folder",
+    "fullName": "folder",
+    "name": "folder",
+    "url": f"{PLACEHOLDER}/job/folder/",
+    "jobs": [],
+    "primaryView": {"_class": "hudson.model.AllView", "name": "All", "url": ""},
+    "views": [],
 }
 _FALLBACK_LOG = "Started by user anonymous\nRunning as SYSTEM\nBuilding...\nFinished: SUCCESS\n"
-
-
-def quiet_disconnects(server: Any) -> None:
-    """A client that hangs up early (timeouts, size limits: the point of fault tests) is
-    not an emulator error; keep socketserver from printing a traceback for it."""
-    default = server.handle_error
-
-    def handle_error(request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            default(request, client_address)
-
-    server.handle_error = handle_error
 
 
 def fixtures_dir() -> Path | None:
@@ -124,7 +156,7 @@ def parse_tree(text: str) -> list[tuple[str, list | None, slice | None]]:
                 pos += 1
             if pos < len(text) and text[pos] == "{":
                 end = text.index("}", pos)
-                rng = _range(text[pos + 1:end])
+                rng = _range(text[pos + 1 : end])
                 pos = end + 1
             items.append((name, sub, rng))
             if pos < len(text) and text[pos] == ",":
@@ -217,25 +249,20 @@ class JenkinsEmulator(Emulator):
         self.default_log = _load("jenkins-rest/build-consoleText.txt") or _FALLBACK_LOG
         self._run_templates = {
             "pipeline": _load("api4jenkins/run/workflowrun.json") or _FALLBACK_RUN,
-            "freestyle": _load("api4jenkins/run/freestylebuild.json") or {
-                **_FALLBACK_RUN, "_class": RUN_CLASSES["freestyle"]},
+            "freestyle": _load("api4jenkins/run/freestylebuild.json")
+            or {**_FALLBACK_RUN, "_class": RUN_CLASSES["freestyle"]},
         }
         self._job_templates = {
             "pipeline": _load("api4jenkins/job/pipeline.json") or _FALLBACK_JOB,
-            "freestyle": _load("jenkins-rest/job-info.json") or {
-                **_FALLBACK_JOB, "_class": FREESTYLE_CLASS},
+            "freestyle": _load("jenkins-rest/job-info.json")
+            or {**_FALLBACK_JOB, "_class": FREESTYLE_CLASS},
             "folder": _load("api4jenkins/job/folder.json") or _FALLBACK_FOLDER,
-            "multibranch": _load("api4jenkins/job/mbranch.json") or {
-                **_FALLBACK_FOLDER, "_class": MULTIBRANCH_CLASS},
+            "multibranch": _load("api4jenkins/job/mbranch.json")
+            or {**_FALLBACK_FOLDER, "_class": MULTIBRANCH_CLASS},
         }
         super().__init__(latency=latency)
         if replay:
             self._replay()
-
-    def start(self) -> Emulator:
-        super().start()
-        quiet_disconnects(self._server)
-        return self
 
     # -- programming ----------------------------------------------------------------------
     def add_folder(self, path: str, *, multibranch: bool = False) -> Job:
@@ -263,8 +290,10 @@ class JenkinsEmulator(Emulator):
         (ms; default 60 s, 0 while building) and ``sha`` (git revision). Parent folders are
         created. Returns the generated full build bodies."""
         existing = self.jobs.get(normalise(path))
-        job = self.add_job(path, kind=kind or (existing.kind if existing and
-                                               not existing.is_container else "pipeline"))
+        job = self.add_job(
+            path,
+            kind=kind or (existing.kind if existing and not existing.is_container else "pipeline"),
+        )
         now_ms = int(time.time() * 1000)
         bodies = []
         for i, spec in enumerate(builds):
@@ -306,22 +335,32 @@ class JenkinsEmulator(Emulator):
             return None
         header = req.headers.get("authorization", "")
         if not header:
-            return Reply(403, "<html><body>Authentication required</body></html>",
-                         {"X-You-Are-Authenticated-As": "anonymous"},
-                         content_type="text/html;charset=utf-8")
+            return Reply(
+                403,
+                "<html><body>Authentication required</body></html>",
+                {"X-You-Are-Authenticated-As": "anonymous"},
+                content_type="text/html;charset=utf-8",
+            )
         expected = "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()
         if header != expected:
-            return Reply(401, "<html><body>Invalid password/token for user</body></html>",
-                         {"WWW-Authenticate": 'Basic realm="Jenkins"'},
-                         content_type="text/html;charset=utf-8")
+            return Reply(
+                401,
+                "<html><body>Invalid password/token for user</body></html>",
+                {"WWW-Authenticate": 'Basic realm="Jenkins"'},
+                content_type="text/html;charset=utf-8",
+            )
         return None
 
     def _json(self, body: Any, status: int = 200) -> Reply:
         text = json.dumps(body)
         for recorded in (PLACEHOLDER, *RECORDED_BASES):
             text = text.replace(recorded, self.url)
-        return Reply(status, text.encode(), {"X-Jenkins": "2.440.3"},
-                     content_type="application/json;charset=utf-8")
+        return Reply(
+            status,
+            text.encode(),
+            {"X-Jenkins": "2.440.3"},
+            content_type="application/json;charset=utf-8",
+        )
 
     def _tree(self, req: Request, body: dict) -> Reply:
         tree = req.arg("tree")
@@ -382,19 +421,39 @@ class JenkinsEmulator(Emulator):
     @staticmethod
     def _not_found() -> Reply:
         # Jenkins answers an HTML error page (no recorded body exists; contract gap).
-        return Reply(404, "<html><body><h2>HTTP ERROR 404 Not Found</h2></body></html>",
-                     content_type="text/html;charset=utf-8")
+        return Reply(
+            404,
+            "<html><body><h2>HTTP ERROR 404 Not Found</h2></body></html>",
+            content_type="text/html;charset=utf-8",
+        )
 
     # -- bodies ---------------------------------------------------------------------------
     def _job_body(self, path: str, kind: str) -> dict:
         body = copy.deepcopy(self._job_templates[kind])
         names = _names(path)
         full = "/".join(names)
-        body.update({"name": names[-1], "displayName": names[-1], "fullName": full,
-                     "fullDisplayName": " » ".join(names), "url": f"{PLACEHOLDER}/{path}/"})
-        for key in ("builds", "jobs", "lastBuild", "firstBuild", "lastCompletedBuild",
-                    "lastFailedBuild", "lastStableBuild", "lastSuccessfulBuild",
-                    "lastUnstableBuild", "lastUnsuccessfulBuild", "queueItem"):
+        body.update(
+            {
+                "name": names[-1],
+                "displayName": names[-1],
+                "fullName": full,
+                "fullDisplayName": " » ".join(names),
+                "url": f"{PLACEHOLDER}/{path}/",
+            }
+        )
+        for key in (
+            "builds",
+            "jobs",
+            "lastBuild",
+            "firstBuild",
+            "lastCompletedBuild",
+            "lastFailedBuild",
+            "lastStableBuild",
+            "lastSuccessfulBuild",
+            "lastUnstableBuild",
+            "lastUnsuccessfulBuild",
+            "queueItem",
+        ):
             body.pop(key, None)
         if kind == "pipeline":
             body["_class"] = PIPELINE_CLASS
@@ -406,23 +465,37 @@ class JenkinsEmulator(Emulator):
         body = copy.deepcopy(self._run_templates.get(job.kind, self._run_templates["pipeline"]))
         building = bool(spec.get("building", False))
         result = None if building else spec.get("result", "SUCCESS")
-        body.update({
-            "_class": RUN_CLASSES.get(job.kind, RUN_CLASSES["pipeline"]),
-            "number": number, "id": str(number), "displayName": f"#{number}",
-            "fullDisplayName": f"{' » '.join(_names(job.path))} #{number}",
-            "building": building, "result": result,
-            "timestamp": _to_ms(spec.get("timestamp", default_ts)),
-            "duration": 0 if building else int(spec.get("duration", 60_000)),
-            "url": f"{PLACEHOLDER}/{job.path}/{number}/",
-            "executor": {"_class": "hudson.model.OneOffExecutor"} if building else None,
-        })
-        actions = [a for a in body.get("actions", []) if not (
-            isinstance(a, dict) and "lastBuiltRevision" in a)]
+        body.update(
+            {
+                "_class": RUN_CLASSES.get(job.kind, RUN_CLASSES["pipeline"]),
+                "number": number,
+                "id": str(number),
+                "displayName": f"#{number}",
+                "fullDisplayName": f"{' » '.join(_names(job.path))} #{number}",
+                "building": building,
+                "result": result,
+                "timestamp": _to_ms(spec.get("timestamp", default_ts)),
+                "duration": 0 if building else int(spec.get("duration", 60_000)),
+                "url": f"{PLACEHOLDER}/{job.path}/{number}/",
+                "executor": {"_class": "hudson.model.OneOffExecutor"} if building else None,
+            }
+        )
+        actions = [
+            a
+            for a in body.get("actions", [])
+            if not (isinstance(a, dict) and "lastBuiltRevision" in a)
+        ]
         if spec.get("sha"):
-            actions.append({"_class": "hudson.plugins.git.util.BuildData",
-                            "lastBuiltRevision": {"SHA1": spec["sha"], "branch": [
-                                {"SHA1": spec["sha"], "name": "refs/remotes/origin/main"}]},
-                            "remoteUrls": ["https://example.org/repo.git"]})
+            actions.append(
+                {
+                    "_class": "hudson.plugins.git.util.BuildData",
+                    "lastBuiltRevision": {
+                        "SHA1": spec["sha"],
+                        "branch": [{"SHA1": spec["sha"], "name": "refs/remotes/origin/main"}],
+                    },
+                    "remoteUrls": ["https://example.org/repo.git"],
+                }
+            )
         body["actions"] = actions
         return body
 
@@ -437,8 +510,11 @@ class JenkinsEmulator(Emulator):
         out = []
         for child in sorted(self.jobs.values(), key=lambda j: j.path):
             if child.path.startswith(prefix) and len(child.path.split("/")) == depth:
-                entry = {"_class": child.body.get("_class"), "name": _names(child.path)[-1],
-                         "url": f"{PLACEHOLDER}/{child.path}/"}
+                entry = {
+                    "_class": child.body.get("_class"),
+                    "name": _names(child.path)[-1],
+                    "url": f"{PLACEHOLDER}/{child.path}/",
+                }
                 if not child.is_container:
                     last = next((b for b in child.builds if not b["building"]), None)
                     entry["color"] = COLORS.get(last["result"] if last else None, "notbuilt")
@@ -456,23 +532,26 @@ class JenkinsEmulator(Emulator):
             return next((b for b in builds if pred(b)), None)
 
         done = [b for b in builds if not b["building"]]
-        body.update({
-            # Full objects: `tree=builds[...]` reaches any field; plain depth 0 is trimmed.
-            "builds": copy.deepcopy(builds[:100]),
-            "allBuilds": copy.deepcopy(builds),
-            "firstBuild": self._ref(builds[-1] if builds else None),
-            "lastBuild": self._ref(builds[0] if builds else None),
-            "lastCompletedBuild": self._ref(done[0] if done else None),
-            "lastSuccessfulBuild": self._ref(first(lambda b: b["result"] == "SUCCESS")),
-            "lastStableBuild": self._ref(first(lambda b: b["result"] == "SUCCESS")),
-            "lastFailedBuild": self._ref(first(lambda b: b["result"] == "FAILURE")),
-            "lastUnstableBuild": self._ref(first(lambda b: b["result"] == "UNSTABLE")),
-            "lastUnsuccessfulBuild": self._ref(first(
-                lambda b: not b["building"] and b["result"] != "SUCCESS")),
-            "nextBuildNumber": (builds[0]["number"] + 1) if builds else 1,
-            "color": COLORS.get(done[0]["result"] if done else None, "notbuilt")
-            + ("_anime" if builds and builds[0]["building"] else ""),
-        })
+        body.update(
+            {
+                # Full objects: `tree=builds[...]` reaches any field; plain depth 0 is trimmed.
+                "builds": copy.deepcopy(builds[:100]),
+                "allBuilds": copy.deepcopy(builds),
+                "firstBuild": self._ref(builds[-1] if builds else None),
+                "lastBuild": self._ref(builds[0] if builds else None),
+                "lastCompletedBuild": self._ref(done[0] if done else None),
+                "lastSuccessfulBuild": self._ref(first(lambda b: b["result"] == "SUCCESS")),
+                "lastStableBuild": self._ref(first(lambda b: b["result"] == "SUCCESS")),
+                "lastFailedBuild": self._ref(first(lambda b: b["result"] == "FAILURE")),
+                "lastUnstableBuild": self._ref(first(lambda b: b["result"] == "UNSTABLE")),
+                "lastUnsuccessfulBuild": self._ref(
+                    first(lambda b: not b["building"] and b["result"] != "SUCCESS")
+                ),
+                "nextBuildNumber": (builds[0]["number"] + 1) if builds else 1,
+                "color": COLORS.get(done[0]["result"] if done else None, "notbuilt")
+                + ("_anime" if builds and builds[0]["building"] else ""),
+            }
+        )
         return body
 
     def _job_full_depth0(self, job: Job) -> dict:
@@ -508,11 +587,18 @@ class JenkinsEmulator(Emulator):
         now_ms = 1559281453240  # the recorded pipeline build's time; older ones an hour apart
         results = {52: "FAILURE", 51: "UNSTABLE", 50: "ABORTED"}  # consistent with the
         # recorded last*Build pointers (lastFailed 52, lastSuccessful 49)
-        self.set_builds("job/Level1_WorkflowJob", [
-            {"number": n, "result": results.get(n, "SUCCESS"),
-             "timestamp": now_ms - (52 - n) * 3_600_000, "duration": 324447}
-            for n in range(52, 44, -1)
-        ])
+        self.set_builds(
+            "job/Level1_WorkflowJob",
+            [
+                {
+                    "number": n,
+                    "result": results.get(n, "SUCCESS"),
+                    "timestamp": now_ms - (52 - n) * 3_600_000,
+                    "duration": 324447,
+                }
+                for n in range(52, 44, -1)
+            ],
+        )
         self.add_folder("job/folder")
         recorded = _load("api4jenkins/run/workflowrun.json")
         pipeline = self.add_job("job/folder/job/pipeline")
@@ -520,19 +606,33 @@ class JenkinsEmulator(Emulator):
         if not recorded:
             self.set_builds("job/folder/job/pipeline", [{"number": 52, "result": "FAILURE"}])
         self.add_folder("job/Level1_multibranchjob", multibranch=True)
-        self.set_builds("job/Level1_multibranchjob/job/master", [
-            {"number": 3, "result": "FAILURE", "timestamp": now_ms},
-            {"number": 2, "result": "SUCCESS", "timestamp": now_ms - 3_600_000},
-            {"number": 1, "result": "SUCCESS", "timestamp": now_ms - 7_200_000},
-        ])
+        self.set_builds(
+            "job/Level1_multibranchjob/job/master",
+            [
+                {"number": 3, "result": "FAILURE", "timestamp": now_ms},
+                {"number": 2, "result": "SUCCESS", "timestamp": now_ms - 3_600_000},
+                {"number": 1, "result": "SUCCESS", "timestamp": now_ms - 7_200_000},
+            ],
+        )
         # jenkins-rest's FreeStyle job: #7 is running (recorded color blue_anime, inQueue).
         info = _load("jenkins-rest/build-info-git-commit.json")
         ts = info["timestamp"] if info else now_ms
-        self.set_builds("job/fish", [
-            {"number": 7, "building": True, "timestamp": ts},
-            *({"number": n, "result": "SUCCESS", "timestamp": ts - (7 - n) * 3_600_000,
-               "duration": 60750} for n in range(6, 0, -1)),
-        ], kind="freestyle")
+        self.set_builds(
+            "job/fish",
+            [
+                {"number": 7, "building": True, "timestamp": ts},
+                *(
+                    {
+                        "number": n,
+                        "result": "SUCCESS",
+                        "timestamp": ts - (7 - n) * 3_600_000,
+                        "duration": 60750,
+                    }
+                    for n in range(6, 0, -1)
+                ),
+            ],
+            kind="freestyle",
+        )
         freestyle = _load("api4jenkins/run/freestylebuild.json")
         job = self.add_job("job/freestylejob", kind="freestyle")
         job.builds = [freestyle] if freestyle else []

@@ -35,10 +35,19 @@ def test_tree_parser():
     assert spec[0] == ("a", None, None)
     assert spec[1][0] == "b" and spec[1][2] == slice(0, 2)
     assert spec[2] == ("f", None, slice(1, 2))
-    body = {"_class": "X", "a": 1, "b": [{"c": 1, "d": {"e": 2, "z": 3}, "y": 0}] * 3,
-            "f": [10, 20, 30], "g": 5}
-    assert apply_tree(body, spec) == {"_class": "X", "a": 1,
-                                      "b": [{"c": 1, "d": {"e": 2}}] * 2, "f": [20]}
+    body = {
+        "_class": "X",
+        "a": 1,
+        "b": [{"c": 1, "d": {"e": 2, "z": 3}, "y": 0}] * 3,
+        "f": [10, 20, 30],
+        "g": 5,
+    }
+    assert apply_tree(body, spec) == {
+        "_class": "X",
+        "a": 1,
+        "b": [{"c": 1, "d": {"e": 2}}] * 2,
+        "f": [20],
+    }
     for bad in ("", "a[", "a]", "a[b", "a{x}"):
         with pytest.raises(ValueError):
             parse_tree(bad)
@@ -69,24 +78,35 @@ def test_jenkins_replays_recorded_bodies(shared_fixtures):
         assert [j["name"] for j in folder["jobs"]] == ["pipeline"]
         log = get(f"{jenkins.url}/job/fish/6/consoleText")
         assert log.headers["content-type"].startswith("text/plain")
-        assert log.text == (shared_fixtures / "jenkins/jenkins-rest/build-consoleText.txt") \
-            .read_text()
-        for path in ("/api/json", "/job/fish/api/json", "/job/fish/lastBuild/api/json",
-                     "/job/Level1_multibranchjob/api/json"):
+        assert (
+            log.text == (shared_fixtures / "jenkins/jenkins-rest/build-consoleText.txt").read_text()
+        )
+        for path in (
+            "/api/json",
+            "/job/fish/api/json",
+            "/job/fish/lastBuild/api/json",
+            "/job/Level1_multibranchjob/api/json",
+        ):
             text = get(jenkins.url + path).text
             assert not any(host in text for host in RECORDED_JENKINS_HOSTS), path
 
 
 def test_jenkins_tree_query_and_build_refs():
     with JenkinsEmulator(replay=False) as jenkins:
-        jenkins.set_builds("job/a/job/b", [
-            {"building": True}, {"result": "FAILURE", "sha": "c" * 40}, {"result": "SUCCESS"}])
+        jenkins.set_builds(
+            "job/a/job/b",
+            [{"building": True}, {"result": "FAILURE", "sha": "c" * 40}, {"result": "SUCCESS"}],
+        )
         tree = "builds[number,result,building,actions[lastBuiltRevision[SHA1]]]{0,2}"
         body = get(f"{jenkins.url}/job/a/job/b/api/json", params={"tree": tree}).json()
         assert [(b["number"], b["result"], b["building"]) for b in body["builds"]] == [
-            (3, None, True), (2, "FAILURE", False)]
-        assert {"_class": "hudson.plugins.git.util.BuildData",
-                "lastBuiltRevision": {"SHA1": "c" * 40}} in body["builds"][1]["actions"]
+            (3, None, True),
+            (2, "FAILURE", False),
+        ]
+        assert {
+            "_class": "hudson.plugins.git.util.BuildData",
+            "lastBuiltRevision": {"SHA1": "c" * 40},
+        } in body["builds"][1]["actions"]
         assert "color" not in body
         last = get(f"{jenkins.url}/job/a/job/b/lastCompletedBuild/api/json").json()
         assert last["number"] == 2 and last["url"] == f"{jenkins.url}/job/a/job/b/2/"
@@ -101,8 +121,9 @@ def test_jenkins_tree_query_and_build_refs():
 def test_jenkins_set_builds_shapes():
     with JenkinsEmulator(replay=False) as jenkins:
         when = datetime(2024, 1, 1, tzinfo=UTC)
-        (body,) = jenkins.set_builds("job/x", [{"number": 5, "result": "ABORTED",
-                                               "timestamp": when, "duration": 1234}])
+        (body,) = jenkins.set_builds(
+            "job/x", [{"number": 5, "result": "ABORTED", "timestamp": when, "duration": 1234}]
+        )
         assert body["number"] == 5 and body["id"] == "5" and body["result"] == "ABORTED"
         assert body["timestamp"] == int(when.timestamp() * 1000) and body["duration"] == 1234
         assert body["url"].endswith("/job/x/5/") and body["building"] is False
@@ -145,19 +166,28 @@ def test_github_replays_recorded_bodies(shared_fixtures):
     with GithubEmulator() as github:
         r = get(f"{github.url}/repos/PyGithub/PyGithub/actions/workflows/check.yml")
         recorded = json.loads((payloads / "workflow.by-filename.check.yml.json").read_text())
-        assert r.json() == {**recorded, "url": recorded["url"].replace(
-            "https://api.github.com", github.url)}
+        assert r.json() == {
+            **recorded,
+            "url": recorded["url"].replace("https://api.github.com", github.url),
+        }
         assert r.headers["X-GitHub-Media-Type"] == "github.v3; format=json"
         runs = get(f"{github.url}/repos/PyGithub/PyGithub/actions/workflows/1026390/runs").json()
         assert [run["id"] for run in runs["workflow_runs"]] == [
-            109950033, 109168419, 108934155, 108817672]
+            109950033,
+            109168419,
+            108934155,
+            108817672,
+        ]
         assert "api.github.com" not in json.dumps(runs)
         assert runs["workflow_runs"][0]["html_url"].startswith("https://github.com/")
         base = f"{github.url}/repos/EnricoMi/PyGithub/actions/runs/26365060973"
         assert get(base).json()["run_attempt"] == 2
         second = get(f"{base}/attempts/2").json()
-        assert second == json.loads((payloads / "workflow-run.attempt.2.json").read_text()
-                                    .replace("https://api.github.com", github.url))
+        assert second == json.loads(
+            (payloads / "workflow-run.attempt.2.json")
+            .read_text()
+            .replace("https://api.github.com", github.url)
+        )
         first = get(f"{base}/attempts/1").json()
         assert first["run_attempt"] == 1 and first["previous_attempt_url"] is None
         jobs = get(f"{github.url}/repos/PyGithub/PyGithub/actions/runs/3881497935/jobs").json()
@@ -170,23 +200,32 @@ def test_github_replays_recorded_bodies(shared_fixtures):
 def test_github_set_runs_shapes_and_filters():
     t0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
     with GithubEmulator(replay=False) as github:
-        bodies = github.set_runs("o/r", "ci.yml", [
-            {"id": 3, "status": "in_progress", "created_at": t0, "branch": "dev"},
-            {"id": 2, "attempt": 2, "created_at": t0 - timedelta(days=1)},
-            {"id": 1, "conclusion": "failure", "created_at": t0 - timedelta(days=2)},
-        ])
+        bodies = github.set_runs(
+            "o/r",
+            "ci.yml",
+            [
+                {"id": 3, "status": "in_progress", "created_at": t0, "branch": "dev"},
+                {"id": 2, "attempt": 2, "created_at": t0 - timedelta(days=1)},
+                {"id": 1, "conclusion": "failure", "created_at": t0 - timedelta(days=2)},
+            ],
+        )
         assert [(b["id"], b["run_attempt"], b["status"], b["conclusion"]) for b in bodies] == [
-            (3, 1, "in_progress", None), (2, 2, "completed", "success"),
-            (1, 1, "completed", "failure")]
+            (3, 1, "in_progress", None),
+            (2, 2, "completed", "success"),
+            (1, 1, "completed", "failure"),
+        ]
         assert bodies[1]["previous_attempt_url"].endswith("/actions/runs/2/attempts/1")
         assert bodies[0]["repository"]["full_name"] == "o/r"
         url = f"{github.url}/repos/o/r/actions/workflows/ci.yml/runs"
-        assert [r["id"] for r in get(url, params={"branch": "main"}).json()["workflow_runs"]] \
-            == [2, 1]
+        assert [r["id"] for r in get(url, params={"branch": "main"}).json()["workflow_runs"]] == [
+            2,
+            1,
+        ]
         window = {"created": "2024-04-29..2024-04-30"}
         assert [r["id"] for r in get(url, params=window).json()["workflow_runs"]] == [2, 1]
-        assert [r["id"] for r in get(url, params={"created": ">2024-04-30"})
-                .json()["workflow_runs"]] == [3]
+        assert [
+            r["id"] for r in get(url, params={"created": ">2024-04-30"}).json()["workflow_runs"]
+        ] == [3]
         page = get(url, params={"per_page": 2})
         assert [r["id"] for r in page.json()["workflow_runs"]] == [3, 2]
         assert page.json()["total_count"] == 3 and 'rel="next"' in page.headers["Link"]
@@ -240,8 +279,9 @@ def test_github_rate_limit_headers_and_exhaustion(shared_fixtures):
         limited = get(url)
         assert limited.status_code == 403
         assert limited.headers["X-RateLimit-Remaining"] == "0"
-        recorded = json.loads((shared_fixtures / "github/payloads/"
-                               "error.403.rate-limit-exceeded.json").read_text())
+        recorded = json.loads(
+            (shared_fixtures / "github/payloads/error.403.rate-limit-exceeded.json").read_text()
+        )
         assert limited.json() == recorded
         quota = get(f"{github.url}/rate_limit").json()  # free, as on GitHub
         assert quota["resources"]["core"]["remaining"] == 0 and quota["rate"]["limit"] == 60
@@ -269,8 +309,10 @@ def test_github_token_and_request_counters():
         url = f"{github.url}/repos/o/r/actions/workflows/ci.yml/runs"
         assert get(url).status_code == 401
         assert get(url, headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        get(f"{github.url}/repos/o/r/actions/runs/5/attempts/1",
-            headers={"Authorization": "token s3cret"})
+        get(
+            f"{github.url}/repos/o/r/actions/runs/5/attempts/1",
+            headers={"Authorization": "token s3cret"},
+        )
         assert len(github.runs_requests()) == 2 and len(github.attempt_requests()) == 1
         github.reset_requests()
         assert github.requests == []
@@ -288,8 +330,18 @@ def test_github_without_fixtures(no_fixtures):
         runs = get(f"{github.url}/repos/PyGithub/PyGithub/actions/workflows/check.yml/runs")
         assert runs.json()["total_count"] == 4
         run = runs.json()["workflow_runs"][0]
-        for key in ("id", "status", "conclusion", "run_attempt", "run_started_at",
-                    "created_at", "updated_at", "head_sha", "html_url", "url"):
+        for key in (
+            "id",
+            "status",
+            "conclusion",
+            "run_attempt",
+            "run_started_at",
+            "created_at",
+            "updated_at",
+            "head_sha",
+            "html_url",
+            "url",
+        ):
             assert key in run
         base = f"{github.url}/repos/EnricoMi/PyGithub/actions/runs/26365060973"
         assert get(f"{base}/attempts/1").json()["conclusion"] == "failure"

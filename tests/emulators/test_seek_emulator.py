@@ -63,10 +63,9 @@ def crate_metadata(content: bytes) -> dict:
 
 # -- real fixtures ---------------------------------------------------------------------------
 
+
 def test_catalogue_follows_index_json(real, shared_fixtures):
-    index = json.loads(
-        (shared_fixtures / "seek/lifemonitor-test-instance/index.json").read_text()
-    )
+    index = json.loads((shared_fixtures / "seek/lifemonitor-test-instance/index.json").read_text())
     assert sorted(real.workflows) == ["20", "21", "22", "23", "24"]
     for w in index["workflows"]:
         wf = real.workflow(w["id"])
@@ -110,8 +109,12 @@ def test_workflow_detail_has_real_shape(real, shared_fixtures):
     assert data["meta"]["base_url"] == real.url
     assert data["links"]["self"] == "/workflows/21?version=1"
     assert data["attributes"]["versions"] == [
-        {"version": 1, "revision_comments": None, "url": f"{real.url}/workflows/21?version=1",
-         "doi": None}
+        {
+            "version": 1,
+            "revision_comments": None,
+            "url": f"{real.url}/workflows/21?version=1",
+            "doi": None,
+        }
     ]
     assert data["attributes"]["workflow_class"]["key"] == "galaxy"
     assert data["relationships"]["submitter"]["data"] == [{"id": "2", "type": "people"}]
@@ -140,8 +143,9 @@ def test_public_crate_downloads_as_a_valid_zip(real, shared_fixtures):
 def test_private_workflow_refused_without_token_served_with_it(real):
     r = get(real, "/workflows/22", params={"format": "json"})
     assert r.status_code == 403
-    assert r.json() == {"errors": [{"title": "Forbidden",
-                                    "details": "You may not view workflow:22"}]}
+    assert r.json() == {
+        "errors": [{"title": "Forbidden", "details": "You may not view workflow:22"}]
+    }
     r = get(real, "/workflows/22/ro_crate", params={"version": "1"})
     assert r.status_code == 403
     assert r.json()["errors"][0]["details"] == "You may not download workflow:22"
@@ -165,8 +169,9 @@ def test_private_workflow_refused_without_token_served_with_it(real):
 def test_not_found_bodies(real):
     r = get(real, "/workflows/999", params={"format": "json"})
     assert r.status_code == 404
-    assert r.json() == {"errors": [{"title": "Not found",
-                                    "detail": "Couldn't find Workflow with 'id'=[999]"}]}
+    assert r.json() == {
+        "errors": [{"title": "Not found", "detail": "Couldn't find Workflow with 'id'=[999]"}]
+    }
     assert get(real, "/workflows/999/ro_crate", params={"version": "1"}).status_code == 404
     assert get(real, "/workflows/21/ro_crate", params={"version": "7"}).status_code == 404
     assert get(real, "/workflows/21", params={"version": "7"}).status_code == 404
@@ -186,8 +191,12 @@ def test_people(real, shared_fixtures):
     assert set(data["attributes"]) <= set(ref["attributes"])
     assert data["id"] == "2"
     assert data["attributes"]["title"] == "First User"
-    assert data["attributes"]["mbox_sha1sum"] == hashlib.sha1(  # noqa: S324
-        b"mailto:user1@seek.lifemonitor").hexdigest()
+    assert (
+        data["attributes"]["mbox_sha1sum"]
+        == hashlib.sha1(  # noqa: S324
+            b"mailto:user1@seek.lifemonitor"
+        ).hexdigest()
+    )
     assert data["relationships"]["projects"]["data"][0] == {"id": "2", "type": "projects"}
     assert get(real, "/people/1").json()["data"]["attributes"]["title"] == "Admin User"
     assert get(real, "/people/99").status_code == 404
@@ -198,8 +207,12 @@ def test_json_only_when_asked(real):
     r = get(real, "/workflows", headers={"Accept": "text/html"})
     assert r.status_code == 406
     assert r.json()["errors"][0]["title"] == "Not Acceptable"
-    assert get(real, "/workflows", headers={"Accept": "text/html"},
-               params={"format": "json"}).status_code == 200
+    assert (
+        get(
+            real, "/workflows", headers={"Accept": "text/html"}, params={"format": "json"}
+        ).status_code
+        == 200
+    )
     assert get(real, "/workflows/21.json", headers={"Accept": "text/html"}).status_code == 200
     # the crate ignores Accept (LifeMonitor asks for it with the JSON:API type)
     assert get(real, "/workflows/21/ro_crate").status_code == 200
@@ -213,6 +226,7 @@ def test_converted_crates_can_be_served(real):
 
 
 # -- generated catalogue (always runs) --------------------------------------------------------
+
 
 def test_generated_catalogue_without_fixtures(generated, tmp_path):
     assert not generated.has_real_fixtures
@@ -253,8 +267,12 @@ def test_added_workflow_with_versions(generated):
     data = get(generated, "/workflows/7").json()["data"]
     assert [v["version"] for v in data["attributes"]["versions"]] == [1, 2]
     assert data["attributes"]["latest_version"] == 2
-    assert get(generated, "/workflows/7", params={"version": "1"}).json()["data"][
-        "attributes"]["version"] == 1
+    assert (
+        get(generated, "/workflows/7", params={"version": "1"}).json()["data"]["attributes"][
+            "version"
+        ]
+        == 1
+    )
     r = get(generated, "/workflows/7/ro_crate", params={"version": "1"})
     assert crate_metadata(r.content)["@graph"][1]["name"] == "v1"
 

@@ -56,8 +56,14 @@ def registry_for(url: str):
     from chalicelib.models import Registry
 
     # In memory, no database: client_for only reads `uri` and `service_token_key`.
-    return Registry(name="WorkflowHub", client_name="wfhub", type="seek", uri=url,
-                    server_client_id="wfh-app", uuid=str(uuid.uuid4()))
+    return Registry(
+        name="WorkflowHub",
+        client_name="wfhub",
+        type="seek",
+        uri=url,
+        server_client_id="wfh-app",
+        uuid=str(uuid.uuid4()),
+    )
 
 
 def only_request(emu):
@@ -67,6 +73,7 @@ def only_request(emu):
 
 
 # -- calls ----------------------------------------------------------------------------------
+
 
 def test_get_workflow(emu):
     wid = emu.public_id
@@ -163,6 +170,7 @@ def test_urls():
 
 # -- token choice -----------------------------------------------------------------------------
 
+
 def test_client_for_prefers_the_user_token(emu):
     from chalicelib.secrets import get_secrets
 
@@ -200,6 +208,7 @@ def test_client_for_falls_back_to_anonymous(emu):
 
 
 # -- errors -----------------------------------------------------------------------------------
+
 
 def check_reason(exc: errors.LifeMonitorError, token: str | None = None) -> None:
     """One line, names the registry host, never the token."""
@@ -322,14 +331,19 @@ def test_errors_render_as_problem_json(emu):
 
 # -- the SSRF guard ---------------------------------------------------------------------------
 
+
 def test_refuses_loopback_registry_without_allow_private_urls(monkeypatch):
     # A fresh server (new port): the pooled keep-alive connections of other tests, made
     # while loopback was allowed, must not be what this test goes through.
     monkeypatch.delenv("ALLOW_PRIVATE_URLS", raising=False)
     with WorkflowHubEmulator(use_real_fixtures=False) as emu:
         client = SeekClient(emu.url, SECRET)
-        for call in (client.list_workflows, lambda: client.get_workflow(emu.public_id),
-                     lambda: client.download_crate(emu.public_id, 1), client.current_user):
+        for call in (
+            client.list_workflows,
+            lambda: client.get_workflow(emu.public_id),
+            lambda: client.download_crate(emu.public_id, 1),
+            client.current_user,
+        ):
             with pytest.raises(RegistryUnavailableError, match="loopback") as exc:
                 call()
             check_reason(exc.value, SECRET)

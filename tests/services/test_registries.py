@@ -27,8 +27,6 @@ WFH = {
 }
 
 
-
-
 @pytest.fixture
 def wfh(session):
     creds = registries.add_registry(session, **WFH)

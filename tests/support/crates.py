@@ -26,9 +26,19 @@ CONTEXT_0_1 = [
     {
         term: TEST_NS + term
         for term in (
-            "TestSuite", "TestInstance", "TestService", "TestDefinition", "PlanemoEngine",
-            "JenkinsService", "TravisService", "GithubService", "instance", "runsOn",
-            "resource", "definition", "engineVersion",
+            "TestSuite",
+            "TestInstance",
+            "TestService",
+            "TestDefinition",
+            "PlanemoEngine",
+            "JenkinsService",
+            "TravisService",
+            "GithubService",
+            "instance",
+            "runsOn",
+            "resource",
+            "definition",
+            "engineVersion",
         )
     },
 ]
@@ -111,8 +121,12 @@ def wtroc_metadata(
             root["mentions"] = [{"@id": "#test1"}]
         services = {}
         for id_, (service, url, resource) in zip(ids, instances, strict=True):
-            instance: dict = {"@id": id_, "@type": "TestInstance", "name": id_.lstrip("#"),
-                              "runsOn": {"@id": service_id(service)}}
+            instance: dict = {
+                "@id": id_,
+                "@type": "TestInstance",
+                "name": id_.lstrip("#"),
+                "runsOn": {"@id": service_id(service)},
+            }
             if url is not None:
                 instance["url"] = url
             if resource is not None:
@@ -120,16 +134,29 @@ def wtroc_metadata(
             graph.append(instance)
             services[service_id(service)] = service
         for sid, service in services.items():
-            graph.append({"@id": sid, "@type": "TestService", "name": service.title(),
-                          "url": {"@id": f"https://{service}.example"}})
+            graph.append(
+                {
+                    "@id": sid,
+                    "@type": "TestService",
+                    "name": service.title(),
+                    "url": {"@id": f"https://{service}.example"},
+                }
+            )
         if definition:
             suite["definition"] = {"@id": DEFINITION}
             root["hasPart"].append({"@id": DEFINITION})
             graph += [
-                {"@id": DEFINITION, "@type": ["File", "TestDefinition"],
-                 "conformsTo": {"@id": TEST_NS + "PlanemoEngine"}, "engineVersion": ">=0.70"},
-                {"@id": TEST_NS + "PlanemoEngine", "@type": "SoftwareApplication",
-                 "name": "Planemo"},
+                {
+                    "@id": DEFINITION,
+                    "@type": ["File", "TestDefinition"],
+                    "conformsTo": {"@id": TEST_NS + "PlanemoEngine"},
+                    "engineVersion": ">=0.70",
+                },
+                {
+                    "@id": TEST_NS + "PlanemoEngine",
+                    "@type": "SoftwareApplication",
+                    "name": "Planemo",
+                },
             ]
     return {"@context": CONTEXT_0_1 if form == "0.1" else CONTEXT_0_2, "@graph": graph}
 

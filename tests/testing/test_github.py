@@ -83,47 +83,64 @@ def test_registers_itself():
     assert isinstance(get_adapter("github"), GithubAdapter)
 
 
-@pytest.mark.parametrize(("status", "conclusion", "expected"), [
-    ("in_progress", None, "running"),
-    ("queued", None, "waiting"),
-    ("waiting", None, "waiting"),  # LifeMonitor: unknown → error (a bug)
-    ("requested", None, "waiting"),
-    ("pending", None, "waiting"),
-    ("completed", "success", "passed"),
-    ("completed", "cancelled", "aborted"),
-    ("completed", "failure", "failed"),
-    ("completed", "timed_out", "error"),
-    ("completed", "skipped", "error"),
-    ("completed", "neutral", "error"),
-    ("completed", "action_required", "error"),
-    ("completed", "stale", "error"),
-    ("completed", None, "error"),
-    ("mystery", None, "error"),
-])
+@pytest.mark.parametrize(
+    ("status", "conclusion", "expected"),
+    [
+        ("in_progress", None, "running"),
+        ("queued", None, "waiting"),
+        ("waiting", None, "waiting"),  # LifeMonitor: unknown → error (a bug)
+        ("requested", None, "waiting"),
+        ("pending", None, "waiting"),
+        ("completed", "success", "passed"),
+        ("completed", "cancelled", "aborted"),
+        ("completed", "failure", "failed"),
+        ("completed", "timed_out", "error"),
+        ("completed", "skipped", "error"),
+        ("completed", "neutral", "error"),
+        ("completed", "action_required", "error"),
+        ("completed", "stale", "error"),
+        ("completed", None, "error"),
+        ("mystery", None, "error"),
+    ],
+)
 def test_map_status(status, conclusion, expected):
     assert map_status(status, conclusion) == expected
 
 
-@pytest.mark.parametrize(("resource", "parts"), [
-    ("repos/o/r/actions/workflows/ci.yml", ("o", "r", "ci.yml")),
-    ("/repos/o/r/actions/workflows/ci.yml/", ("o", "r", "ci.yml")),
-    ("repos/crs4/life_monitor/actions/workflows/docs.yaml",
-     ("crs4", "life_monitor", "docs.yaml")),
-    ("repos/o/r/actions/workflows/1122712", ("o", "r", "1122712")),
-    ("https://api.github.com/repos/o/r/actions/workflows/ci.yml", ("o", "r", "ci.yml")),
-    ("https://github.com/o/r/actions/workflows/ci.yml", ("o", "r", "ci.yml")),
-    ("https://ghe.example.org/api/v3/repos/o/r/actions/workflows/7", ("o", "r", "7")),
-])
+@pytest.mark.parametrize(
+    ("resource", "parts"),
+    [
+        ("repos/o/r/actions/workflows/ci.yml", ("o", "r", "ci.yml")),
+        ("/repos/o/r/actions/workflows/ci.yml/", ("o", "r", "ci.yml")),
+        (
+            "repos/crs4/life_monitor/actions/workflows/docs.yaml",
+            ("crs4", "life_monitor", "docs.yaml"),
+        ),
+        ("repos/o/r/actions/workflows/1122712", ("o", "r", "1122712")),
+        ("https://api.github.com/repos/o/r/actions/workflows/ci.yml", ("o", "r", "ci.yml")),
+        ("https://github.com/o/r/actions/workflows/ci.yml", ("o", "r", "ci.yml")),
+        ("https://ghe.example.org/api/v3/repos/o/r/actions/workflows/7", ("o", "r", "7")),
+    ],
+)
 def test_parse_resource(resource, parts):
     ref = parse_resource(resource)
     assert (ref.owner, ref.repo, ref.workflow) == parts
 
 
-@pytest.mark.parametrize("resource", [
-    "", "o/r", "repos/o/r", "repos/o/r/actions/workflows/", "repos/o/r/actions/runs/1",
-    "repos/o/r/actions/workflows/ci.yml/runs", "repos/o/../actions/workflows/ci.yml",
-    "repos/o/r/actions/workflows/a b.yml", "github/o/r",
-])
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "",
+        "o/r",
+        "repos/o/r",
+        "repos/o/r/actions/workflows/",
+        "repos/o/r/actions/runs/1",
+        "repos/o/r/actions/workflows/ci.yml/runs",
+        "repos/o/../actions/workflows/ci.yml",
+        "repos/o/r/actions/workflows/a b.yml",
+        "github/o/r",
+    ],
+)
 def test_bad_resource_is_a_clear_error(resource):
     with pytest.raises(InvalidResourceError, match="Unexpected format of link to Github"):
         parse_resource(resource)
@@ -136,11 +153,16 @@ def test_bad_resource_from_fetch(adapter, github):
     assert github.requests == []
 
 
-@pytest.mark.parametrize(("url", "base"), [
-    ("", DEFAULT_API), ("https://github.com", DEFAULT_API), ("https://github.com/", DEFAULT_API),
-    ("https://api.github.com/", DEFAULT_API),
-    ("https://ghe.example.org/api/v3/", "https://ghe.example.org/api/v3"),
-])
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("", DEFAULT_API),
+        ("https://github.com", DEFAULT_API),
+        ("https://github.com/", DEFAULT_API),
+        ("https://api.github.com/", DEFAULT_API),
+        ("https://ghe.example.org/api/v3/", "https://ghe.example.org/api/v3"),
+    ],
+)
 def test_api_base(url, base):
     assert api_base(url) == base
 
@@ -150,17 +172,26 @@ def test_token_key_scheme():
     assert token_key("http://127.0.0.1:8080") == "ci/github/127.0.0.1_8080/token"
 
 
-@pytest.mark.parametrize(("window", "inside", "outside"), [
-    (">=2024-01-01", ["2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z"],
-     ["2023-12-31T23:59:59Z"]),
-    (">2024-01-01", ["2024-01-02T00:00:00Z"], ["2024-01-01T23:00:00Z"]),
-    ("<2024-01-01T10:00:00Z", ["2024-01-01T09:59:59Z"], ["2024-01-01T10:00:00Z"]),
-    ("<=2024-01-01", ["2024-01-01T23:59:59Z"], ["2024-01-02T00:00:00Z"]),
-    ("2024-01-01..2024-01-31", ["2024-01-01T00:00:00Z", "2024-01-31T23:00:00Z"],
-     ["2024-02-01T00:00:00Z"]),
-    ("2024-01-01T10:00:00Z..*", ["2024-01-01T10:00:00Z"], ["2024-01-01T09:00:00Z"]),
-    ("2024-01-01", ["2024-01-01T12:00:00Z"], ["2024-01-02T00:00:00Z"]),
-])
+@pytest.mark.parametrize(
+    ("window", "inside", "outside"),
+    [
+        (
+            ">=2024-01-01",
+            ["2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z"],
+            ["2023-12-31T23:59:59Z"],
+        ),
+        (">2024-01-01", ["2024-01-02T00:00:00Z"], ["2024-01-01T23:00:00Z"]),
+        ("<2024-01-01T10:00:00Z", ["2024-01-01T09:59:59Z"], ["2024-01-01T10:00:00Z"]),
+        ("<=2024-01-01", ["2024-01-01T23:59:59Z"], ["2024-01-02T00:00:00Z"]),
+        (
+            "2024-01-01..2024-01-31",
+            ["2024-01-01T00:00:00Z", "2024-01-31T23:00:00Z"],
+            ["2024-02-01T00:00:00Z"],
+        ),
+        ("2024-01-01T10:00:00Z..*", ["2024-01-01T10:00:00Z"], ["2024-01-01T09:00:00Z"]),
+        ("2024-01-01", ["2024-01-01T12:00:00Z"], ["2024-01-02T00:00:00Z"]),
+    ],
+)
 def test_parse_created(window, inside, outside):
     contains = parse_created(window)
     for text in inside:
@@ -173,27 +204,54 @@ def test_parse_created(window, inside, outside):
 
 
 def test_every_status(adapter, github):
-    specs = [("in_progress", None), ("queued", None), ("waiting", None), ("requested", None),
-             ("pending", None), ("completed", "success"), ("completed", "cancelled"),
-             ("completed", "failure"), ("completed", "timed_out"), ("completed", "skipped")]
-    github.set_runs("o/r", "ci.yml", [
-        {"id": 100 - i, "status": s, "conclusion": c} for i, (s, c) in enumerate(specs)])
+    specs = [
+        ("in_progress", None),
+        ("queued", None),
+        ("waiting", None),
+        ("requested", None),
+        ("pending", None),
+        ("completed", "success"),
+        ("completed", "cancelled"),
+        ("completed", "failure"),
+        ("completed", "timed_out"),
+        ("completed", "skipped"),
+    ]
+    github.set_runs(
+        "o/r",
+        "ci.yml",
+        [{"id": 100 - i, "status": s, "conclusion": c} for i, (s, c) in enumerate(specs)],
+    )
     result = fetch(adapter, github)
     assert [(b.build_id, b.status) for b in result.builds] == [
-        ("100_1", "running"), ("99_1", "waiting"), ("98_1", "waiting"), ("97_1", "waiting"),
-        ("96_1", "waiting"), ("95_1", "passed"), ("94_1", "aborted"), ("93_1", "failed"),
-        ("92_1", "error"), ("91_1", "error"),
+        ("100_1", "running"),
+        ("99_1", "waiting"),
+        ("98_1", "waiting"),
+        ("97_1", "waiting"),
+        ("96_1", "waiting"),
+        ("95_1", "passed"),
+        ("94_1", "aborted"),
+        ("93_1", "failed"),
+        ("92_1", "error"),
+        ("91_1", "error"),
     ]
     assert len(github.requests) == 1
     assert result.etag and not result.not_modified
 
 
 def test_times_links_and_revision(adapter, github):
-    github.set_runs("o/r", "ci.yml", [
-        {"id": 2, "status": "in_progress", "created_at": T0, "sha": "b" * 40},
-        {"id": 1, "created_at": T0 - timedelta(hours=1),
-         "run_started_at": T0 - timedelta(minutes=50), "updated_at": T0 - timedelta(minutes=45)},
-    ])
+    github.set_runs(
+        "o/r",
+        "ci.yml",
+        [
+            {"id": 2, "status": "in_progress", "created_at": T0, "sha": "b" * 40},
+            {
+                "id": 1,
+                "created_at": T0 - timedelta(hours=1),
+                "run_started_at": T0 - timedelta(minutes=50),
+                "updated_at": T0 - timedelta(minutes=45),
+            },
+        ],
+    )
     running, done = fetch(adapter, github).builds
     assert running.started_at == T0 and running.finished_at is None
     assert running.duration is None and running.revision == "b" * 40
@@ -212,23 +270,29 @@ def test_workflow_by_id_and_full_url(adapter, github):
     wf = github.add_workflow("o/r", "ci.yml", id=4242)
     github.set_runs("o/r", "ci.yml", [{"id": 7}])
     assert wf.id == 4242
-    for resource in ("repos/o/r/actions/workflows/4242",
-                     "https://api.github.com/repos/o/r/actions/workflows/ci.yml",
-                     "https://github.com/o/r/actions/workflows/ci.yml"):
+    for resource in (
+        "repos/o/r/actions/workflows/4242",
+        "https://api.github.com/repos/o/r/actions/workflows/ci.yml",
+        "https://github.com/o/r/actions/workflows/ci.yml",
+    ):
         assert ids(fetch(adapter, github, Instance(resource=resource))) == ["7_1"]
 
 
 def test_recorded_runs(adapter, github, shared_fixtures):
-    old = fetch(adapter, github, Instance(resource="repos/PyGithub/PyGithub/actions/workflows/"
-                                          "check.yml"))
+    old = fetch(
+        adapter, github, Instance(resource="repos/PyGithub/PyGithub/actions/workflows/check.yml")
+    )
     assert ids(old) == ["109950033_1", "109168419_1", "108934155_1", "108817672_1"]
     assert [b.status for b in old.builds] == ["passed", "passed", "failed", "passed"]
     assert old.builds[0].started_at == datetime(2020, 5, 20, 2, 37, 57, tzinfo=UTC)
     assert old.builds[0].duration == 148.0
-    rerun = fetch(adapter, github, Instance(resource="repos/EnricoMi/PyGithub/actions/"
-                                            "workflows/codeql.yml"))
+    rerun = fetch(
+        adapter, github, Instance(resource="repos/EnricoMi/PyGithub/actions/workflows/codeql.yml")
+    )
     assert [(b.build_id, b.status) for b in rerun.builds] == [
-        ("26365060973_2", "passed"), ("26365060973_1", "failed")]
+        ("26365060973_2", "passed"),
+        ("26365060973_1", "failed"),
+    ]
     assert rerun.builds[0].started_at == datetime(2026, 5, 29, 15, 42, 5, tzinfo=UTC)
     assert rerun.builds[0].duration == 102.0
 
@@ -237,38 +301,60 @@ def test_recorded_runs(adapter, github, shared_fixtures):
 
 
 def test_attempts_are_expanded(adapter, github):
-    github.set_runs("o/r", "ci.yml", [
-        {"id": 20, "attempt": 3, "created_at": T0,
-         "attempts": [{"conclusion": "cancelled"}, {"conclusion": "failure"}]},
-        {"id": 10, "created_at": T0 - timedelta(hours=2), "conclusion": "failure"},
-    ])
+    github.set_runs(
+        "o/r",
+        "ci.yml",
+        [
+            {
+                "id": 20,
+                "attempt": 3,
+                "created_at": T0,
+                "attempts": [{"conclusion": "cancelled"}, {"conclusion": "failure"}],
+            },
+            {"id": 10, "created_at": T0 - timedelta(hours=2), "conclusion": "failure"},
+        ],
+    )
     result = fetch(adapter, github)
     assert [(b.build_id, b.status) for b in result.builds] == [
-        ("20_3", "passed"), ("20_2", "failed"), ("20_1", "aborted"), ("10_1", "failed")]
+        ("20_3", "passed"),
+        ("20_2", "failed"),
+        ("20_1", "aborted"),
+        ("10_1", "failed"),
+    ]
     assert [r.path for r in github.attempt_requests()] == [
-        "/repos/o/r/actions/runs/20/attempts/2", "/repos/o/r/actions/runs/20/attempts/1"]
+        "/repos/o/r/actions/runs/20/attempts/2",
+        "/repos/o/r/actions/runs/20/attempts/1",
+    ]
     assert result.etag is not None
 
 
 def test_only_attempts_within_the_limit_are_fetched(adapter, github):
-    github.set_runs("o/r", "ci.yml", [
-        {"id": 30, "attempt": 2, "created_at": T0},
-        {"id": 20, "attempt": 4, "created_at": T0 - timedelta(days=1)},  # outside top 3
-        {"id": 10, "created_at": T0 - timedelta(days=2)},
-    ])
+    github.set_runs(
+        "o/r",
+        "ci.yml",
+        [
+            {"id": 30, "attempt": 2, "created_at": T0},
+            {"id": 20, "attempt": 4, "created_at": T0 - timedelta(days=1)},  # outside top 3
+            {"id": 10, "created_at": T0 - timedelta(days=2)},
+        ],
+    )
     result = fetch(adapter, github, limit=3)
     assert ids(result) == ["30_2", "30_1", "20_4"]
-    assert [r.path for r in github.attempt_requests()] == [
-        "/repos/o/r/actions/runs/30/attempts/1"]
+    assert [r.path for r in github.attempt_requests()] == ["/repos/o/r/actions/runs/30/attempts/1"]
     assert github.runs_requests()[0].arg("per_page") == "3"
 
 
 def test_finished_attempts_are_fetched_once(adapter, github):
     github.set_runs("o/r", "ci.yml", [{"id": 20, "attempt": 2, "created_at": T0}])
     first = fetch(adapter, github)
-    github.set_runs("o/r", "ci.yml", [  # a new run: the list changes, attempt 20_1 does not
-        {"id": 21, "status": "queued", "created_at": T0 + timedelta(hours=1)},
-        {"id": 20, "attempt": 2, "created_at": T0}])
+    github.set_runs(
+        "o/r",
+        "ci.yml",
+        [  # a new run: the list changes, attempt 20_1 does not
+            {"id": 21, "status": "queued", "created_at": T0 + timedelta(hours=1)},
+            {"id": 20, "attempt": 2, "created_at": T0},
+        ],
+    )
     second = fetch(adapter, github, Instance(etag=first.etag))
     assert ids(second) == ["21_1", "20_2", "20_1"]
     assert len(github.attempt_requests()) == 1  # served from the container's cache
@@ -278,8 +364,7 @@ def test_known_attempts_are_skipped(adapter, github):
     github.set_runs("o/r", "ci.yml", [{"id": 20, "attempt": 3, "created_at": T0}])
     result = fetch(adapter, github, KnownInstance(known_build_ids=frozenset({"20_1"})))
     assert ids(result) == ["20_3", "20_2"]  # 20_1 is stored already: not fetched again
-    assert [r.path for r in github.attempt_requests()] == [
-        "/repos/o/r/actions/runs/20/attempts/2"]
+    assert [r.path for r in github.attempt_requests()] == ["/repos/o/r/actions/runs/20/attempts/2"]
     assert result.etag is not None
 
 
@@ -315,17 +400,26 @@ def test_failed_attempt_keeps_the_old_etag(adapter, github):
 
 
 def test_branch_filter(adapter, github):
-    github.set_runs("o/r", "ci.yml", [
-        {"id": 3, "branch": "main"}, {"id": 2, "branch": "dev"}, {"id": 1, "branch": "main"}])
+    github.set_runs(
+        "o/r",
+        "ci.yml",
+        [{"id": 3, "branch": "main"}, {"id": 2, "branch": "dev"}, {"id": 1, "branch": "main"}],
+    )
     result = fetch(adapter, github, Instance(parameters={"branch": "main"}))
     assert ids(result) == ["3_1", "1_1"]
     assert github.runs_requests()[-1].arg("branch") == "main"
 
 
 def test_created_window(adapter, github):
-    github.set_runs("o/r", "ci.yml", [
-        {"id": 3, "created_at": T0}, {"id": 2, "created_at": T0 - timedelta(days=1)},
-        {"id": 1, "created_at": T0 - timedelta(days=2)}])
+    github.set_runs(
+        "o/r",
+        "ci.yml",
+        [
+            {"id": 3, "created_at": T0},
+            {"id": 2, "created_at": T0 - timedelta(days=1)},
+            {"id": 1, "created_at": T0 - timedelta(days=2)},
+        ],
+    )
     window = f"{(T0 - timedelta(days=1)).date()}..{(T0 - timedelta(days=1)).date()}"
     result = fetch(adapter, github, Instance(parameters={"created": window}))
     assert ids(result) == ["2_1"]
@@ -334,21 +428,48 @@ def test_created_window(adapter, github):
 
 def test_created_window_is_enforced_client_side(adapter, github):
     # Even if the server ignored the qualifier, runs outside the window are dropped.
-    github.set_runs("o/r", "ci.yml", [{"id": 2, "created_at": T0},
-                                      {"id": 1, "created_at": T0 - timedelta(days=9)}])
-    github.fault(r"/runs$", status=200, body={"total_count": 2, "workflow_runs": [
-        {"id": 2, "status": "completed", "conclusion": "success",
-         "created_at": "2024-05-01T12:00:00Z", "updated_at": "2024-05-01T12:01:00Z"},
-        {"id": 1, "status": "completed", "conclusion": "success",
-         "created_at": "2024-04-22T12:00:00Z", "updated_at": "2024-04-22T12:01:00Z"}]})
+    github.set_runs(
+        "o/r",
+        "ci.yml",
+        [{"id": 2, "created_at": T0}, {"id": 1, "created_at": T0 - timedelta(days=9)}],
+    )
+    github.fault(
+        r"/runs$",
+        status=200,
+        body={
+            "total_count": 2,
+            "workflow_runs": [
+                {
+                    "id": 2,
+                    "status": "completed",
+                    "conclusion": "success",
+                    "created_at": "2024-05-01T12:00:00Z",
+                    "updated_at": "2024-05-01T12:01:00Z",
+                },
+                {
+                    "id": 1,
+                    "status": "completed",
+                    "conclusion": "success",
+                    "created_at": "2024-04-22T12:00:00Z",
+                    "updated_at": "2024-04-22T12:01:00Z",
+                },
+            ],
+        },
+    )
     result = fetch(adapter, github, Instance(parameters={"created": ">=2024-04-30"}))
     assert ids(result) == ["2_1"]
 
 
-@pytest.mark.parametrize("parameters", [
-    {"created": "yesterday"}, {"created": ">="}, {"created": 5}, {"branch": ""},
-    {"branch": ["main"]},
-])
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"created": "yesterday"},
+        {"created": ">="},
+        {"created": 5},
+        {"branch": ""},
+        {"branch": ["main"]},
+    ],
+)
 def test_bad_parameters(adapter, github, parameters):
     with pytest.raises(CIError, match="parameter"):
         fetch(adapter, github, Instance(parameters=parameters))
@@ -421,17 +542,21 @@ def test_secondary_rate_limit(adapter, github):
 
 
 def test_429_with_retry_after(adapter, github):
-    github.fault(r"/runs$", status=429, body={"message": "Too Many Requests"},
-                 headers={"Retry-After": "45"})
+    github.fault(
+        r"/runs$", status=429, body={"message": "Too Many Requests"}, headers={"Retry-After": "45"}
+    )
     with pytest.raises(CIError, match="rate limit") as info:
         fetch(adapter, github)
     assert info.value.retry_after == 45
 
 
 def test_forbidden_is_not_rate_limiting(adapter, github):
-    github.fault(r"/runs$", status=403,
-                 body={"message": "Resource not accessible by integration"},
-                 headers={"X-RateLimit-Remaining": "4000"})
+    github.fault(
+        r"/runs$",
+        status=403,
+        body={"message": "Resource not accessible by integration"},
+        headers={"X-RateLimit-Remaining": "4000"},
+    )
     with pytest.raises(CIError, match="access denied") as info:
         fetch(adapter, github)
     assert info.value.retry_after is None
@@ -456,16 +581,19 @@ def test_unknown_workflow(adapter, github):
 # -- failures -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", [
-    {"status": 500, "body": {"message": "Server Error"}},
-    {"status": 502, "body": "<html>Bad gateway</html>"},
-    {"status": 200, "body": "{\"total_count\": 1, \"workflow_runs\": [{\"id\": 1"},
-    {"status": 200, "body": "<html>not json</html>"},
-    {"status": 200, "body": {"total_count": 0}},
-    {"status": 200, "body": "[]"},
-    {"status": 200, "body": {"workflow_runs": []}, "truncate": True},
-    {"drop": True},
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500, "body": {"message": "Server Error"}},
+        {"status": 502, "body": "<html>Bad gateway</html>"},
+        {"status": 200, "body": '{"total_count": 1, "workflow_runs": [{"id": 1'},
+        {"status": 200, "body": "<html>not json</html>"},
+        {"status": 200, "body": {"total_count": 0}},
+        {"status": 200, "body": "[]"},
+        {"status": 200, "body": {"workflow_runs": []}, "truncate": True},
+        {"drop": True},
+    ],
+)
 def test_faults_are_ci_errors(adapter, github, fault):
     github.set_runs("o/r", "ci.yml", [{"id": 1}])
     github.fault(r"/runs$", **fault)
@@ -475,13 +603,24 @@ def test_faults_are_ci_errors(adapter, github, fault):
 
 
 def test_malformed_runs_are_skipped(adapter, github):
-    github.fault(r"/runs$", status=200, body={"workflow_runs": [
-        {"id": 3, "status": "completed", "conclusion": "success", "created_at": "garbage"},
-        {"id": "x"}, None, {"id": True},
-        {"id": 1, "status": "in_progress", "run_attempt": "two"}]})
+    github.fault(
+        r"/runs$",
+        status=200,
+        body={
+            "workflow_runs": [
+                {"id": 3, "status": "completed", "conclusion": "success", "created_at": "garbage"},
+                {"id": "x"},
+                None,
+                {"id": True},
+                {"id": 1, "status": "in_progress", "run_attempt": "two"},
+            ]
+        },
+    )
     result = fetch(adapter, github)
-    assert [(b.build_id, b.status) for b in result.builds] == [("3_1", "passed"),
-                                                                ("1_1", "running")]
+    assert [(b.build_id, b.status) for b in result.builds] == [
+        ("3_1", "passed"),
+        ("1_1", "running"),
+    ]
 
 
 def test_timeout(github):
@@ -550,20 +689,25 @@ def test_refresh_job_idle_cycle_is_free(github, token, session):
         WorkflowVersion,
     )
 
-    github.set_runs("o/r", "ci.yml", [{"id": 2, "status": "queued"},
-                                      {"id": 1, "attempt": 2, "created_at": T0}])
+    github.set_runs(
+        "o/r", "ci.yml", [{"id": 2, "status": "queued"}, {"id": 1, "attempt": 2, "created_at": T0}]
+    )
     service = TestingService(type="github", url=github.url)
     version = WorkflowVersion(workflow=Workflow(name="wf"), version="1")
-    instance = TestInstance(suite=TestSuite(workflow_version=version, name="s"),
-                            resource=RESOURCE, testing_service=service)
+    instance = TestInstance(
+        suite=TestSuite(workflow_version=version, name="s"),
+        resource=RESOURCE,
+        testing_service=service,
+    )
     session.add_all([service, version, instance])
     session.flush()
     assert refresh_instance(session, instance.id) == "updated"
-    rows = session.execute(select(Build.build_id, Build.status)
-                           .where(Build.instance_id == instance.id)
-                           .order_by(Build.build_id)).all()
-    assert [tuple(r) for r in rows] == [("1_1", "failed"), ("1_2", "passed"),
-                                        ("2_1", "waiting")]
+    rows = session.execute(
+        select(Build.build_id, Build.status)
+        .where(Build.instance_id == instance.id)
+        .order_by(Build.build_id)
+    ).all()
+    assert [tuple(r) for r in rows] == [("1_1", "failed"), ("1_2", "passed"), ("2_1", "waiting")]
     assert instance.etag
     used, requests = github.rate_used, len(github.requests)
     assert refresh_instance(session, instance.id) == "unchanged"

@@ -64,13 +64,16 @@ def test_registered_as_gitlab():
     assert isinstance(get_adapter("gitlab"), GitlabAdapter)
 
 
-@pytest.mark.parametrize(("url", "base"), [
-    ("https://gitlab.com", "https://gitlab.com/api/v4"),
-    ("https://gitlab.com/", "https://gitlab.com/api/v4"),
-    ("https://gitlab.com/api/v4", "https://gitlab.com/api/v4"),
-    ("https://example.org/gitlab/", "https://example.org/gitlab/api/v4"),
-    ("http://127.0.0.1:8080", "http://127.0.0.1:8080/api/v4"),
-])
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("https://gitlab.com", "https://gitlab.com/api/v4"),
+        ("https://gitlab.com/", "https://gitlab.com/api/v4"),
+        ("https://gitlab.com/api/v4", "https://gitlab.com/api/v4"),
+        ("https://example.org/gitlab/", "https://example.org/gitlab/api/v4"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080/api/v4"),
+    ],
+)
 def test_api_base(url, base):
     assert G.api_base(url) == base
 
@@ -80,37 +83,52 @@ def test_api_base_rejects_non_http():
         G.api_base("gitlab.com")
 
 
-@pytest.mark.parametrize(("resource", "ref", "path"), [
-    ("projects/278964", "278964", None),
-    ("projects/278964/pipelines", "278964", None),
-    ("projects/group%2Fsub%2Fproject", "group%2Fsub%2Fproject", PROJECT),
-    ("projects/group%2fproject/pipelines", "group%2Fproject", "group/project"),
-    ("group/project", "group%2Fproject", "group/project"),
-    ("/group/sub/project/", "group%2Fsub%2Fproject", PROJECT),
-    ("group/sub/project/pipelines", "group%2Fsub%2Fproject", PROJECT),
-    ("group/sub/project/-/pipelines", "group%2Fsub%2Fproject", PROJECT),
-    ("group/pipelines", "group%2Fpipelines", "group/pipelines"),  # a project "pipelines"
-    ("group/pipelines/-/pipelines", "group%2Fpipelines", "group/pipelines"),
-    ("projects/foo", "projects%2Ffoo", "projects/foo"),  # group "projects"
-    ("https://gitlab.com/group/project", "group%2Fproject", "group/project"),
-    ("https://gitlab.com/group/sub/project/-/pipelines", "group%2Fsub%2Fproject", PROJECT),
-    ("my.group/my-project_2", "my.group%2Fmy-project_2", "my.group/my-project_2"),
-])
+@pytest.mark.parametrize(
+    ("resource", "ref", "path"),
+    [
+        ("projects/278964", "278964", None),
+        ("projects/278964/pipelines", "278964", None),
+        ("projects/group%2Fsub%2Fproject", "group%2Fsub%2Fproject", PROJECT),
+        ("projects/group%2fproject/pipelines", "group%2Fproject", "group/project"),
+        ("group/project", "group%2Fproject", "group/project"),
+        ("/group/sub/project/", "group%2Fsub%2Fproject", PROJECT),
+        ("group/sub/project/pipelines", "group%2Fsub%2Fproject", PROJECT),
+        ("group/sub/project/-/pipelines", "group%2Fsub%2Fproject", PROJECT),
+        ("group/pipelines", "group%2Fpipelines", "group/pipelines"),  # a project "pipelines"
+        ("group/pipelines/-/pipelines", "group%2Fpipelines", "group/pipelines"),
+        ("projects/foo", "projects%2Ffoo", "projects/foo"),  # group "projects"
+        ("https://gitlab.com/group/project", "group%2Fproject", "group/project"),
+        ("https://gitlab.com/group/sub/project/-/pipelines", "group%2Fsub%2Fproject", PROJECT),
+        ("my.group/my-project_2", "my.group%2Fmy-project_2", "my.group/my-project_2"),
+    ],
+)
 def test_parse_resource(resource, ref, path):
     project = G.parse_resource(resource, "https://gitlab.com")
     assert (project.ref, project.path) == (ref, path)
 
 
 def test_parse_resource_relative_url_root():
-    project = G.parse_resource("https://example.org/gitlab/a/b/-/pipelines",
-                               "https://example.org/gitlab")
+    project = G.parse_resource(
+        "https://example.org/gitlab/a/b/-/pipelines", "https://example.org/gitlab"
+    )
     assert project.path == "a/b"
 
 
-@pytest.mark.parametrize("resource", [
-    "", "/", "project", "a//b", "a/../b", "a/b c",
-    "-/pipelines", "a/-/pipelines", "https://evil.example/group/project", "projects/%2F",
-])
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "",
+        "/",
+        "project",
+        "a//b",
+        "a/../b",
+        "a/b c",
+        "-/pipelines",
+        "a/-/pipelines",
+        "https://evil.example/group/project",
+        "projects/%2F",
+    ],
+)
 def test_parse_resource_rejects(resource):
     with pytest.raises(CIError, match="GitLab CI"):
         G.parse_resource(resource, "https://gitlab.com")
@@ -124,22 +142,42 @@ def test_token_key_scheme():
 # -- status mapping --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    ("success", "passed"), ("failed", "failed"), ("canceled", "aborted"),
-    ("skipped", "aborted"), ("running", "running"), ("canceling", "running"),
-    ("created", "waiting"), ("waiting_for_resource", "waiting"), ("preparing", "waiting"),
-    ("pending", "waiting"), ("scheduled", "waiting"), ("manual", "waiting"),
-    ("something_new", "error"), (None, "error"),
-])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("success", "passed"),
+        ("failed", "failed"),
+        ("canceled", "aborted"),
+        ("skipped", "aborted"),
+        ("running", "running"),
+        ("canceling", "running"),
+        ("created", "waiting"),
+        ("waiting_for_resource", "waiting"),
+        ("preparing", "waiting"),
+        ("pending", "waiting"),
+        ("scheduled", "waiting"),
+        ("manual", "waiting"),
+        ("something_new", "error"),
+        (None, "error"),
+    ],
+)
 def test_map_status(status, expected):
     assert G.map_status(status) == expected
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    ("success", "passed"), ("failed", "failed"), ("canceled", "aborted"),
-    ("skipped", "aborted"), ("running", "running"), ("pending", "waiting"),
-    ("manual", "waiting"), ("created", "waiting"),
-])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("success", "passed"),
+        ("failed", "failed"),
+        ("canceled", "aborted"),
+        ("skipped", "aborted"),
+        ("running", "running"),
+        ("pending", "waiting"),
+        ("manual", "waiting"),
+        ("created", "waiting"),
+    ],
+)
 def test_every_status_through_the_emulator(emu, adapter, status, expected):
     emu.set_builds([emu.make_pipeline(77, status)], project=PROJECT)
     [build] = adapter.fetch_builds(emu.url, inst(), 10).builds
@@ -156,11 +194,19 @@ def test_every_status_through_the_emulator(emu, adapter, status, expected):
 
 def test_list_shape_times_and_links(emu, adapter):
     created, updated = at(30), at(20)
-    emu.set_builds([
-        emu.make_pipeline(12, "running", created_at=at(2), updated_at=at(1)),
-        emu.make_pipeline(11, "success", created_at=created, updated_at=updated,
-                          sha="a91957a858320c0e17f3a0eca7cfacbff50ea29a"),
-    ], project=PROJECT)
+    emu.set_builds(
+        [
+            emu.make_pipeline(12, "running", created_at=at(2), updated_at=at(1)),
+            emu.make_pipeline(
+                11,
+                "success",
+                created_at=created,
+                updated_at=updated,
+                sha="a91957a858320c0e17f3a0eca7cfacbff50ea29a",
+            ),
+        ],
+        project=PROJECT,
+    )
     result = adapter.fetch_builds(emu.url, inst(), 10)
     running, done = result.builds
     assert (running.build_id, done.build_id) == ("12", "11")
@@ -178,8 +224,9 @@ def test_list_shape_times_and_links(emu, adapter):
 def test_single_pipeline_shape_is_understood(emu):
     """The documented single-pipeline payload (started_at, finished_at, duration)."""
     created, started, finished = at(10), at(9), at(5)
-    payload = emu.make_pipeline(46, "success", created_at=created, started_at=started,
-                                finished_at=finished, duration=123.65)
+    payload = emu.make_pipeline(
+        46, "success", created_at=created, started_at=started, finished_at=finished, duration=123.65
+    )
     payload["web_url"] = "https://example.com/foo/bar/pipelines/46"
     build = G.to_build(payload)
     assert build.started_at == started
@@ -190,9 +237,11 @@ def test_single_pipeline_shape_is_understood(emu):
 
 def test_parse_time_formats():
     assert G.parse_time("2016-08-11T11:28:34.085Z") == datetime(
-        2016, 8, 11, 11, 28, 34, 85000, tzinfo=UTC)
+        2016, 8, 11, 11, 28, 34, 85000, tzinfo=UTC
+    )
     assert G.parse_time("2016-08-11T13:28:34.085+02:00") == datetime(
-        2016, 8, 11, 11, 28, 34, 85000, tzinfo=UTC)
+        2016, 8, 11, 11, 28, 34, 85000, tzinfo=UTC
+    )
     assert G.parse_time("yesterday") is None
     assert G.parse_time(None) is None
 
@@ -208,11 +257,17 @@ def test_one_request_per_refresh(emu, adapter):
     assert "private-token" not in req.headers
 
 
-@pytest.mark.parametrize("form", [
-    "projects/{id}", "projects/{id}/pipelines", "projects/group%2Fsub%2Fproject",
-    "group/sub/project/pipelines", "group/sub/project/-/pipelines",
-    "{url}/group/sub/project/-/pipelines",
-])
+@pytest.mark.parametrize(
+    "form",
+    [
+        "projects/{id}",
+        "projects/{id}/pipelines",
+        "projects/group%2Fsub%2Fproject",
+        "group/sub/project/pipelines",
+        "group/sub/project/-/pipelines",
+        "{url}/group/sub/project/-/pipelines",
+    ],
+)
 def test_resource_forms_reach_the_project(emu, adapter, form):
     pid = emu.set_builds([emu.make_pipeline(5, "failed")], project=PROJECT, project_id=42)
     resource = form.format(id=pid, url=emu.url)
@@ -221,8 +276,10 @@ def test_resource_forms_reach_the_project(emu, adapter, form):
 
 
 def test_ref_parameter(emu, adapter):
-    emu.set_builds([emu.make_pipeline(2, "failed", ref="dev"),
-                    emu.make_pipeline(1, "success", ref="main")], project=PROJECT)
+    emu.set_builds(
+        [emu.make_pipeline(2, "failed", ref="dev"), emu.make_pipeline(1, "success", ref="main")],
+        project=PROJECT,
+    )
     [build] = adapter.fetch_builds(emu.url, inst(ref="main"), 10).builds
     assert build.build_id == "1"
     assert emu.requests[-1].arg("ref") == "main"
@@ -304,8 +361,12 @@ def test_truncated_body(emu, adapter):
 
 
 def test_truncated_json(emu, adapter):
-    emu.fault(r"/pipelines$", status=200, body='[{"id": 1, "status": "succ',
-              headers={"Content-Type": "application/json"})
+    emu.fault(
+        r"/pipelines$",
+        status=200,
+        body='[{"id": 1, "status": "succ',
+        headers={"Content-Type": "application/json"},
+    )
     with pytest.raises(CIError, match="malformed JSON"):
         adapter.fetch_builds(emu.url, inst(), 10)
 
@@ -402,18 +463,24 @@ def test_refresh_job_stores_pipelines_and_errors(emu, session):
         WorkflowVersion,
     )
 
-    emu.set_builds([emu.make_pipeline(9, "pending"), emu.make_pipeline(8, "success")],
-                   project=PROJECT)
+    emu.set_builds(
+        [emu.make_pipeline(9, "pending"), emu.make_pipeline(8, "success")], project=PROJECT
+    )
     service = TestingService(type="gitlab", url=emu.url)
     version = WorkflowVersion(workflow=Workflow(name="wf"), version="1")
-    instance = TestInstance(suite=TestSuite(workflow_version=version, name="s"),
-                            resource=f"{PROJECT}/-/pipelines", testing_service=service)
+    instance = TestInstance(
+        suite=TestSuite(workflow_version=version, name="s"),
+        resource=f"{PROJECT}/-/pipelines",
+        testing_service=service,
+    )
     session.add_all([service, version, instance])
     session.flush()
     assert refresh_instance(session, instance.id) == "updated"
-    rows = session.execute(select(Build.build_id, Build.status)
-                           .where(Build.instance_id == instance.id)
-                           .order_by(Build.build_id)).all()
+    rows = session.execute(
+        select(Build.build_id, Build.status)
+        .where(Build.instance_id == instance.id)
+        .order_by(Build.build_id)
+    ).all()
     assert [tuple(r) for r in rows] == [("8", "passed"), ("9", "waiting")]
     emu.rate_limit(retry_after=600)
     assert refresh_instance(session, instance.id) == "error"

@@ -65,40 +65,56 @@ def test_registers_itself():
     assert isinstance(get_adapter("jenkins"), JenkinsAdapter)
 
 
-@pytest.mark.parametrize(("building", "result", "status"), [
-    (True, None, "running"),
-    (True, "SUCCESS", "running"),  # `building` wins over a provisional result
-    (False, "SUCCESS", "passed"),
-    (False, "ABORTED", "aborted"),
-    (False, "FAILURE", "failed"),
-    (False, "UNSTABLE", "error"),
-    (False, "NOT_BUILT", "error"),
-    (False, None, "error"),
-    (None, "surprise", "error"),
-])
+@pytest.mark.parametrize(
+    ("building", "result", "status"),
+    [
+        (True, None, "running"),
+        (True, "SUCCESS", "running"),  # `building` wins over a provisional result
+        (False, "SUCCESS", "passed"),
+        (False, "ABORTED", "aborted"),
+        (False, "FAILURE", "failed"),
+        (False, "UNSTABLE", "error"),
+        (False, "NOT_BUILT", "error"),
+        (False, None, "error"),
+        (None, "surprise", "error"),
+    ],
+)
 def test_map_status(building, result, status):
     assert map_status(building, result) == status
 
 
-@pytest.mark.parametrize(("resource", "path"), [
-    ("job/tests", "job/tests"),
-    ("job/tests/", "job/tests"),
-    ("/job/a/job/b/", "job/a/job/b"),
-    ("a/b", "job/a/job/b"),  # bare names are jobs in folders
-    ("tests", "job/tests"),
-    ("job/mb/job/feature%252Fx", "job/mb/job/feature%252Fx"),  # as in the browser URL
-    ("job/Test Workflow", "job/Test%20Workflow"),
-    ("view/all/job/a", "view/all/job/a"),
-    ("http://ci.example.org/jenkins/job/a/job/b/", "job/a/job/b"),
-])
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        ("job/tests", "job/tests"),
+        ("job/tests/", "job/tests"),
+        ("/job/a/job/b/", "job/a/job/b"),
+        ("a/b", "job/a/job/b"),  # bare names are jobs in folders
+        ("tests", "job/tests"),
+        ("job/mb/job/feature%252Fx", "job/mb/job/feature%252Fx"),  # as in the browser URL
+        ("job/Test Workflow", "job/Test%20Workflow"),
+        ("view/all/job/a", "view/all/job/a"),
+        ("http://ci.example.org/jenkins/job/a/job/b/", "job/a/job/b"),
+    ],
+)
 def test_parse_job_path(resource, path):
     assert parse_job_path(resource, "http://ci.example.org/jenkins") == path
 
 
-@pytest.mark.parametrize("resource", [
-    "", "/", "job", "job/a/b", "job//x", "job/a/view/v", "job/..", "job/a/api/json",
-    "http://elsewhere.example.org/job/a",
-])
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "",
+        "/",
+        "job",
+        "job/a/b",
+        "job//x",
+        "job/a/view/v",
+        "job/..",
+        "job/a/api/json",
+        "http://elsewhere.example.org/job/a",
+    ],
+)
 def test_parse_job_path_rejects(resource):
     with pytest.raises(CIError, match="Jenkins"):
         parse_job_path(resource, "http://ci.example.org/jenkins")
@@ -114,25 +130,28 @@ def test_tree_query_asks_for_everything_at_once():
 
 def test_credential_key_scheme():
     assert credential_keys("https://Jenkins.Example.org/") == (
-        "ci/jenkins/jenkins.example.org/user", "ci/jenkins/jenkins.example.org/token")
+        "ci/jenkins/jenkins.example.org/user",
+        "ci/jenkins/jenkins.example.org/token",
+    )
     assert credential_keys("http://127.0.0.1:8080/jenkins") == (
-        "ci/jenkins/127.0.0.1_8080/user", "ci/jenkins/127.0.0.1_8080/token")
+        "ci/jenkins/127.0.0.1_8080/user",
+        "ci/jenkins/127.0.0.1_8080/token",
+    )
 
 
 def test_revision_from_recorded_change_set(shared_fixtures):
-    body = json.loads((shared_fixtures / "jenkins/jenkins-rest/build-info-git-commit.json")
-                      .read_text())
+    body = json.loads(
+        (shared_fixtures / "jenkins/jenkins-rest/build-info-git-commit.json").read_text()
+    )
     build = to_build(body, "http://ci.example.org/job/fish/")
     assert build.revision == "d27afa0805201322d846d7defc29b82c88d9b5ce"
     assert build.build_id == "10" and build.status == "passed"
     assert build.duration == pytest.approx(60.75)
 
 
-
 def test_time_helpers():
     assert parse_iso("2022-12-24T07:29:12Z") == datetime(2022, 12, 24, 7, 29, 12, tzinfo=UTC)
-    assert parse_iso("2020-04-26T18:51:02.000+10:00") == datetime(2020, 4, 26, 8, 51, 2,
-                                                                  tzinfo=UTC)
+    assert parse_iso("2020-04-26T18:51:02.000+10:00") == datetime(2020, 4, 26, 8, 51, 2, tzinfo=UTC)
     assert parse_iso("2024-01-01") == datetime(2024, 1, 1, tzinfo=UTC)
     assert parse_iso("2024-01-01T10:00:00") == datetime(2024, 1, 1, 10, tzinfo=UTC)  # naive
     assert parse_iso(None) is None and parse_iso(" ") is None
@@ -149,20 +168,33 @@ def test_time_helpers():
     assert seconds_between(start, start - timedelta(seconds=1)) is None
     assert seconds_between(None, start) is None
 
+
 # -- against the emulator ----------------------------------------------------------------
 
 
 def test_every_status_in_one_request(adapter, jenkins):
-    jenkins.set_builds("job/all", [
-        {"building": True}, {"result": "SUCCESS"}, {"result": "FAILURE"},
-        {"result": "ABORTED"}, {"result": "UNSTABLE"}, {"result": "NOT_BUILT"},
-        {"result": None},
-    ])
+    jenkins.set_builds(
+        "job/all",
+        [
+            {"building": True},
+            {"result": "SUCCESS"},
+            {"result": "FAILURE"},
+            {"result": "ABORTED"},
+            {"result": "UNSTABLE"},
+            {"result": "NOT_BUILT"},
+            {"result": None},
+        ],
+    )
     jenkins.reset_requests()
     result = fetch(adapter, jenkins, "job/all")
     assert [(b.build_id, b.status) for b in result.builds] == [
-        ("7", "running"), ("6", "passed"), ("5", "failed"), ("4", "aborted"), ("3", "error"),
-        ("2", "error"), ("1", "error"),
+        ("7", "running"),
+        ("6", "passed"),
+        ("5", "failed"),
+        ("4", "aborted"),
+        ("3", "error"),
+        ("2", "error"),
+        ("1", "error"),
     ]
     assert len(jenkins.requests) == 1
     assert result.etag is None and not result.not_modified
@@ -181,11 +213,18 @@ def test_exactly_one_request_per_refresh_and_limit(adapter, jenkins):
 
 def test_times_are_utc_and_seconds(adapter, jenkins):
     start = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
-    jenkins.set_builds("job/t", [
-        {"building": True, "timestamp": start},
-        {"result": "SUCCESS", "timestamp": 1_700_000_000_123, "duration": 90_500,
-         "sha": "a" * 40},
-    ])
+    jenkins.set_builds(
+        "job/t",
+        [
+            {"building": True, "timestamp": start},
+            {
+                "result": "SUCCESS",
+                "timestamp": 1_700_000_000_123,
+                "duration": 90_500,
+                "sha": "a" * 40,
+            },
+        ],
+    )
     running, done = fetch(adapter, jenkins, "job/t").builds
     assert running.started_at == start
     assert running.finished_at is None and running.duration is None
@@ -201,15 +240,21 @@ def test_links_use_the_service_url(adapter, jenkins):
     (build,) = fetch(adapter, jenkins, "job/a/job/b").builds
     page = f"{jenkins.url}/job/a/job/b/12/"
     assert build.url == page
-    assert build.links == {"origin": page, "console": f"{page}console",
-                           "instance": f"{jenkins.url}/job/a/job/b/"}
+    assert build.links == {
+        "origin": page,
+        "console": f"{page}console",
+        "instance": f"{jenkins.url}/job/a/job/b/",
+    }
 
 
-@pytest.mark.parametrize("resource", [
-    "job/org/job/team/job/pipeline",
-    "org/team/pipeline",
-    "/job/org/job/team/job/pipeline/",
-])
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "job/org/job/team/job/pipeline",
+        "org/team/pipeline",
+        "/job/org/job/team/job/pipeline/",
+    ],
+)
 def test_nested_folders(adapter, jenkins, resource):
     jenkins.set_builds("job/org/job/team/job/pipeline", [{"result": "FAILURE"}])
     jenkins.set_builds("job/pipeline", [{"result": "SUCCESS"}])  # same name at the root
@@ -306,8 +351,7 @@ def test_fetch_log(adapter, jenkins):
     jenkins.set_builds("job/a/job/b", [{"result": "FAILURE", "number": 3}])
     jenkins.set_log("job/a/job/b", 3, "line 1\nline 2\nFinished: FAILURE\n")
     instance = Instance("job/a/job/b")
-    assert adapter.fetch_log(jenkins.url, instance, "3") == \
-        "line 1\nline 2\nFinished: FAILURE\n"
+    assert adapter.fetch_log(jenkins.url, instance, "3") == "line 1\nline 2\nFinished: FAILURE\n"
     assert adapter.fetch_log(jenkins.url, instance, "3", max_bytes=6) == "line 1"
     assert jenkins.requests[-1].path == "/job/a/job/b/3/consoleText"
     with pytest.raises(CIError, match="not found"):
@@ -324,16 +368,19 @@ def test_fetch_recorded_log(adapter, jenkins, shared_fixtures):
 # -- failures -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", [
-    {"status": 500, "body": "<html>Oops</html>"},
-    {"status": 503, "body": "maintenance", "headers": {"Retry-After": "120"}},
-    {"status": 200, "body": "{\"builds\": [{\"number\": 1,"},  # malformed (cut) JSON
-    {"status": 200, "body": "<html><body>Login</body></html>"},  # not JSON at all
-    {"status": 200, "body": "[1, 2]"},  # JSON, not an object
-    {"status": 200, "body": {"builds": "nope"}},
-    {"status": 200, "body": {"builds": []}, "truncate": True},  # connection cut short
-    {"drop": True},
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500, "body": "<html>Oops</html>"},
+        {"status": 503, "body": "maintenance", "headers": {"Retry-After": "120"}},
+        {"status": 200, "body": '{"builds": [{"number": 1,'},  # malformed (cut) JSON
+        {"status": 200, "body": "<html><body>Login</body></html>"},  # not JSON at all
+        {"status": 200, "body": "[1, 2]"},  # JSON, not an object
+        {"status": 200, "body": {"builds": "nope"}},
+        {"status": 200, "body": {"builds": []}, "truncate": True},  # connection cut short
+        {"drop": True},
+    ],
+)
 def test_faults_are_ci_errors(adapter, jenkins, fault):
     jenkins.fault(r"/api/json$", **fault)
     with pytest.raises(CIError) as info:
@@ -344,9 +391,18 @@ def test_faults_are_ci_errors(adapter, jenkins, fault):
 
 
 def test_malformed_builds_are_skipped(adapter, jenkins):
-    jenkins.fault(r"/api/json$", status=200, body={"builds": [
-        {"number": 2, "result": "SUCCESS", "timestamp": "yesterday", "duration": -1},
-        {"number": "x"}, None, {"number": 1, "result": "FAILURE", "timestamp": 1}]})
+    jenkins.fault(
+        r"/api/json$",
+        status=200,
+        body={
+            "builds": [
+                {"number": 2, "result": "SUCCESS", "timestamp": "yesterday", "duration": -1},
+                {"number": "x"},
+                None,
+                {"number": 1, "result": "FAILURE", "timestamp": 1},
+            ]
+        },
+    )
     builds = fetch(adapter, jenkins, "job/fish").builds
     assert [(b.build_id, b.status) for b in builds] == [("2", "passed"), ("1", "failed")]
     assert builds[0].started_at is None and builds[0].duration is None
@@ -385,8 +441,9 @@ def test_redirect_to_a_private_address_is_blocked(adapter, jenkins, monkeypatch)
     monkeypatch.delenv("ALLOW_PRIVATE_URLS")
     original = http.address_allowed
     monkeypatch.setattr(http, "address_allowed", lambda ip: ip == "127.0.0.1" or original(ip))
-    jenkins.fault(r"/api/json$", status=302,
-                  headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+    jenkins.fault(
+        r"/api/json$", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"}
+    )
     with pytest.raises(CIError, match="private, loopback or reserved"):
         fetch(adapter, jenkins, "job/fish")
 
@@ -420,20 +477,29 @@ def test_refresh_job_stores_jenkins_builds(jenkins, session):
         WorkflowVersion,
     )
 
-    jenkins.set_builds("job/a/job/b", [{"building": True}, {"result": "FAILURE"},
-                                       {"result": "SUCCESS"}])
+    jenkins.set_builds(
+        "job/a/job/b", [{"building": True}, {"result": "FAILURE"}, {"result": "SUCCESS"}]
+    )
     service = TestingService(type="jenkins", url=jenkins.url)
     version = WorkflowVersion(workflow=Workflow(name="wf"), version="1")
-    instance = TestInstance(suite=TestSuite(workflow_version=version, name="s"),
-                            resource="job/a/job/b", testing_service=service)
+    instance = TestInstance(
+        suite=TestSuite(workflow_version=version, name="s"),
+        resource="job/a/job/b",
+        testing_service=service,
+    )
     session.add_all([service, version, instance])
     session.flush()
     jenkins.reset_requests()
     assert refresh_instance(session, instance.id) == "updated"
     assert len(jenkins.requests) == 1
-    rows = session.execute(select(Build.build_id, Build.status, Build.duration)
-                           .where(Build.instance_id == instance.id)
-                           .order_by(Build.build_id)).all()
-    assert [(r.build_id, r.status) for r in rows] == [("1", "passed"), ("2", "failed"),
-                                                        ("3", "running")]
+    rows = session.execute(
+        select(Build.build_id, Build.status, Build.duration)
+        .where(Build.instance_id == instance.id)
+        .order_by(Build.build_id)
+    ).all()
+    assert [(r.build_id, r.status) for r in rows] == [
+        ("1", "passed"),
+        ("2", "failed"),
+        ("3", "running"),
+    ]
     assert rows[0].duration == 60.0 and instance.last_error is None

@@ -63,28 +63,37 @@ def test_registered_as_travis():
     assert isinstance(get_adapter("travis"), TravisAdapter)
 
 
-@pytest.mark.parametrize(("url", "base"), [
-    ("https://travis-ci.com", "https://api.travis-ci.com"),
-    ("https://travis-ci.com/", "https://api.travis-ci.com"),
-    ("https://api.travis-ci.com", "https://api.travis-ci.com"),
-    ("https://app.travis-ci.com/", "https://api.travis-ci.com"),
-    ("https://travis-ci.org", "https://api.travis-ci.org"),
-    ("https://api.travis-ci.org/", "https://api.travis-ci.org"),
-    ("http://127.0.0.1:8123", "http://127.0.0.1:8123"),
-    ("https://travis.example.com/api/", "https://travis.example.com/api"),
-    ("https://travis-ci.com.evil.example", "https://travis-ci.com.evil.example"),
-])
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("https://travis-ci.com", "https://api.travis-ci.com"),
+        ("https://travis-ci.com/", "https://api.travis-ci.com"),
+        ("https://api.travis-ci.com", "https://api.travis-ci.com"),
+        ("https://app.travis-ci.com/", "https://api.travis-ci.com"),
+        ("https://travis-ci.org", "https://api.travis-ci.org"),
+        ("https://api.travis-ci.org/", "https://api.travis-ci.org"),
+        ("http://127.0.0.1:8123", "http://127.0.0.1:8123"),
+        ("https://travis.example.com/api/", "https://travis.example.com/api"),
+        ("https://travis-ci.com.evil.example", "https://travis-ci.com.evil.example"),
+    ],
+)
 def test_api_base(url, base):
     assert T.api_base(url) == base
 
 
-@pytest.mark.parametrize(("url", "parameters", "site"), [
-    ("https://api.travis-ci.com", {}, "https://app.travis-ci.com"),
-    ("https://travis-ci.org/", {}, "https://travis-ci.org"),
-    ("https://travis.example.com/api", {}, "https://travis.example.com"),
-    ("https://travis.example.com/api", {"site_url": "https://ci.example.com/"},
-     "https://ci.example.com"),
-])
+@pytest.mark.parametrize(
+    ("url", "parameters", "site"),
+    [
+        ("https://api.travis-ci.com", {}, "https://app.travis-ci.com"),
+        ("https://travis-ci.org/", {}, "https://travis-ci.org"),
+        ("https://travis.example.com/api", {}, "https://travis.example.com"),
+        (
+            "https://travis.example.com/api",
+            {"site_url": "https://ci.example.com/"},
+            "https://ci.example.com",
+        ),
+    ],
+)
 def test_site_url(url, parameters, site):
     assert T.site_url(url, parameters) == site
 
@@ -96,35 +105,51 @@ def test_api_base_rejects_non_http():
         T.api_base("")
 
 
-@pytest.mark.parametrize(("resource", "ref", "slug"), [
-    ("github/crs4/pydoop", "crs4%2Fpydoop", "crs4/pydoop"),
-    ("repo/1002447", "1002447", None),
-    ("repo/1002447/builds", "1002447", None),
-    ("crs4/iwc", "crs4%2Fiwc", "crs4/iwc"),
-    ("/crs4/iwc/", "crs4%2Fiwc", "crs4/iwc"),
-    ("crs4/iwc/builds", "crs4%2Fiwc", "crs4/iwc"),
-    ("github/crs4/iwc/builds", "crs4%2Fiwc", "crs4/iwc"),
-    ("repo/crs4%2Fiwc", "crs4%2Fiwc", "crs4/iwc"),
-    # LifeMonitor's `strip("/(builds)?")` turned these into "alice/util", "bob/d", "x/lib"…
-    ("alice/utils", "alice%2Futils", "alice/utils"),
-    ("github/bob/build", "bob%2Fbuild", "bob/build"),
-    ("bob/dbs/builds", "bob%2Fdbs", "bob/dbs"),
-    ("sub/lib", "sub%2Flib", "sub/lib"),
-    ("bids/uibs", "bids%2Fuibs", "bids/uibs"),
-    ("owner/builds", "owner%2Fbuilds", "owner/builds"),  # a repo called "builds"
-    ("github/owner/builds", "owner%2Fbuilds", "owner/builds"),
-    ("repo/foo", "repo%2Ffoo", "repo/foo"),  # owner "repo": not an id
-    ("my.org/my-repo_2", "my.org%2Fmy-repo_2", "my.org/my-repo_2"),
-])
+@pytest.mark.parametrize(
+    ("resource", "ref", "slug"),
+    [
+        ("github/crs4/pydoop", "crs4%2Fpydoop", "crs4/pydoop"),
+        ("repo/1002447", "1002447", None),
+        ("repo/1002447/builds", "1002447", None),
+        ("crs4/iwc", "crs4%2Fiwc", "crs4/iwc"),
+        ("/crs4/iwc/", "crs4%2Fiwc", "crs4/iwc"),
+        ("crs4/iwc/builds", "crs4%2Fiwc", "crs4/iwc"),
+        ("github/crs4/iwc/builds", "crs4%2Fiwc", "crs4/iwc"),
+        ("repo/crs4%2Fiwc", "crs4%2Fiwc", "crs4/iwc"),
+        # LifeMonitor's `strip("/(builds)?")` turned these into "alice/util", "bob/d", "x/lib"…
+        ("alice/utils", "alice%2Futils", "alice/utils"),
+        ("github/bob/build", "bob%2Fbuild", "bob/build"),
+        ("bob/dbs/builds", "bob%2Fdbs", "bob/dbs"),
+        ("sub/lib", "sub%2Flib", "sub/lib"),
+        ("bids/uibs", "bids%2Fuibs", "bids/uibs"),
+        ("owner/builds", "owner%2Fbuilds", "owner/builds"),  # a repo called "builds"
+        ("github/owner/builds", "owner%2Fbuilds", "owner/builds"),
+        ("repo/foo", "repo%2Ffoo", "repo/foo"),  # owner "repo": not an id
+        ("my.org/my-repo_2", "my.org%2Fmy-repo_2", "my.org/my-repo_2"),
+    ],
+)
 def test_parse_resource(resource, ref, slug):
     repo = T.parse_resource(resource)
     assert (repo.ref, repo.slug) == (ref, slug)
 
 
-@pytest.mark.parametrize("resource", [
-    "", "/", "single", "a//b", "a/b/c", "github/a/b/c", "repo/1/2", "a/b/builds/1",
-    "../etc", "a/b c", "a/..", "github/a/b/builds/x",
-])
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "",
+        "/",
+        "single",
+        "a//b",
+        "a/b/c",
+        "github/a/b/c",
+        "repo/1/2",
+        "a/b/builds/1",
+        "../etc",
+        "a/b c",
+        "a/..",
+        "github/a/b/builds/x",
+    ],
+)
 def test_parse_resource_rejects(resource):
     with pytest.raises(CIError, match="Travis CI"):
         T.parse_resource(resource)
@@ -138,30 +163,40 @@ def test_token_key_scheme():
 # -- status mapping -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("state", "finished", "status"), [
-    ("passed", "2021-05-03T10:52:50Z", "passed"),
-    ("failed", "2021-05-03T10:52:50Z", "failed"),
-    ("canceled", "2021-05-03T10:52:50Z", "aborted"),
-    ("canceled", None, "aborted"),
-    ("errored", "2021-05-03T10:52:50Z", "error"),
-    ("something_new", "2021-05-03T10:52:50Z", "error"),
-    ("started", None, "running"),
-    ("started", "", "running"),
-    ("passed", None, "running"),  # LifeMonitor's rule: no finish time → running
-    ("created", None, "waiting"),
-    ("received", None, "waiting"),
-    ("queued", None, "waiting"),
-    (None, None, "running"),
-])
+@pytest.mark.parametrize(
+    ("state", "finished", "status"),
+    [
+        ("passed", "2021-05-03T10:52:50Z", "passed"),
+        ("failed", "2021-05-03T10:52:50Z", "failed"),
+        ("canceled", "2021-05-03T10:52:50Z", "aborted"),
+        ("canceled", None, "aborted"),
+        ("errored", "2021-05-03T10:52:50Z", "error"),
+        ("something_new", "2021-05-03T10:52:50Z", "error"),
+        ("started", None, "running"),
+        ("started", "", "running"),
+        ("passed", None, "running"),  # LifeMonitor's rule: no finish time → running
+        ("created", None, "waiting"),
+        ("received", None, "waiting"),
+        ("queued", None, "waiting"),
+        (None, None, "running"),
+    ],
+)
 def test_map_status(state, finished, status):
     assert T.map_status(state, finished) == status
 
 
-@pytest.mark.parametrize(("state", "expected"), [
-    ("passed", "passed"), ("failed", "failed"), ("canceled", "aborted"),
-    ("errored", "error"), ("created", "waiting"), ("received", "waiting"),
-    ("started", "running"),
-])
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("passed", "passed"),
+        ("failed", "failed"),
+        ("canceled", "aborted"),
+        ("errored", "error"),
+        ("created", "waiting"),
+        ("received", "waiting"),
+        ("started", "running"),
+    ],
+)
 def test_every_state_through_the_emulator(emu, adapter, state, expected):
     emu.set_builds([emu.make_build(500, state)], slug="o/r")
     [build] = adapter.fetch_builds(emu.url, inst("o/r"), 10).builds
@@ -172,8 +207,7 @@ def test_every_state_through_the_emulator(emu, adapter, state, expected):
 
 def test_running_build_with_null_finished_at(emu, adapter):
     started = at(3)
-    emu.set_builds([emu.make_build(9, "started", started_at=started, finished_at=None)],
-                   slug="o/r")
+    emu.set_builds([emu.make_build(9, "started", started_at=started, finished_at=None)], slug="o/r")
     [build] = adapter.fetch_builds(emu.url, inst("github/o/r"), 10).builds
     assert build.status == "running"
     assert build.started_at == started
@@ -232,8 +266,10 @@ def test_slug_ending_in_stripped_characters(emu, adapter, slug):
 
 
 def test_branch_parameter(emu, adapter):
-    emu.set_builds([emu.make_build(2, "failed", branch="dev"),
-                    emu.make_build(1, "passed", branch="main")], slug="o/r")
+    emu.set_builds(
+        [emu.make_build(2, "failed", branch="dev"), emu.make_build(1, "passed", branch="main")],
+        slug="o/r",
+    )
     [build] = adapter.fetch_builds(emu.url, inst("o/r", branch="main"), 10).builds
     assert build.build_id == "1"
     assert emu.requests[-1].arg("branch.name") == "main"
@@ -320,14 +356,19 @@ def test_truncated_body(emu, adapter):
 
 
 def test_truncated_json(emu, adapter):
-    emu.fault(r"/builds$", status=200, body='{"@type": "builds", "builds": [{"id": 1',
-              headers={"Content-Type": "application/json"})
+    emu.fault(
+        r"/builds$",
+        status=200,
+        body='{"@type": "builds", "builds": [{"id": 1',
+        headers={"Content-Type": "application/json"},
+    )
     with pytest.raises(CIError, match="malformed JSON"):
         adapter.fetch_builds(emu.url, inst("o/r"), 10)
 
 
-@pytest.mark.parametrize("body", ["<html>maintenance</html>", '{"builds": {"a": 1}}', "[]",
-                                  '"builds"'])
+@pytest.mark.parametrize(
+    "body", ["<html>maintenance</html>", '{"builds": {"a": 1}}', "[]", '"builds"']
+)
 def test_malformed_json(emu, adapter, body):
     emu.fault(r"/builds$", status=200, body=body)
     with pytest.raises(CIError, match=r"malformed JSON|no builds list"):
@@ -371,8 +412,9 @@ def test_redirect_to_private_address(emu, adapter, monkeypatch, fresh_http):
     monkeypatch.delenv("ALLOW_PRIVATE_URLS", raising=False)
     real = http.address_allowed
     monkeypatch.setattr(http, "address_allowed", lambda ip: ip == "127.0.0.1" or real(ip))
-    emu.fault(r"/builds$", status=302,
-              headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+    emu.fault(
+        r"/builds$", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"}
+    )
     with pytest.raises(CIError, match="private, loopback or reserved"):
         adapter.fetch_builds(emu.url, inst("o/r"), 10)
     assert emu.count() == 1
@@ -447,19 +489,33 @@ def test_refresh_job_stores_travis_builds(emu, session):
         WorkflowVersion,
     )
 
-    emu.set_builds([emu.make_build(3, "started", finished_at=None),
-                    emu.make_build(2, "failed"), emu.make_build(1, "passed")], slug="o/libs")
+    emu.set_builds(
+        [
+            emu.make_build(3, "started", finished_at=None),
+            emu.make_build(2, "failed"),
+            emu.make_build(1, "passed"),
+        ],
+        slug="o/libs",
+    )
     service = TestingService(type="travis", url=emu.url)
     version = WorkflowVersion(workflow=Workflow(name="wf"), version="1")
-    instance = TestInstance(suite=TestSuite(workflow_version=version, name="s"),
-                            resource="github/o/libs", testing_service=service)
+    instance = TestInstance(
+        suite=TestSuite(workflow_version=version, name="s"),
+        resource="github/o/libs",
+        testing_service=service,
+    )
     session.add_all([service, version, instance])
     session.flush()
     assert refresh_instance(session, instance.id) == "updated"
-    rows = session.execute(select(Build.build_id, Build.status, Build.url)
-                           .where(Build.instance_id == instance.id)
-                           .order_by(Build.build_id)).all()
-    assert [(r.build_id, r.status) for r in rows] == [("1", "passed"), ("2", "failed"),
-                                                        ("3", "running")]
+    rows = session.execute(
+        select(Build.build_id, Build.status, Build.url)
+        .where(Build.instance_id == instance.id)
+        .order_by(Build.build_id)
+    ).all()
+    assert [(r.build_id, r.status) for r in rows] == [
+        ("1", "passed"),
+        ("2", "failed"),
+        ("3", "running"),
+    ]
     assert rows[0].url == f"{emu.url}/o/libs/builds/1"
     assert instance.last_error is None and instance.etag

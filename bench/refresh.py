@@ -1,0 +1,642 @@
+"""Refresh benchmark: instances refreshed per second against an emulated Jenkins with
+latency, next to a LifeMonitor-style baseline, plus GitHub's rate cost of an idle cycle.
+
+* **Our refresh** — the scheduler's real cycle, `dispatch_due()` in inline mode (claim with
+  a lease, then `run_refresh`: a thread pool of ``LM_REFRESH_CONCURRENCY`` = C with
+  ``LM_REFRESH_PER_HOST`` = C, each instance read, fetched with one ``tree=`` request and
+  written in its own transactions) over N instances seeded in PostgreSQL, one Jenkins
+  service. The bound is C / latency: C requests in flight, each taking the latency.
+* **Baseline** — LifeMonitor's way: sequential, ``GET job/X/api/json`` and then one
+  ``GET job/X/<n>/api/json`` per build, through a keep-alive `requests.Session`, no
+  database writes (which favours it); run on a sample and extrapolated (it is sequential,
+  so its rate does not depend on N).
+* **Emulated Jenkins** — `tests.emulators.jenkins.JenkinsEmulator`, subclassed to answer
+  any ``job/<name>`` with ~10 generated builds (one of a few build sequences, rendered by
+  the emulator once per sequence and query, then renamed), with a raised listen backlog.
+  It runs in a **separate process** so that it never competes with the worker for the GIL;
+  its request counters, peak requests in flight and thread count are printed.
+* **Worker memory** — peak RSS of this process (`ru_maxrss`) and its growth during the
+  refresh; CPU seconds per instance show whether the worker is CPU (GIL) bound.
+* **GitHub idle cycle** — `tests.emulators.github.GithubEmulator` with a token in the
+  file-backed parameter store; G instances are refreshed twice (`run_refresh`); the second
+  cycle (nothing changed: conditional requests, authorised 304s) must spend 0 units.
+
+    python bench/refresh.py [--instances 10000] [--latency 0.05] [--concurrency 32]
+                            [--sweep 8,16,64] [--profile] [--database-url postgresql://...]
+
+The database comes from --database-url, TEST_DATABASE_URL, or the local server; a scratch
+database `lm_bench_refresh` is created and dropped. The last line is the verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DB_NAME = "lm_bench_refresh"
+BUILDS = 10  # builds per emulated job (LifeMonitor's window)
+
+# Minimal valid rows: one workflow, version, suite and instance per g; the instance's
+# resource is `format(:fmt, suite id)`.
+SEED_SQL = [
+    """INSERT INTO workflows (uuid, name, public, created, modified)
+       SELECT gen_random_uuid()::text, :tag || '-' || g, true, now(), now()
+       FROM generate_series(1, CAST(:n AS integer)) g""",
+    """INSERT INTO workflow_versions (uuid, workflow_id, version, name, authors, created,
+                                     modified)
+       SELECT gen_random_uuid()::text, w.id, '1', w.name, '[]', now(), now()
+       FROM workflows w WHERE w.id > :last_wf""",
+    """INSERT INTO test_suites (uuid, workflow_version_id, roc_suite, name, created, modified)
+       SELECT gen_random_uuid()::text, v.id, '#suite', 'suite', now(), now()
+       FROM workflow_versions v WHERE v.workflow_id > :last_wf""",
+    """INSERT INTO test_instances (uuid, suite_id, roc_instance, name, resource, managed,
+                                  testing_service_id, parameters, consecutive_errors,
+                                  created, modified)
+       SELECT gen_random_uuid()::text, s.id, '#inst', 'inst', format(:fmt, s.id), false,
+              :service_id, '{}', 0, now(), now()
+       FROM test_suites s JOIN workflow_versions v ON v.id = s.workflow_version_id
+       WHERE v.workflow_id > :last_wf""",
+]
+
+# Build sequences of the emulated jobs, newest first (Jenkins' short specs).
+SEQUENCES = [
+    [{"result": "SUCCESS"}] * BUILDS,
+    [{"result": "FAILURE"}] + [{"result": "SUCCESS"}] * (BUILDS - 1),
+    [{"building": True}, {"result": "UNSTABLE"}] + [{"result": "SUCCESS"}] * (BUILDS - 2),
+    [{"result": "ABORTED"}, {"result": "FAILURE"}] + [{"result": "SUCCESS"}] * (BUILDS - 2),
+]
+
+
+# --- the emulated Jenkins (own process) ----------------------------------------------------
+
+
+def make_bench_jenkins(latency: float, backlog: int):
+    """A JenkinsEmulator that answers any ``job/<name>``: the emulator renders a template
+    job of the name's sequence once per query string, and the name is substituted in the
+    bytes (the real per-request rendering deep-copies every build: too slow for 600 req/s
+    in Python, and what is measured is our client, not the emulator)."""
+    import zlib
+    from dataclasses import replace
+
+    from tests.emulators.base import Reply, Request
+    from tests.emulators.jenkins import JenkinsEmulator, normalise
+
+    class BenchJenkins(JenkinsEmulator):
+        def __init__(self) -> None:
+            super().__init__(latency=latency, replay=False)
+            self.templates = [f"benchtpl{chr(97 + i)}" for i in range(len(SEQUENCES))]
+            for name, seq in zip(self.templates, SEQUENCES, strict=True):
+                self.set_builds(f"job/{name}", [{**b, "sha": f"{i:040x}"}
+                                                for i, b in enumerate(seq)])
+            self.rendered: dict[tuple, Reply] = {}
+            self.count = Counter()
+            self.in_flight = self.peak_in_flight = self.peak_threads = 0
+            self.stats_lock = threading.Lock()
+
+        def start(self):
+            super().start()
+            # socketserver listens with a backlog of 5: 32+ clients connecting at once
+            # would see dropped SYNs (1 s retransmits). Linux lets listen() raise it.
+            self._server.socket.listen(backlog)
+            # BaseHTTPRequestHandler sends the headers and the body in two writes: with
+            # Nagle on, the body waits for the client's delayed ACK (~40 ms a request).
+            self._server.RequestHandlerClass.disable_nagle_algorithm = True
+            return self
+
+        def setup_routes(self) -> None:
+            self.route("GET", r"/__bench/stats", self._stats)
+            super().setup_routes()
+
+        def _dispatch(self, h) -> None:
+            with self.stats_lock:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                self.peak_threads = max(self.peak_threads, threading.active_count())
+            try:
+                super()._dispatch(h)
+            finally:
+                with self.stats_lock:
+                    self.in_flight -= 1
+            with self._lock:
+                self.requests.clear()  # counted below instead of kept (10^5 requests)
+
+        def _stats(self, req: Request) -> Reply:
+            with self.stats_lock:
+                return Reply(200, {"requests": dict(self.count),
+                                   "peak_in_flight": self.peak_in_flight,
+                                   "peak_threads": self.peak_threads, "backlog": backlog,
+                                   "cpu_seconds": sum(os.times()[:2])})
+
+        def _renamed(self, req: Request, kind: str, handler) -> Reply:
+            path = normalise(req.match["job"])
+            name = path.rsplit("/", 1)[-1]
+            template = self.templates[zlib.crc32(name.encode()) % len(self.templates)]
+            ref = req.match["ref"] if kind == "build" else None
+            key = (kind, template, ref, tuple(sorted((k, tuple(v))
+                                                      for k, v in req.query.items())))
+            with self.stats_lock:
+                self.count[kind] += 1
+                reply = self.rendered.get(key)
+            if reply is None:
+                match = {"job": f"job/{template}", "ref": ref}
+                reply = handler(replace(req, match=match))
+                with self.stats_lock:
+                    self.rendered[key] = reply
+            body = reply.body
+            if isinstance(body, bytes) and reply.status == 200:
+                body = body.replace(template.encode(), name.encode())
+            return Reply(reply.status, body, reply.headers, reply.content_type)
+
+        def _job_api(self, req: Request) -> Reply:
+            return self._renamed(req, "job", super()._job_api)
+
+        def _build_api(self, req: Request) -> Reply:
+            return self._renamed(req, "build", super()._build_api)
+
+    return BenchJenkins()
+
+
+def serve_jenkins(latency: float, backlog: int) -> None:
+    """`--serve-jenkins`: run the emulator until stdin closes; the first line out is its
+    URL."""
+    emulator = make_bench_jenkins(latency, backlog).start()
+    print(emulator.url, flush=True)
+    sys.stdin.read()
+    emulator.stop()
+
+
+class JenkinsProcess:
+    def __init__(self, latency: float, backlog: int = 1024) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve-jenkins", "--latency", str(latency),
+             "--backlog", str(backlog)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http://"):
+            self.stop()
+            sys.exit("the Jenkins emulator did not start")
+
+    def stats(self) -> dict:
+        import requests
+
+        return requests.get(f"{self.url}/__bench/stats", timeout=10).json()
+
+    def stop(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# --- database ------------------------------------------------------------------------------
+
+
+def database_url(arg: str | None) -> tuple[str, object]:
+    from tests.support.postgres import find_postgres
+
+    if arg:
+        os.environ["TEST_DATABASE_URL"] = arg
+    server = find_postgres()
+    if server is None:
+        sys.exit("bench/refresh.py needs PostgreSQL (none found)")
+    return server.create_database(DB_NAME), server
+
+
+def seed(engine, n: int, service_id: int, fmt: str, tag: str) -> list[int]:
+    """n instances of the service; returns their ids."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        last_wf = conn.execute(text("SELECT coalesce(max(id), 0) FROM workflows")).scalar()
+        params = {"n": n, "tag": tag, "last_wf": last_wf, "fmt": fmt, "service_id": service_id}
+        for sql in SEED_SQL:
+            conn.execute(text(sql), {k: v for k, v in params.items() if f":{k}" in sql})
+        ids = list(conn.execute(text(
+            "SELECT id FROM test_instances WHERE testing_service_id = :s ORDER BY id"),
+            {"s": service_id}).scalars())
+    vacuum(engine)
+    return ids
+
+
+def vacuum(engine) -> None:
+    raw = engine.raw_connection()  # VACUUM runs outside a transaction
+    try:
+        raw.rollback()  # the pool's pre-ping opened a transaction
+        raw.driver_connection.autocommit = True
+        cursor = raw.driver_connection.cursor()
+        cursor.execute("VACUUM ANALYZE")
+        cursor.close()
+    finally:
+        raw.driver_connection.autocommit = False
+        raw.close()
+
+
+def reset(engine, service_id: int) -> None:
+    """Back to never refreshed: no builds, everything due, no lease."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE builds"))
+        conn.execute(text(
+            "UPDATE test_instances SET latest_build_id = NULL, last_completed_build_id = NULL,"
+            " next_check_at = NULL, lease_until = NULL, last_checked_at = NULL, etag = NULL,"
+            " last_error = NULL, consecutive_errors = 0 WHERE testing_service_id = :s"),
+            {"s": service_id})
+    vacuum(engine)
+
+
+# --- observing the worker ------------------------------------------------------------------
+
+
+class StatementCounter:
+    def __init__(self, engine) -> None:
+        from sqlalchemy import event
+
+        self.count = 0
+        event.listen(engine, "before_cursor_execute", self._on)
+
+    def _on(self, *args, **kwargs) -> None:
+        self.count += 1
+
+
+class PoolFullCounter(logging.Filter):
+    """urllib3 discards connections beyond the pool's size with a warning: count them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Connection pool is full" in record.getMessage():
+            self.count += 1
+            return False
+        return True
+
+
+class Sampler:
+    """Samples the refresh threads' stacks (sys._current_frames) and files each sample
+    under what the thread was doing: waiting for the CI, for Postgres, for a pooled
+    connection or a host slot, or running Python (or waiting for the GIL to do so)."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.states: Counter[str] = Counter()
+        self.python: Counter[str] = Counter()
+        self.phases: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        names = {}
+        while not self._stop.wait(self.interval):
+            names.update({t.ident: t.name for t in threading.enumerate()})
+            for ident, frame in sys._current_frames().items():
+                if names.get(ident, "").startswith("lm-refresh"):
+                    self._file(frame)
+
+    def _file(self, frame) -> None:
+        stack = []
+        f = frame
+        while f is not None:
+            stack.append((f.f_code.co_filename, f.f_code.co_name))
+            f = f.f_back
+        files = [s[0] for s in stack]
+        funcs = {s[1] for s in stack}
+        phase = next((p for p in ("load_target", "fetch", "apply", "_record_failure")
+                      if p in funcs), "other")
+        self.phases[phase] += 1
+        top_file, top_func = stack[0]
+        if top_func in {"readinto", "recv_into", "recv", "read", "_read_status", "readline"}\
+                or top_file.endswith("socket.py"):
+            if any("pg8000" in x for x in files):
+                state = "waiting for Postgres (socket)"
+            else:
+                state = "waiting for the CI (socket)"
+        elif "_host_slot" in funcs and top_func in {"wait", "acquire", "__enter__"}:
+            state = "waiting for a host slot"
+        elif top_file.endswith("threading.py") and "_do_get" in funcs:
+            state = "waiting for a pooled DB connection"
+        elif top_file.endswith(("threading.py", "thread.py", "queue.py")) and \
+                phase == "other":
+            state = "idle in the pool"
+        else:
+            state = "running Python (or waiting for the GIL)"
+            self.python[_area(top_file)] += 1
+        self.states[state] += 1
+
+
+def _area(filename: str) -> str:
+    """A library-level name for a source file."""
+    parts = Path(filename).parts
+    for marker in ("site-packages", "chalicelib"):
+        if marker in parts:
+            i = parts.index(marker)
+            rest = parts[i + 1:] if marker == "site-packages" else parts[i:]
+            if marker == "chalicelib":
+                return "/".join(rest)
+            return rest[0] if rest else filename
+    return "stdlib:" + Path(filename).stem
+
+
+def rss_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- the two refreshes ---------------------------------------------------------------------
+
+
+def set_concurrency(c: int) -> None:
+    os.environ["LM_REFRESH_CONCURRENCY"] = str(c)
+    os.environ["LM_REFRESH_PER_HOST"] = str(c)
+
+
+def ours(n: int, c: int, statements: StatementCounter | None = None,
+         sampler: Sampler | None = None) -> dict:
+    """One scheduler cycle (`dispatch_due`, inline) over n due instances, concurrency c."""
+    from chalicelib.jobs.refresh import dispatch_due
+
+    set_concurrency(c)
+    before_sql = statements.count if statements else 0
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    if sampler is not None:
+        with sampler:
+            summary = dispatch_due(limit=n)
+    else:
+        summary = dispatch_due(limit=n)
+    elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds() - cpu0
+    done = summary.get("claimed", 0)
+    return {"n": done, "seconds": elapsed, "rate": done / elapsed, "cpu": cpu,
+            "outcomes": summary.get("outcomes", {}),
+            "statements": (statements.count - before_sql) / max(1, done) if statements else 0}
+
+
+def baseline(jenkins_url: str, resources: list[str]) -> tuple[float, int, float]:
+    """LifeMonitor's refresh of one Jenkins instance, sequentially: the job, then each
+    build (python-jenkins' get_job_info + get_build_info). Returns (instances/s, requests,
+    seconds)."""
+    import requests
+
+    session = requests.Session()
+    requests_made = 0
+    t0 = time.perf_counter()
+    for res in resources:
+        job = session.get(f"{jenkins_url}/{res}/api/json", params={"depth": 0}, timeout=15)
+        job.raise_for_status()
+        requests_made += 1
+        builds = []
+        for ref in job.json()["builds"][:BUILDS]:
+            r = session.get(f"{jenkins_url}/{res}/{ref['number']}/api/json",
+                            params={"depth": 0}, timeout=15)
+            r.raise_for_status()
+            builds.append(r.json())
+            requests_made += 1
+        assert len(builds) == BUILDS, (res, len(builds))
+    elapsed = time.perf_counter() - t0
+    session.close()
+    return len(resources) / elapsed, requests_made, elapsed
+
+
+def github_idle(engine, n: int, latency: float) -> dict:
+    """Refresh n GitHub instances twice; the rate units each cycle spent."""
+    from sqlalchemy import text
+
+    from chalicelib.db import session_scope
+    from chalicelib.jobs.refresh import run_refresh
+    from chalicelib.secrets import get_secrets
+    from chalicelib.services.submission import testing_service
+    from chalicelib.testing.github import token_key
+    from tests.emulators.github import GithubEmulator
+
+    with GithubEmulator(latency=latency, replay=False) as gh:
+        gh.token = "bench-token"  # noqa: S105 - the emulator's made-up token
+        get_secrets().put(token_key(gh.url), gh.token)
+        with session_scope() as s:
+            service_id = testing_service(s, "github", gh.url).id
+        ids = seed(engine, n, service_id, "repos/bench/r%s/actions/workflows/ci.yml", "gh")
+        with engine.connect() as conn:
+            resources = conn.execute(text(
+                "SELECT resource FROM test_instances WHERE testing_service_id = :s"),
+                {"s": service_id}).scalars().all()
+        for i, res in enumerate(resources):
+            repo = "/".join(res.split("/")[1:3])
+            runs = [{"conclusion": "success"}, {"conclusion": "failure"}, {}]
+            if i % 4 == 0:  # a re-run: its first attempt costs one more request, once
+                runs[0] = {"conclusion": "success", "attempt": 2}
+            gh.set_runs(repo, "ci.yml", runs)
+        cycles = []
+        for _ in range(2):
+            used, not_modified, sent = gh.rate_used, gh.not_modified, len(gh.requests)
+            t0 = time.perf_counter()
+            outcomes = Counter(r.outcome for r in run_refresh(ids))
+            cycles.append({"units": gh.rate_used - used, "seconds": time.perf_counter() - t0,
+                           "requests": len(gh.requests) - sent,
+                           "not_modified": gh.not_modified - not_modified,
+                           "outcomes": dict(outcomes)})
+    return {"n": len(ids), "cycles": cycles}
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--instances", type=int, default=10_000)
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--sweep", default="8,16",
+                        help="other concurrency values, each on --sweep-instances")
+    parser.add_argument("--sweep-instances", type=int, default=2000)
+    parser.add_argument("--baseline-sample", type=int, default=50)
+    parser.add_argument("--github-instances", type=int, default=200)
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the refresh threads during the main run")
+    parser.add_argument("--database-url")
+    parser.add_argument("--serve-jenkins", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--backlog", type=int, default=1024, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_jenkins:
+        serve_jenkins(args.latency, args.backlog)
+        return
+
+    c = args.concurrency
+    sweep = [int(x) for x in args.sweep.split(",") if x.strip()]
+    bound = c / args.latency
+    url, server = database_url(args.database_url)
+    os.environ.update({
+        "DATABASE_URL": url, "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
+        "LM_SECRETS_BACKEND": "file", "EXTERNAL_SERVER_URL": "http://bench",
+        "LOG_LEVEL": "WARNING", "LM_DB_TIMEOUT": "900", "ALLOW_PRIVATE_URLS": "1",
+        # Every refresh thread holds one connection during its short phases.
+        "LM_DB_POOL_SIZE": str(max([c, *sweep])),
+    })
+    os.environ.pop("LM_REFRESH_QUEUE_URL", None)  # inline mode
+    pool_full = PoolFullCounter()
+    logging.getLogger("urllib3.connectionpool").addFilter(pool_full)
+    jenkins = JenkinsProcess(args.latency)
+    print(f"emulated Jenkins at {jenkins.url} (own process), {args.latency * 1000:.0f} ms "
+          f"per request, {BUILDS} builds per job", flush=True)
+
+    from chalicelib import migrate
+    from chalicelib.db import dispose_engines, get_engine, session_scope
+    from chalicelib.services.submission import testing_service
+
+    results: dict = {}
+    try:
+        migrate.upgrade("head")
+        engine = get_engine()
+        with session_scope() as s:
+            service_id = testing_service(s, "jenkins", jenkins.url).id
+        t0 = time.perf_counter()
+        ids = seed(engine, args.instances, service_id, "job/j%s", "jk")
+        print(f"seeded {len(ids)} Jenkins instances in {time.perf_counter() - t0:.1f} s",
+              flush=True)
+        statements = StatementCounter(engine)
+
+        # Warm-up: imports, the thread pool, pooled DB and HTTP connections.
+        warm = ours(min(len(ids), 4 * c), c)
+        reset(engine, service_id)
+        print(f"warm-up: {warm['n']} instances, {warm['rate']:.0f} instances/s", flush=True)
+
+        # The main run.
+        rss0 = rss_peak_mb()
+        stats0 = jenkins.stats()
+        sampler = Sampler() if args.profile else None
+        main_run = ours(len(ids), c, statements, sampler)
+        stats1 = jenkins.stats()
+        rss1 = rss_peak_mb()
+        with engine.connect() as conn:
+            from sqlalchemy import text
+
+            builds, pointed = conn.execute(text(
+                "SELECT (SELECT count(*) FROM builds), (SELECT count(*) FROM test_instances"
+                " WHERE latest_build_id IS NOT NULL AND testing_service_id = :s)"),
+                {"s": service_id}).one()
+        job_requests = stats1["requests"].get("job", 0) - stats0["requests"].get("job", 0)
+        build_requests = stats1["requests"].get("build", 0) - stats0["requests"].get("build", 0)
+        results["main"] = main_run
+        print(f"our refresh, C={c} (per host {c}): {main_run['n']} instances in "
+              f"{main_run['seconds']:.1f} s = {main_run['rate']:.0f} instances/s "
+              f"({main_run['rate'] / bound:.0%} of the bound {bound:.0f}/s)", flush=True)
+        print(f"  outcomes {main_run['outcomes']}; {builds} builds stored, {pointed} "
+              f"instances with a latest build", flush=True)
+        print(f"  CI requests: {job_requests} job + {build_requests} build = "
+              f"{(job_requests + build_requests) / max(1, main_run['n']):.2f} per instance; "
+              f"SQL statements per instance: {main_run['statements']:.1f}", flush=True)
+        print(f"  worker CPU: {main_run['cpu']:.1f} s = "
+              f"{main_run['cpu'] / max(1, main_run['n']) * 1000:.2f} ms per instance "
+              f"({main_run['cpu'] / main_run['seconds']:.0%} of one core; one GIL caps the "
+              f"worker at ~{main_run['n'] / max(main_run['cpu'], 1e-9):.0f} instances/s)",
+              flush=True)
+        print(f"  emulator: peak {stats1['peak_in_flight']} requests in flight, peak "
+              f"{stats1['peak_threads']} threads, backlog {stats1['backlog']}, CPU "
+              f"{stats1['cpu_seconds'] - stats0['cpu_seconds']:.1f} s", flush=True)
+        print(f"  worker peak memory: {rss1:.0f} MB RSS (ru_maxrss; +{rss1 - rss0:.0f} MB "
+              f"during the refresh)", flush=True)
+        if pool_full.count:
+            print(f"  urllib3 discarded {pool_full.count} connections (pool full)", flush=True)
+        if sampler is not None:
+            total = sum(sampler.states.values()) or 1
+            print(f"  where the refresh threads' time goes ({total} samples):")
+            for state, k in sampler.states.most_common():
+                print(f"    {k / total:6.1%}  {state}")
+            phases = sum(sampler.phases.values()) or 1
+            print("    by phase: " + ", ".join(
+                f"{p} {k / phases:.0%}" for p, k in sampler.phases.most_common()))
+            py = sum(sampler.python.values()) or 1
+            print("    running Python, innermost code: " + ", ".join(
+                f"{a} {k / py:.0%}" for a, k in sampler.python.most_common(8)), flush=True)
+
+        # Other concurrency values, on a subset.
+        results["sweep"] = []
+        for value in sweep:
+            reset(engine, service_id)
+            n = min(len(ids), args.sweep_instances)
+            run = ours(n, value, statements)
+            results["sweep"].append((value, run))
+            b = value / args.latency
+            print(f"our refresh, C={value}: {run['n']} instances in {run['seconds']:.1f} s = "
+                  f"{run['rate']:.0f} instances/s ({run['rate'] / b:.0%} of {b:.0f}/s; "
+                  f"CPU {run['cpu'] / max(1, run['n']) * 1000:.2f} ms per instance, "
+                  f"{run['cpu'] / run['seconds']:.0%} of one core)", flush=True)
+        if pool_full.count:
+            print(f"  urllib3 discarded {pool_full.count} connections in all (pool full)",
+                  flush=True)
+
+        # The baseline, on a sample (sequential: its rate does not depend on N).
+        with engine.connect() as conn:
+            from sqlalchemy import text
+
+            sample = conn.execute(text(
+                "SELECT resource FROM test_instances WHERE testing_service_id = :s "
+                "ORDER BY id LIMIT :n"), {"s": service_id, "n": args.baseline_sample}
+            ).scalars().all()
+        base_rate, base_requests, base_seconds = baseline(jenkins.url, sample)
+        results["baseline"] = base_rate
+        print(f"baseline (LifeMonitor: sequential, job + 1 request per build, keep-alive, no "
+              f"DB writes): {len(sample)} instances, {base_requests} requests in "
+              f"{base_seconds:.1f} s = {base_rate:.2f} instances/s (extrapolated: "
+              f"{len(ids) / base_rate / 60:.0f} min for {len(ids)})", flush=True)
+
+        # GitHub: what an idle cycle costs.
+        gh = github_idle(engine, args.github_instances, args.latency)
+        results["github"] = gh
+        for i, cycle in enumerate(gh["cycles"], 1):
+            print(f"GitHub cycle {i} ({'first' if i == 1 else 'idle'}), {gh['n']} instances: "
+                  f"{cycle['units']} rate-limit units, {cycle['requests']} requests, "
+                  f"{cycle['not_modified']} answered 304, outcomes {cycle['outcomes']}",
+                  flush=True)
+    finally:
+        dispose_engines()
+        jenkins.stop()
+        server.drop_database(DB_NAME)
+        server.stop()
+
+    main_run = results["main"]
+    speedup = main_run["rate"] / results["baseline"]
+    idle_units = results["github"]["cycles"][-1]["units"]
+    share = main_run["rate"] / bound
+    print(f"targets: speedup {speedup:.1f}x (>= 20x: {'yes' if speedup >= 20 else 'NO'}); "
+          f"{share:.0%} of the bound (>= 70%: {'yes' if share >= 0.7 else 'NO'}); "
+          f"idle GitHub cycle {idle_units} units (0: {'yes' if idle_units == 0 else 'NO'}); "
+          f"worker peak memory {rss_peak_mb():.0f} MB")
+    print(json.dumps({"speedup": round(speedup, 1), "rate": round(main_run["rate"], 1),
+                      "bound": bound, "baseline": round(results["baseline"], 3),
+                      "idle_units": idle_units}))
+    print(f"refresh speedup vs baseline: {speedup:.1f}x ({main_run['rate']:.0f} instances/s, "
+          f"bound {bound:.0f}/s)")
+
+
+if __name__ == "__main__":
+    main()
