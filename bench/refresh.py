@@ -31,7 +31,6 @@ database `lm_bench_refresh` is created and dropped. The last line is the verdict
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import resource
@@ -290,77 +289,122 @@ class PoolFullCounter(logging.Filter):
         return True
 
 
-class Sampler:
-    """Samples the refresh threads' stacks (sys._current_frames) and files each sample
-    under what the thread was doing: waiting for the CI, for Postgres, for a pooled
-    connection or a host slot, or running Python (or waiting for the GIL to do so)."""
+class PhaseClock:
+    """Wall and thread-CPU time of the refresh's three phases (`load_target`, `fetch`,
+    `apply`), by wrapping the module's functions for the duration (they are looked up at
+    call time). Wall minus CPU is time spent waiting: for Postgres, for the CI — or for
+    the GIL, when the process is CPU bound."""
 
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-        self.states: Counter[str] = Counter()
-        self.python: Counter[str] = Counter()
-        self.phases: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    PHASES = ("load_target", "fetch", "apply")
 
-    def __enter__(self) -> Sampler:
-        self._thread.start()
+    def __init__(self) -> None:
+        self.wall: Counter[str] = Counter()
+        self.cpu: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._saved: dict = {}
+
+    def __enter__(self) -> PhaseClock:
+        from chalicelib.jobs import refresh
+
+        for name in self.PHASES:
+            self._saved[name] = getattr(refresh, name)
+            setattr(refresh, name, self._wrap(name, self._saved[name]))
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        from chalicelib.jobs import refresh
 
-    def _run(self) -> None:
-        names = {}
-        while not self._stop.wait(self.interval):
-            names.update({t.ident: t.name for t in threading.enumerate()})
-            for ident, frame in sys._current_frames().items():
-                if names.get(ident, "").startswith("lm-refresh"):
-                    self._file(frame)
+        for name, fn in self._saved.items():
+            setattr(refresh, name, fn)
 
-    def _file(self, frame) -> None:
-        stack = []
-        f = frame
-        while f is not None:
-            stack.append((f.f_code.co_filename, f.f_code.co_name))
-            f = f.f_back
-        files = [s[0] for s in stack]
-        funcs = {s[1] for s in stack}
-        phase = next((p for p in ("load_target", "fetch", "apply", "_record_failure")
-                      if p in funcs), "other")
-        self.phases[phase] += 1
-        top_file, top_func = stack[0]
-        if top_func in {"readinto", "recv_into", "recv", "read", "_read_status", "readline"}\
-                or top_file.endswith("socket.py"):
-            if any("pg8000" in x for x in files):
-                state = "waiting for Postgres (socket)"
-            else:
-                state = "waiting for the CI (socket)"
-        elif "_host_slot" in funcs and top_func in {"wait", "acquire", "__enter__"}:
-            state = "waiting for a host slot"
-        elif top_file.endswith("threading.py") and "_do_get" in funcs:
-            state = "waiting for a pooled DB connection"
-        elif top_file.endswith(("threading.py", "thread.py", "queue.py")) and \
-                phase == "other":
-            state = "idle in the pool"
-        else:
-            state = "running Python (or waiting for the GIL)"
-            self.python[_area(top_file)] += 1
-        self.states[state] += 1
+    def _wrap(self, name: str, fn):
+        def timed(*args, **kwargs):
+            c0, t0 = time.thread_time(), time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+                with self._lock:
+                    self.wall[name] += wall
+                    self.cpu[name] += cpu
+                    self.calls[name] += 1
+
+        return timed
+
+    def report(self) -> str:
+        parts = []
+        for name in self.PHASES:
+            n = self.calls[name] or 1
+            parts.append(f"{name} {self.wall[name] / n * 1000:.1f} ms "
+                         f"(CPU {self.cpu[name] / n * 1000:.1f})")
+        return ", ".join(parts)
 
 
-def _area(filename: str) -> str:
-    """A library-level name for a source file."""
+def profile(n: int) -> None:
+    """`--profile`: one thread (concurrency 1, so cProfile sees everything) refreshes n
+    instances; prints CPU time per instance by library and the top functions."""
+    import cProfile
+    import pstats
+
+    from chalicelib.jobs.refresh import dispatch_due
+
+    set_concurrency(1)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    summary = dispatch_due(limit=n)
+    profiler.disable()
+    done = max(1, summary.get("claimed", 0))
+    stats = pstats.Stats(profiler)
+    by_area: Counter[str] = Counter()
+    for (filename, _line, func), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+        by_area[_area(filename, func)] += tottime
+    busy = sum(v for k, v in by_area.items() if k != "socket recv (waiting)")
+    print(f"profile (cProfile, one thread, {done} instances; cProfile roughly doubles the "
+          f"CPU): {busy / done * 1000:.1f} ms of CPU per instance, by library:")
+    for area, seconds in by_area.most_common(12):
+        print(f"    {seconds / done * 1000:7.2f} ms  {area}")
+    print("  cumulative (waits included), per instance:")
+    for (filename, line, func), (_cc, ncalls, _tt, cumtime, _callers) in sorted(
+            stats.stats.items(), key=lambda kv: -kv[1][3]):
+        if func in HOT and ("chalicelib" in filename or "pg8000" in filename
+                            or "sqlalchemy" in filename):
+            print(f"    {cumtime / done * 1000:7.2f} ms  {ncalls / done:6.1f} calls  "
+                  f"{_short(filename)}:{line}({func})")
+    print("  top functions by own time:")
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:12]
+    for (filename, line, func), (_cc, ncalls, tottime, _ct, _callers) in rows:
+        print(f"    {tottime / done * 1000:7.2f} ms  {ncalls / done:6.1f} calls  "
+              f"{_short(filename)}:{line}({func})")
+
+
+HOT = {"load_target", "fetch", "apply", "store_builds", "update_pointers", "_interval",
+       "lock_instance", "_lock_row", "_compile_w_cache", "convert_paramstyle", "do_ping",
+       "commit"}
+
+
+def _area(filename: str, func: str) -> str:
+    """A library-level name for a profiled function."""
+    if filename == "~":
+        if "recv" in func:
+            return "socket recv (waiting)"
+        if "send" in func:
+            return "socket send (syscalls)"
+        return "builtins"
     parts = Path(filename).parts
-    for marker in ("site-packages", "chalicelib"):
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].split(".")[0]
+    if "chalicelib" in parts:
+        return "chalicelib"
+    return "stdlib " + Path(filename).stem
+
+
+def _short(filename: str) -> str:
+    parts = Path(filename).parts
+    for marker in ("site-packages", "main"):
         if marker in parts:
-            i = parts.index(marker)
-            rest = parts[i + 1:] if marker == "site-packages" else parts[i:]
-            if marker == "chalicelib":
-                return "/".join(rest)
-            return rest[0] if rest else filename
-    return "stdlib:" + Path(filename).stem
+            return "/".join(parts[parts.index(marker) + 1:])
+    return filename
 
 
 def rss_peak_mb() -> float:
@@ -381,15 +425,15 @@ def set_concurrency(c: int) -> None:
 
 
 def ours(n: int, c: int, statements: StatementCounter | None = None,
-         sampler: Sampler | None = None) -> dict:
+         clock: PhaseClock | None = None) -> dict:
     """One scheduler cycle (`dispatch_due`, inline) over n due instances, concurrency c."""
     from chalicelib.jobs.refresh import dispatch_due
 
     set_concurrency(c)
     before_sql = statements.count if statements else 0
     cpu0, t0 = cpu_seconds(), time.perf_counter()
-    if sampler is not None:
-        with sampler:
+    if clock is not None:
+        with clock:
             summary = dispatch_due(limit=n)
     else:
         summary = dispatch_due(limit=n)
@@ -474,14 +518,16 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--sweep", default="8,16",
-                        help="other concurrency values, each on --sweep-instances")
-    parser.add_argument("--sweep-instances", type=int, default=2000)
-    parser.add_argument("--baseline-sample", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="LM_REFRESH_CONCURRENCY and LM_REFRESH_PER_HOST of the main run")
+    parser.add_argument("--sweep", default="4,8",
+                        help="other concurrency values, each on a subset of the instances")
+    parser.add_argument("--sweep-instances", type=int, default=0,
+                        help="instances per sweep value (default: 60 x C, at least 200)")
+    parser.add_argument("--baseline-sample", type=int, default=20)
     parser.add_argument("--github-instances", type=int, default=200)
-    parser.add_argument("--profile", action="store_true",
-                        help="sample the refresh threads during the main run")
+    parser.add_argument("--profile", type=int, nargs="?", const=300, default=0,
+                        metavar="N", help="also cProfile a one-thread refresh of N instances")
     parser.add_argument("--database-url")
     parser.add_argument("--serve-jenkins", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backlog", type=int, default=1024, help=argparse.SUPPRESS)
@@ -506,7 +552,9 @@ def main() -> None:
     logging.getLogger("urllib3.connectionpool").addFilter(pool_full)
     jenkins = JenkinsProcess(args.latency)
     print(f"emulated Jenkins at {jenkins.url} (own process), {args.latency * 1000:.0f} ms "
-          f"per request, {BUILDS} builds per job", flush=True)
+          f"per request, {BUILDS} builds per job; {os.cpu_count()} CPUs", flush=True)
+
+    from sqlalchemy import text
 
     from chalicelib import migrate
     from chalicelib.db import dispose_engines, get_engine, session_scope
@@ -529,75 +577,58 @@ def main() -> None:
         reset(engine, service_id)
         print(f"warm-up: {warm['n']} instances, {warm['rate']:.0f} instances/s", flush=True)
 
-        # The main run.
+        # The main run: one scheduler cycle over every instance.
         rss0 = rss_peak_mb()
         stats0 = jenkins.stats()
-        sampler = Sampler() if args.profile else None
-        main_run = ours(len(ids), c, statements, sampler)
+        clock = PhaseClock()
+        main_run = ours(len(ids), c, statements, clock)
         stats1 = jenkins.stats()
         rss1 = rss_peak_mb()
+        results["main"] = main_run
         with engine.connect() as conn:
-            from sqlalchemy import text
-
             builds, pointed = conn.execute(text(
                 "SELECT (SELECT count(*) FROM builds), (SELECT count(*) FROM test_instances"
                 " WHERE latest_build_id IS NOT NULL AND testing_service_id = :s)"),
                 {"s": service_id}).one()
         job_requests = stats1["requests"].get("job", 0) - stats0["requests"].get("job", 0)
         build_requests = stats1["requests"].get("build", 0) - stats0["requests"].get("build", 0)
-        results["main"] = main_run
-        print(f"our refresh, C={c} (per host {c}): {main_run['n']} instances in "
+        n, cpu = main_run["n"], main_run["cpu"]
+        print(f"our refresh, C={c} (per host {c}): {n} instances in "
               f"{main_run['seconds']:.1f} s = {main_run['rate']:.0f} instances/s "
               f"({main_run['rate'] / bound:.0%} of the bound {bound:.0f}/s)", flush=True)
         print(f"  outcomes {main_run['outcomes']}; {builds} builds stored, {pointed} "
               f"instances with a latest build", flush=True)
         print(f"  CI requests: {job_requests} job + {build_requests} build = "
-              f"{(job_requests + build_requests) / max(1, main_run['n']):.2f} per instance; "
+              f"{(job_requests + build_requests) / max(1, n):.2f} per instance; "
               f"SQL statements per instance: {main_run['statements']:.1f}", flush=True)
-        print(f"  worker CPU: {main_run['cpu']:.1f} s = "
-              f"{main_run['cpu'] / max(1, main_run['n']) * 1000:.2f} ms per instance "
-              f"({main_run['cpu'] / main_run['seconds']:.0%} of one core; one GIL caps the "
-              f"worker at ~{main_run['n'] / max(main_run['cpu'], 1e-9):.0f} instances/s)",
-              flush=True)
+        print(f"  mean per instance: {clock.report()}", flush=True)
+        print(f"  worker CPU: {cpu:.1f} s = {cpu / max(1, n) * 1000:.2f} ms per instance, "
+              f"{cpu / main_run['seconds']:.0%} of one core: one process (one GIL) tops out "
+              f"near {n / max(cpu, 1e-9):.0f} instances/s", flush=True)
         print(f"  emulator: peak {stats1['peak_in_flight']} requests in flight, peak "
-              f"{stats1['peak_threads']} threads, backlog {stats1['backlog']}, CPU "
+              f"{stats1['peak_threads']} threads, listen backlog {stats1['backlog']}, CPU "
               f"{stats1['cpu_seconds'] - stats0['cpu_seconds']:.1f} s", flush=True)
         print(f"  worker peak memory: {rss1:.0f} MB RSS (ru_maxrss; +{rss1 - rss0:.0f} MB "
               f"during the refresh)", flush=True)
         if pool_full.count:
             print(f"  urllib3 discarded {pool_full.count} connections (pool full)", flush=True)
-        if sampler is not None:
-            total = sum(sampler.states.values()) or 1
-            print(f"  where the refresh threads' time goes ({total} samples):")
-            for state, k in sampler.states.most_common():
-                print(f"    {k / total:6.1%}  {state}")
-            phases = sum(sampler.phases.values()) or 1
-            print("    by phase: " + ", ".join(
-                f"{p} {k / phases:.0%}" for p, k in sampler.phases.most_common()))
-            py = sum(sampler.python.values()) or 1
-            print("    running Python, innermost code: " + ", ".join(
-                f"{a} {k / py:.0%}" for a, k in sampler.python.most_common(8)), flush=True)
 
-        # Other concurrency values, on a subset.
-        results["sweep"] = []
+        # Other concurrency values, on subsets.
         for value in sweep:
             reset(engine, service_id)
-            n = min(len(ids), args.sweep_instances)
-            run = ours(n, value, statements)
-            results["sweep"].append((value, run))
+            count = min(len(ids), args.sweep_instances or max(200, 60 * value))
+            run = ours(count, value)
             b = value / args.latency
             print(f"our refresh, C={value}: {run['n']} instances in {run['seconds']:.1f} s = "
                   f"{run['rate']:.0f} instances/s ({run['rate'] / b:.0%} of {b:.0f}/s; "
                   f"CPU {run['cpu'] / max(1, run['n']) * 1000:.2f} ms per instance, "
                   f"{run['cpu'] / run['seconds']:.0%} of one core)", flush=True)
-        if pool_full.count:
-            print(f"  urllib3 discarded {pool_full.count} connections in all (pool full)",
-                  flush=True)
+        if args.profile:
+            reset(engine, service_id)
+            profile(min(len(ids), args.profile))
 
         # The baseline, on a sample (sequential: its rate does not depend on N).
         with engine.connect() as conn:
-            from sqlalchemy import text
-
             sample = conn.execute(text(
                 "SELECT resource FROM test_instances WHERE testing_service_id = :s "
                 "ORDER BY id LIMIT :n"), {"s": service_id, "n": args.baseline_sample}
@@ -628,12 +659,9 @@ def main() -> None:
     idle_units = results["github"]["cycles"][-1]["units"]
     share = main_run["rate"] / bound
     print(f"targets: speedup {speedup:.1f}x (>= 20x: {'yes' if speedup >= 20 else 'NO'}); "
-          f"{share:.0%} of the bound (>= 70%: {'yes' if share >= 0.7 else 'NO'}); "
+          f"{share:.0%} of the bound at C={c} (>= 70%: {'yes' if share >= 0.7 else 'NO'}); "
           f"idle GitHub cycle {idle_units} units (0: {'yes' if idle_units == 0 else 'NO'}); "
           f"worker peak memory {rss_peak_mb():.0f} MB")
-    print(json.dumps({"speedup": round(speedup, 1), "rate": round(main_run["rate"], 1),
-                      "bound": bound, "baseline": round(results["baseline"], 3),
-                      "idle_units": idle_units}))
     print(f"refresh speedup vs baseline: {speedup:.1f}x ({main_run['rate']:.0f} instances/s, "
           f"bound {bound:.0f}/s)")
 

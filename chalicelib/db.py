@@ -76,13 +76,43 @@ def _create_engine(url: str) -> Engine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=0 if settings.in_lambda else 5,
-        pool_pre_ping=True,
         pool_recycle=300,
         connect_args={"timeout": settings.db_timeout},
     )
     if engine.dialect.driver == "pg8000":
         event.listen(engine, "connect", _fast_timestamps)
+    event.listen(engine, "checkin", _stamp_checkin)
+    event.listen(engine, "checkout", _ping_if_idle)
     return engine
+
+
+# A connection idle this long may have died (a frozen Lambda, a NAT timeout): test it
+# before use. A busy one is not pinged — `pool_pre_ping` would cost a round trip on every
+# request.
+IDLE_PING_AFTER = 30.0
+
+
+def _stamp_checkin(_dbapi_conn, record) -> None:
+    import time
+
+    record.info["lm_checkin"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_conn, record, _proxy) -> None:
+    import time
+
+    from sqlalchemy import exc
+
+    last = record.info.get("lm_checkin")
+    if last is None or time.monotonic() - last < IDLE_PING_AFTER:
+        return
+    try:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+    except Exception as error:
+        # The pool discards this connection and tries another (or a new one).
+        raise exc.DisconnectionError() from error
 
 
 def _fast_timestamps(dbapi_conn, _record) -> None:

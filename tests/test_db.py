@@ -162,3 +162,53 @@ def test_dispose_engines_forgets_engines(db):
     assert second is not first
     assert str(second.url) == str(first.url)
     assert _count_users() == 0
+
+
+def test_idle_connection_that_died_is_replaced(db, monkeypatch):
+    """A pooled connection idle past IDLE_PING_AFTER is pinged at checkout; a dead one (a
+    frozen Lambda's, a NAT timeout) is replaced instead of failing the request."""
+    from sqlalchemy import text
+
+    from chalicelib import db as dbmod
+
+    engine = dbmod.get_engine()
+    if engine.dialect.name != "postgresql":
+        pytest.skip("needs a server whose backend can be terminated")
+    with engine.connect() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+    # Kill that backend from a connection outside the pool, as a server-side idle timeout
+    # would (the pooled one is the one we want dead).
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    outsider = create_engine(engine.url, poolclass=NullPool)
+    with outsider.connect() as killer:
+        killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        killer.commit()
+    outsider.dispose()
+    monkeypatch.setattr(dbmod, "IDLE_PING_AFTER", 0.0)  # every checkout counts as idle
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar() == 1
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+
+
+def test_busy_connections_are_not_pinged(db):
+    from sqlalchemy import event, text
+
+    from chalicelib import db as dbmod
+
+    engine = dbmod.get_engine()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with engine.connect() as conn:  # just checked in: no ping
+            conn.execute(text("SELECT 2"))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert statements == ["SELECT 2"]
