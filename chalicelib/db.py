@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -151,9 +152,30 @@ def get_sessionmaker():
     return sessionmaker(bind=get_engine(), expire_on_commit=False, future=True)
 
 
+#: Set by the API for requests that only read (GET): their sessions skip BEGIN/COMMIT.
+read_only: contextvars.ContextVar[bool] = contextvars.ContextVar("read_only", default=False)
+
+
 @contextmanager
 def session_scope() -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any error, always close."""
+    """One transaction: commit on success, roll back on any error, always close.
+
+    In a read-only request the session runs in autocommit mode instead: each statement sees
+    committed data on its own (our reads are single statements per level, and the refresh
+    writes a build and its instance's pointers in one transaction), and two of the round
+    trips of a short read — BEGIN and COMMIT — are saved."""
+    if read_only.get():
+        from sqlalchemy.orm import Session as _Session
+
+        session = _Session(
+            bind=get_engine().execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False,
+        )
+        try:
+            yield session
+        finally:
+            session.close()
+        return
     session = get_sessionmaker()()
     try:
         yield session

@@ -212,3 +212,39 @@ def test_busy_connections_are_not_pinged(db):
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert statements == ["SELECT 2"]
+
+
+def test_read_only_requests_skip_begin_and_commit(db):
+    """GET routes run their sessions in autocommit: no BEGIN/COMMIT round trips."""
+    from sqlalchemy import event, text
+
+    from chalicelib import db as dbmod
+
+    engine = dbmod.get_engine()
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement.split()[0].upper())
+
+    def on_commit(conn):
+        seen.append("COMMIT")
+
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "commit", on_commit)
+    try:
+        token = dbmod.read_only.set(True)
+        try:
+            with dbmod.session_scope() as s:
+                s.execute(text("SELECT 1"))
+        finally:
+            dbmod.read_only.reset(token)
+        read = list(seen)
+        seen.clear()
+        with dbmod.session_scope() as s:
+            s.execute(text("SELECT 1"))
+        write = list(seen)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "commit", on_commit)
+    assert read == ["SELECT"]
+    assert write == ["SELECT", "COMMIT"]

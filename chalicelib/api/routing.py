@@ -49,6 +49,7 @@ def endpoint(
     """
     scopes = tuple(scopes)
     methods = [m.upper() for m in methods]
+    read_only_route = set(methods) <= {"GET", "HEAD"}
 
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -68,6 +69,14 @@ def endpoint(
                         registry=registry,
                         registry_without_user=registry_without_user,
                     )
+                if read_only_route:
+                    from chalicelib import db
+
+                    token = db.read_only.set(True)
+                    try:
+                        return fn(**kwargs)
+                    finally:
+                        db.read_only.reset(token)
                 return fn(**kwargs)
             except LifeMonitorError as exc:
                 from chalicelib.api.middleware import instance_url
