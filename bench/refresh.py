@@ -12,17 +12,21 @@ latency, next to a LifeMonitor-style baseline, plus GitHub's rate cost of an idl
   so its rate does not depend on N).
 * **Emulated Jenkins** — `tests.emulators.jenkins.JenkinsEmulator`, subclassed to answer
   any ``job/<name>`` with ~10 generated builds (one of a few build sequences, rendered by
-  the emulator once per sequence and query, then renamed), with a raised listen backlog.
+  the emulator once per sequence and query, then renamed), with a raised listen backlog
+  and Nagle off (two writes per answer would otherwise wait ~40 ms for a delayed ACK).
   It runs in a **separate process** so that it never competes with the worker for the GIL;
   its request counters, peak requests in flight and thread count are printed.
+* **Where the time goes** — mean wall and thread-CPU time of the three phases, and the
+  worker's CPU per instance and share of one core (CPU bound = GIL bound); `--sweep` runs
+  other concurrency values on subsets; `--profile N` adds a one-thread cProfile pass.
 * **Worker memory** — peak RSS of this process (`ru_maxrss`) and its growth during the
-  refresh; CPU seconds per instance show whether the worker is CPU (GIL) bound.
+  refresh.
 * **GitHub idle cycle** — `tests.emulators.github.GithubEmulator` with a token in the
   file-backed parameter store; G instances are refreshed twice (`run_refresh`); the second
   cycle (nothing changed: conditional requests, authorised 304s) must spend 0 units.
 
     python bench/refresh.py [--instances 10000] [--latency 0.05] [--concurrency 32]
-                            [--sweep 8,16,64] [--profile] [--database-url postgresql://...]
+                            [--sweep 4,8] [--profile [N]] [--database-url postgresql://...]
 
 The database comes from --database-url, TEST_DATABASE_URL, or the local server; a scratch
 database `lm_bench_refresh` is created and dropped. The last line is the verdict.
