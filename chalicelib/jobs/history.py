@@ -216,8 +216,9 @@ def _counts(session: Session, groups, now: datetime, out: dict[int, History]) ->
         ]
 
 
-def _last_passed(session: Session, groups, out: dict[int, History]) -> None:
-    """The newest passed build of each group: a window function keeps one row per group."""
+def _ranked_builds(groups, *conditions):
+    """The groups' builds matching `conditions`, numbered newest first within each group
+    (`rn`), as a subquery."""
     from sqlalchemy import func, select
 
     b = Build.__table__
@@ -229,7 +230,7 @@ def _last_passed(session: Session, groups, out: dict[int, History]) -> None:
         )
         .label("rn")
     )
-    ranked = (
+    return (
         select(
             groups.c.grp,
             groups.c.iid,
@@ -242,9 +243,17 @@ def _last_passed(session: Session, groups, out: dict[int, History]) -> None:
             rn,
         )
         .select_from(groups.join(b, b.c.instance_id == groups.c.iid))
-        .where(b.c.status == "passed")
+        .where(*conditions)
         .subquery("ranked")
     )
+
+
+def _last_passed(session: Session, groups, out: dict[int, History]) -> None:
+    """The newest passed build of each group: a window function keeps one row per group."""
+    from sqlalchemy import select
+
+    b = Build.__table__
+    ranked = _ranked_builds(groups, b.c.status == "passed")
     for row in session.execute(select(ranked).where(ranked.c.rn == 1)).mappings():
         out[row["grp"]].last_passed = _point(row)
 
@@ -321,31 +330,7 @@ def _durations(session: Session, groups, series: int, out: dict[int, History]) -
     from sqlalchemy import case, func, select
 
     b = Build.__table__
-    rn = (
-        func.row_number()
-        .over(
-            partition_by=groups.c.grp,
-            order_by=(b.c.started_at.desc().nulls_last(), b.c.id.desc()),
-        )
-        .label("rn")
-    )
-    ranked = (
-        select(
-            groups.c.grp,
-            groups.c.iid,
-            groups.c.iuuid,
-            b.c.build_id,
-            b.c.status,
-            b.c.started_at,
-            b.c.finished_at,
-            b.c.duration,
-            rn,
-        )
-        .select_from(groups.join(b, b.c.instance_id == groups.c.iid))
-        .where(b.c.status.in_(COMPLETED_STATUSES))
-        .where(b.c.duration.is_not(None))
-        .subquery("ranked")
-    )
+    ranked = _ranked_builds(groups, b.c.status.in_(COMPLETED_STATUSES), b.c.duration.is_not(None))
     recent = ranked.c.rn <= TREND_SIZE
     previous = (ranked.c.rn > TREND_SIZE) & (ranked.c.rn <= 2 * TREND_SIZE)
     means = select(
