@@ -133,6 +133,43 @@ class BaseAdapter:
     def _fetch_builds(self, service_url: str, instance: InstanceRef, limit: int) -> FetchResult:
         raise NotImplementedError
 
+    def _fetch(
+        self,
+        url: str,
+        headers: dict[str, str],
+        params: dict | None = None,
+        max_bytes: int | None = None,
+    ):
+        """GET through the guarded client with this adapter's limits; a transport failure
+        becomes a CIError naming the host (and carrying any Retry-After)."""
+        from chalicelib import http
+
+        try:
+            return http.request(
+                "GET",
+                url,
+                headers=headers,
+                params=params,
+                timeout=self.timeout,
+                max_bytes=max_bytes or self.max_bytes,
+                retries=self.retries,
+                max_retry_wait=self.max_retry_wait,
+            )
+        except http.OutboundError as exc:
+            raise CIError(
+                f"{self.label} ({host_of(url)}): {one_line(exc.reason)}",
+                retry_after=exc.retry_after,
+            ) from None
+
+    def _json(self, response) -> Any:
+        """The answer's JSON; a malformed or truncated body is a CIError."""
+        from chalicelib import http
+
+        try:
+            return response.json()
+        except http.OutboundError as exc:
+            raise CIError(f"{self.label}: {one_line(exc.reason)}") from None
+
     def _guarded(self, fn, service_url: str, *args):
         try:
             return fn(service_url, *args)

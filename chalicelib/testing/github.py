@@ -583,13 +583,6 @@ class GithubAdapter(BaseAdapter):
             retry_after=_retry_after(response) if status >= 500 else None,
         )
 
-    @staticmethod
-    def _json(response: http.HttpResponse) -> Any:
-        try:
-            return response.json()
-        except http.OutboundError as exc:
-            raise CIError(f"GitHub: {one_line(exc.reason)}") from None
-
 
 def _reset_wait(response: http.HttpResponse) -> float:
     reset = _int_header(response, "x-ratelimit-reset")

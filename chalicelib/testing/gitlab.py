@@ -268,30 +268,13 @@ class GitlabAdapter(BaseAdapter):
             headers["If-None-Match"] = instance.etag
         url = f"{base}/projects/{project.ref}/pipelines"
         host = urlsplit(url).netloc
-        try:
-            response = http.request(
-                "GET",
-                url,
-                headers=headers,
-                params=params,
-                timeout=self.timeout,
-                max_bytes=self.max_bytes,
-                retries=self.retries,
-                max_retry_wait=self.max_retry_wait,
-            )
-        except http.OutboundError as exc:
-            raise CIError(
-                f"GitLab CI ({host}): {one_line(exc.reason)}", retry_after=exc.retry_after
-            ) from None
+        response = self._fetch(url, headers, params, self.max_bytes)
         etag = response.header("etag")
         if response.status == 304:
             return FetchResult(builds=[], etag=etag or instance.etag, not_modified=True)
         if not response.ok:
             raise _status_error(response, host, token_key(service_url))
-        try:
-            body = response.json()
-        except http.OutboundError as exc:
-            raise CIError(f"GitLab CI: {one_line(exc.reason)}") from None
+        body = self._json(response)
         if not isinstance(body, list):
             raise CIError(f"GitLab CI ({host}): unexpected answer, not a list of pipelines")
         builds = []

@@ -236,10 +236,7 @@ class JenkinsAdapter(BaseAdapter):
         response = self._get(
             service_url, f"{job_url}api/json", {"tree": tree_query(limit)}, self.max_bytes
         )
-        try:
-            body = response.json()
-        except http.OutboundError as exc:
-            raise CIError(f"Jenkins: {one_line(exc.reason)}") from None
+        body = self._json(response)
         if not isinstance(body, dict):
             raise CIError(f"Jenkins ({host_of(base)}): unexpected answer, not a JSON object")
         items = body.get("builds", body.get("allBuilds"))
@@ -285,21 +282,7 @@ class JenkinsAdapter(BaseAdapter):
     ) -> http.HttpResponse:
         host = host_of(url)
         headers = self._headers(service_url)
-        try:
-            response = http.request(
-                "GET",
-                url,
-                headers=headers,
-                params=params,
-                timeout=self.timeout,
-                max_bytes=max_bytes,
-                retries=self.retries,
-                max_retry_wait=self.max_retry_wait,
-            )
-        except http.OutboundError as exc:
-            raise CIError(
-                f"Jenkins ({host}): {one_line(exc.reason)}", retry_after=exc.retry_after
-            ) from None
+        response = self._fetch(url, headers, params, max_bytes)
         if response.ok:
             return response
         status = response.status

@@ -330,31 +330,10 @@ class TravisAdapter(BaseAdapter):
         self, url: str, headers: dict[str, str], params: dict | None, max_bytes: int
     ) -> http.HttpResponse:
         host = host_of(url)
-        try:
-            response = http.request(
-                "GET",
-                url,
-                headers=headers,
-                params=params,
-                timeout=self.timeout,
-                max_bytes=max_bytes,
-                retries=self.retries,
-                max_retry_wait=self.max_retry_wait,
-            )
-        except http.OutboundError as exc:
-            raise CIError(
-                f"Travis CI ({host}): {one_line(exc.reason)}", retry_after=exc.retry_after
-            ) from None
+        response = self._fetch(url, headers, params, max_bytes)
         if response.ok or response.status == 304:
             return response
         raise _status_error(response, host, token_key(url))
-
-    @staticmethod
-    def _json(response: http.HttpResponse) -> Any:
-        try:
-            return response.json()
-        except http.OutboundError as exc:
-            raise CIError(f"Travis CI: {one_line(exc.reason)}") from None
 
 
 def _token(service_url: str, base: str) -> str | None:
