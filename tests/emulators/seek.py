@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.emulators.base import Emulator, Reply, Request
+from tests.support.crates import CONTEXT_0_1, TEST_NS
 
 JSONAPI_CT = "application/vnd.api+json; charset=utf-8"
 ACCESS_NAMES = {0: "no_access", 1: "view", 2: "download", 3: "edit", 4: "manage"}
@@ -98,7 +99,7 @@ _SERVICES = {
     "travis": ("TravisService", "Travis", "https://travis-ci.org"),
     "jenkins": ("JenkinsService", "Jenkins", "https://www.jenkins.io"),
 }
-_TEST_NS = "https://w3id.org/ro/terms/test#"
+_TEST_NS = TEST_NS
 
 
 def build_minimal_crate(
@@ -112,24 +113,9 @@ def build_minimal_crate(
     instance), byte-for-byte reproducible. The default instance is the GitHub workflow the
     shared GitHub fixtures were recorded from (PyGithub's `check.yml`)."""
     service_type, service_name, service_home = _SERVICES[service]
-    terms = [
-        "TestSuite",
-        "TestInstance",
-        "TestService",
-        "TestDefinition",
-        "PlanemoEngine",
-        "JenkinsService",
-        "TravisService",
-        "GithubService",
-        "instance",
-        "runsOn",
-        "resource",
-        "definition",
-        "engineVersion",
-    ]
     definition = "test/test1/workflow-test.yml"
     metadata = {
-        "@context": ["https://w3id.org/ro/crate/1.1/context", {t: _TEST_NS + t for t in terms}],
+        "@context": CONTEXT_0_1,
         "@graph": [
             {
                 "@id": "ro-crate-metadata.json",
