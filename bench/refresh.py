@@ -294,12 +294,13 @@ class PoolFullCounter(logging.Filter):
 
 
 class PhaseClock:
-    """Wall and thread-CPU time of the refresh's three phases (`load_target`, `fetch`,
-    `apply`), by wrapping the module's functions for the duration (they are looked up at
-    call time). Wall minus CPU is time spent waiting: for Postgres, for the CI — or for
-    the GIL, when the process is CPU bound."""
+    """Wall and thread-CPU time of the refresh's three phases (`load_targets` per chunk,
+    `fetch` per instance, `apply_many` per written group), by wrapping the module's
+    functions for the duration (they are looked up at call time). Wall minus CPU is time
+    spent waiting: for Postgres, for the CI — or for the GIL, when the process is CPU
+    bound."""
 
-    PHASES = ("load_target", "fetch", "apply")
+    PHASES = ("load_targets", "fetch", "apply_many")
 
     def __init__(self) -> None:
         self.wall: Counter[str] = Counter()
@@ -336,12 +337,13 @@ class PhaseClock:
 
         return timed
 
-    def report(self) -> str:
+    def report(self, instances: int) -> str:
+        """Per instance: each phase's wall (CPU) time, and its calls."""
         parts = []
+        n = max(1, instances)
         for name in self.PHASES:
-            n = self.calls[name] or 1
-            parts.append(f"{name} {self.wall[name] / n * 1000:.1f} ms "
-                         f"(CPU {self.cpu[name] / n * 1000:.1f})")
+            parts.append(f"{name} {self.wall[name] / n * 1000:.2f} ms "
+                         f"(CPU {self.cpu[name] / n * 1000:.2f}; {self.calls[name]} calls)")
         return ", ".join(parts)
 
 
@@ -382,8 +384,8 @@ def profile(n: int) -> None:
               f"{_short(filename)}:{line}({func})")
 
 
-HOT = {"load_target", "fetch", "apply", "store_builds", "update_pointers", "_interval",
-       "lock_instance", "_lock_row", "_compile_w_cache", "convert_paramstyle", "do_ping",
+HOT = {"load_targets", "fetch", "apply_many", "write_group", "_upsert_builds",
+       "_recent_builds", "fetch_builds", "_compile_w_cache", "convert_paramstyle", "do_ping",
        "commit"}
 
 
@@ -605,7 +607,7 @@ def main() -> None:
         print(f"  CI requests: {job_requests} job + {build_requests} build = "
               f"{(job_requests + build_requests) / max(1, n):.2f} per instance; "
               f"SQL statements per instance: {main_run['statements']:.1f}", flush=True)
-        print(f"  mean per instance: {clock.report()}", flush=True)
+        print(f"  per instance: {clock.report(n)}", flush=True)
         print(f"  worker CPU: {cpu:.1f} s = {cpu / max(1, n) * 1000:.2f} ms per instance, "
               f"{cpu / main_run['seconds']:.0%} of one core: one process (one GIL) tops out "
               f"near {n / max(cpu, 1e-9):.0f} instances/s", flush=True)

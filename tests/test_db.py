@@ -248,3 +248,51 @@ def test_read_only_requests_skip_begin_and_commit(db):
         event.remove(engine, "commit", on_commit)
     assert read == ["SELECT"]
     assert write == ["SELECT", "COMMIT"]
+
+
+def _postgres_only(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("pg8000 behaviour: the suite runs on SQLite (no PostgreSQL found)")
+
+
+def test_placeholder_rewrite_is_cached_and_correct(db):
+    """pg8000's `%s` → `$n` scan is remembered per SQL text; literals that look like
+    placeholders, escaped `%%` and quoted text keep their meaning."""
+    _postgres_only(db)
+    from pg8000 import dbapi, legacy
+
+    engine = dbm.get_engine()
+    assert getattr(legacy.convert_paramstyle, "lm_cached", False)
+    sql = 'SELECT %s, \'%%s text\', 5 %% 3, "quoted""%s", $$%s$$ -- %s\n, %s'
+    assert legacy.convert_paramstyle("format", sql, (1, 2)) == dbapi.convert_paramstyle(
+        "format", sql, (1, 2)
+    )
+    with engine.connect() as conn:
+        for value in ("a", "b"):  # the second call takes the cached text
+            row = conn.exec_driver_sql("SELECT %s::text, '100%', 7 %% 4, %s::int", (value, 3)).one()
+            assert tuple(row) == (value, "100%", 3, 3)
+
+
+def test_read_only_connection_returns_to_the_pool_transactional(db):
+    """The AUTOCOMMIT view is reset on check-in by switching autocommit off (no
+    `SET SESSION …` round trips), and the connection has real transactions again."""
+    _postgres_only(db)
+    engine = dbm.get_engine()
+    token = dbm.read_only.set(True)
+    try:
+        with dbm.session_scope() as s:
+            s.execute(text("SELECT 1"))
+            raw = s.connection().connection.dbapi_connection
+            assert raw.autocommit is True
+    finally:
+        dbm.read_only.reset(token)
+    assert raw.autocommit is False
+    cursor = raw.cursor()
+    cursor.execute("SHOW transaction_isolation")
+    assert cursor.fetchone()[0] == "read committed"
+    cursor.execute("CREATE TEMP TABLE lm_reset_probe (x int)")
+    raw.rollback()  # in a transaction again: the table goes with it
+    cursor.execute("SELECT to_regclass('pg_temp.lm_reset_probe')")
+    assert cursor.fetchone()[0] is None
+    raw.rollback()
+    assert dbm._autocommit(engine) is dbm._autocommit(engine)

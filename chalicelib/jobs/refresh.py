@@ -8,15 +8,19 @@ command's door (chosen instances, next-check times ignored, leases honoured).
 
 Concurrency (`run_refresh`): a thread pool of ``LM_REFRESH_CONCURRENCY`` (default 8) with at
 most ``LM_REFRESH_PER_HOST`` (default 4) fetches in flight per CI host, every request going
-through chalicelib.http's one pooled session (keep-alive). Each instance is refreshed in
-three phases, each phase in the calling thread with its own session, so that no database
-connection is held while a CI answers:
+through chalicelib.http's one pooled session (keep-alive). Instances go through three
+phases, and no database connection is held while a CI answers:
 
-1. read — a short transaction copies what the adapter needs into a detached `Target`;
-2. fetch — the adapter call, outside any transaction, under the host's semaphore;
-3. write — a short transaction locks the instance row (``SELECT … FOR UPDATE`` on
-   Postgres), upserts the builds on (instance, build id), recomputes the denormalised
-   pointers and the bookkeeping (next check, last error, back-off).
+1. read — targets are read in chunks (`load_targets`: two queries for up to 500) into
+   detached `Target`s;
+2. fetch — the adapter call in a pool thread, outside any transaction, under the host's
+   semaphore;
+3. write — the calling thread writes what has arrived, up to `WRITE_GROUP` instances in one
+   short transaction (`apply_many`: on Postgres, four statements for the whole group):
+   lock the instance rows (``SELECT … FOR UPDATE``, in id order), upsert the builds on
+   (instance, build id), recompute the denormalised pointers, and write the bookkeeping
+   (next check, last error, back-off). A group that fails is written again one instance
+   at a time, so a bad row fails its own instance only.
 
 Writes are idempotent: duplicate SQS deliveries and concurrent refreshes of one instance
 serialise on the row lock, the upsert never duplicates a build, a build row is only
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import random
 import threading
 import time
@@ -467,6 +472,12 @@ class Outcome:
     error: str | None = None  # the recorded reason, for "error" and "failed"
 
 
+#: Targets read per query in phase 1.
+LOAD_CHUNK = 500
+#: Fetched instances written per transaction in phase 3, at most.
+WRITE_GROUP = 64
+
+
 def run_refresh(
     instance_ids: Iterable[int],
     now: datetime | None = None,
@@ -476,36 +487,139 @@ def run_refresh(
     progress: Callable[[int, int, Outcome], None] | None = None,
     deadline: float | None = None,
 ) -> list[Outcome]:
-    """Refresh instances concurrently (each once, in its own transactions); never raises
-    for one instance. `now` fixes the scheduling clock (tests); by default each instance
-    uses the time it is written. `deadline` (time.monotonic()) stops starting fetches.
+    """Refresh instances concurrently (each once); never raises for one instance. `now`
+    fixes the scheduling clock (tests); by default each group uses the time it is written.
+    `deadline` (time.monotonic()) stops starting fetches.
 
-    Every thread opens its own sessions, so the engine's pool should allow `concurrency`
-    connections for full speed; with fewer, the short read/write phases queue for one."""
+    The targets are read in chunks (phase 1), fetched by a pool of `concurrency` threads
+    (phase 2), and written by the calling thread in groups of what has arrived (phase 3,
+    at most `WRITE_GROUP` instances a transaction): a short write costs one transaction
+    per group instead of one per instance, which is what keeps one process near the
+    concurrency ÷ latency bound. No database connection is held while a CI answers."""
     ids = list(dict.fromkeys(instance_ids))
     if not ids:
         return []
     workers = min(concurrency or refresh_concurrency(), len(ids))
     slots = per_host or refresh_per_host()
-    lock = threading.Lock()
-    done = 0
+    outcomes: dict[int, Outcome] = {}
+    arrived: queue.SimpleQueue[tuple[int, Fetched | BaseException | None]] = queue.SimpleQueue()
 
-    def one(instance_id: int) -> Outcome:
-        nonlocal done
-        result = _refresh_one(instance_id, now, slots, deadline)
+    def report(outcome: Outcome) -> None:
+        outcomes[outcome.instance_id] = outcome
         if progress is not None:
-            with lock:
-                done += 1
-                try:
-                    progress(done, len(ids), result)
-                except Exception:  # a display problem must not stop the refresh
-                    log.exception("refresh progress callback failed")
-        return result
+            try:
+                progress(len(outcomes), len(ids), outcome)
+            except Exception:  # a display problem must not stop the refresh
+                log.exception("refresh progress callback failed")
 
-    if workers == 1:
-        return [one(i) for i in ids]
+    def fetch_in_pool(target: Target) -> None:
+        try:
+            with _host_slot(target.host, slots):
+                if deadline is not None and time.monotonic() > deadline:
+                    arrived.put((target.id, None))  # the lease runs out; claimed again
+                    return
+                arrived.put((target.id, fetch(target)))
+        except BaseException as exc:  # a bug in an adapter: this instance fails alone
+            arrived.put((target.id, exc))
+
+    in_flight = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lm-refresh") as pool:
-        return list(pool.map(one, ids))
+        for start in range(0, len(ids), LOAD_CHUNK):
+            chunk = ids[start : start + LOAD_CHUNK]
+            for target in _load_chunk(chunk, now).values():
+                if isinstance(target, Outcome):
+                    report(target)
+                else:
+                    pool.submit(fetch_in_pool, target)
+                    in_flight += 1
+            # Write what has arrived while the next chunk loads.
+            in_flight -= _write_arrived(arrived, now, report, block=False)
+        while in_flight:
+            in_flight -= _write_arrived(arrived, now, report, block=True)
+    return [outcomes[i] for i in ids]
+
+
+def _load_chunk(ids: list[int], now: datetime | None) -> dict[int, Target | Outcome]:
+    """Phase 1 for a chunk: its targets, or an Outcome for the missing and the failed."""
+    from chalicelib.db import session_scope
+
+    try:
+        with session_scope() as session:
+            targets = load_targets(session, ids)
+    except Exception as exc:
+        log.exception("refresh: could not read %d instances", len(ids))
+        reason = f"internal error while refreshing ({type(exc).__name__})"
+        for instance_id in ids:
+            _record_failure(instance_id, reason, now or utcnow())
+        return {i: Outcome(i, FAILED, reason) for i in ids}
+    return {i: targets.get(i) or Outcome(i, MISSING) for i in ids}
+
+
+def _write_arrived(
+    arrived: queue.SimpleQueue,
+    now: datetime | None,
+    report: Callable[[Outcome], None],
+    *,
+    block: bool,
+) -> int:
+    """Phase 3: write the fetches that have arrived (waiting for one when `block`), as one
+    group; returns how many were taken."""
+    group = []
+    try:
+        if block:
+            group.append(arrived.get())
+        while len(group) < WRITE_GROUP:
+            group.append(arrived.get_nowait())
+    except queue.Empty:
+        pass
+    if group:
+        for outcome in write_group(group, now):
+            report(outcome)
+    return len(group)
+
+
+def write_group(
+    items: list[tuple[int, Fetched | BaseException | None]], now: datetime | None = None
+) -> list[Outcome]:
+    """Store fetched instances in one transaction; a failing group is written again one
+    instance at a time, so a bad row fails its own instance only."""
+    from chalicelib.db import session_scope
+
+    outcomes: list[Outcome] = []
+    writable: list[tuple[int, Fetched]] = []
+    for instance_id, fetched in items:
+        if fetched is None:
+            outcomes.append(Outcome(instance_id, DEFERRED))
+        elif isinstance(fetched, BaseException):
+            log.error("refresh of instance %s failed", instance_id, exc_info=fetched)
+            outcomes.append(_failed(instance_id, fetched, now))
+        else:
+            writable.append((instance_id, fetched))
+    if not writable:
+        return outcomes
+    try:
+        with session_scope() as session:
+            written = apply_many(session, writable, now or utcnow())
+    except Exception as exc:
+        if len(writable) == 1:
+            log.exception("refresh of instance %s failed", writable[0][0])
+            return [*outcomes, _failed(writable[0][0], exc, now)]
+        log.warning("refresh: a group of %d failed to write; writing one by one", len(writable))
+        for item in writable:
+            outcomes.extend(write_group([item], now))
+        return outcomes
+    for instance_id, fetched in writable:
+        outcome = written[instance_id]
+        error = _reason(fetched.error) if outcome == ERROR else None
+        outcomes.append(Outcome(instance_id, outcome, error))
+    return outcomes
+
+
+def _failed(instance_id: int, exc: BaseException, now: datetime | None) -> Outcome:
+    # A bug or a database hiccup for one instance: record it if we can, keep going.
+    reason = f"internal error while refreshing ({type(exc).__name__})"
+    _record_failure(instance_id, reason, now or utcnow())
+    return Outcome(instance_id, FAILED, reason)
 
 
 _slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
@@ -523,33 +637,6 @@ def _host_slot(host: str, per_host: int) -> Iterator[None]:
             semaphore = _slots[key] = threading.BoundedSemaphore(per_host)
     with semaphore:
         yield
-
-
-def _refresh_one(
-    instance_id: int, now: datetime | None, per_host: int, deadline: float | None
-) -> Outcome:
-    from chalicelib.db import session_scope
-
-    try:
-        with session_scope() as session:
-            target = load_target(session, instance_id)
-        if target is None:
-            return Outcome(instance_id, MISSING)
-        with _host_slot(target.host, per_host):
-            if deadline is not None and time.monotonic() > deadline:
-                return Outcome(instance_id, DEFERRED)  # the lease runs out; claimed again
-            fetched = fetch(target)
-        with session_scope() as session:
-            outcome = apply(session, instance_id, fetched, now or utcnow())
-        error = _reason(fetched.error) if outcome == ERROR else None
-        return Outcome(instance_id, outcome, error)
-    except Exception as exc:
-        # A bug or a database hiccup for one instance: log it, record it if we can, keep
-        # going with the others.
-        log.exception("refresh of instance %s failed", instance_id)
-        reason = f"internal error while refreshing ({type(exc).__name__})"
-        _record_failure(instance_id, reason, now or utcnow())
-        return Outcome(instance_id, FAILED, reason)
 
 
 def _record_failure(instance_id: int, reason: str, now: datetime) -> None:
@@ -572,34 +659,65 @@ def _reason(exc: BaseException | None) -> str | None:
 
 
 def load_target(session: Session, instance_id: int) -> Target | None:
-    """Phase 1: a detached copy of what the adapter needs (None: deleted since queued)."""
-    from sqlalchemy import select
+    """Phase 1 for one instance (None: deleted since queued)."""
+    return load_targets(session, [instance_id]).get(instance_id)
 
-    row = session.execute(
-        select(TestInstance, TestingService)
-        .join(TestingService, TestInstance.testing_service_id == TestingService.id)
-        .where(TestInstance.id == instance_id)
-    ).first()
-    if row is None:
-        return None
-    instance, service = row
-    known: frozenset[str] = frozenset()
-    if service.type == "github":
-        # Superseded GitHub run attempts never change: let the adapter skip stored ones.
-        known = frozenset(
-            session.scalars(select(Build.build_id).where(Build.instance_id == instance.id))
+
+def load_targets(session: Session, instance_ids: list[int]) -> dict[int, Target]:
+    """Phase 1: detached copies of what the adapters need, in two queries at most (the
+    deleted are absent)."""
+    from sqlalchemy import func, select
+
+    if not instance_ids:
+        return {}
+    rows = session.execute(
+        select(
+            TestInstance.id,
+            TestInstance.uuid,
+            TestInstance.resource,
+            TestInstance.parameters,
+            TestInstance.etag,
+            TestingService.id,
+            TestingService.type,
+            TestingService.url,
         )
-    return Target(
-        id=instance.id,
-        uuid=instance.uuid,
-        resource=instance.resource,
-        parameters=dict(instance.parameters or {}),
-        etag=instance.etag,
-        service_id=service.id,
-        service_type=service.type,
-        service_url=service.url,
-        known_build_ids=known,
-    )
+        .join(TestingService, TestInstance.testing_service_id == TestingService.id)
+        .where(_id_in(session, TestInstance.id, instance_ids))
+    ).all()
+    known: dict[int, frozenset[str]] = {}
+    github = [r[0] for r in rows if r[6] == "github"]
+    if github:
+        # Superseded GitHub run attempts never change: let the adapter skip stored ones.
+        if _is_postgres(session):
+            known = {
+                i: frozenset(b)
+                for i, b in session.execute(
+                    select(Build.instance_id, func.array_agg(Build.build_id))
+                    .where(_id_in(session, Build.instance_id, github))
+                    .group_by(Build.instance_id)
+                )
+            }
+        else:
+            grouped: dict[int, set[str]] = defaultdict(set)
+            for i, b in session.execute(
+                select(Build.instance_id, Build.build_id).where(Build.instance_id.in_(github))
+            ):
+                grouped[i].add(b)
+            known = {i: frozenset(b) for i, b in grouped.items()}
+    return {
+        r[0]: Target(
+            id=r[0],
+            uuid=r[1],
+            resource=r[2],
+            parameters=dict(r[3] or {}),
+            etag=r[4],
+            service_id=r[5],
+            service_type=r[6],
+            service_url=r[7],
+            known_build_ids=known.get(r[0], frozenset()),
+        )
+        for r in rows
+    }
 
 
 def fetch(target: Target) -> Fetched:
@@ -632,7 +750,117 @@ def lock_instance(session: Session, instance_id: int) -> TestInstance | None:
 
 
 def apply(session: Session, instance_id: int, fetched: Fetched, now: datetime) -> str:
-    """Phase 3: store what the fetch found, under the instance's row lock."""
+    """Phase 3 for one instance, in the caller's transaction; returns its outcome."""
+    return apply_many(session, [(instance_id, fetched)], now)[instance_id]
+
+
+def apply_many(session: Session, items: list[tuple[int, Fetched]], now: datetime) -> dict[int, str]:
+    """Phase 3: store what the fetches found, under the instances' row locks, in the
+    caller's transaction; returns each instance's outcome ("updated", "unchanged",
+    "error" or "missing").
+
+    On Postgres the whole group takes five statements: lock the rows (in id order, so
+    concurrent groups never deadlock), upsert every build, read the new pointers, update
+    every instance (plus one per rate-limited host). Elsewhere (the embedded SQLite
+    default, one writer at a time) each instance goes through the ORM."""
+    if not _is_postgres(session):
+        return {i: _apply_orm(session, i, f, now) for i, f in items}
+    from sqlalchemy import text
+
+    fetched_by_id = dict(items)
+    locked = session.execute(
+        text(
+            "SELECT t.id, t.etag, t.consecutive_errors, t.testing_service_id, b.status "
+            "FROM test_instances t LEFT JOIN builds b ON b.id = t.latest_build_id "
+            "WHERE t.id = ANY(CAST(:ids AS integer[])) ORDER BY t.id FOR UPDATE OF t"
+        ),
+        {"ids": sorted(fetched_by_id)},
+    ).all()
+    outcomes = {i: MISSING for i in fetched_by_id}  # deleted while we were fetching
+    updates: dict[int, dict[str, Any]] = {}
+    blocks: dict[int, float] = {}
+    upserts: list[tuple[int, list, datetime]] = []
+    for instance_id, etag, errors, service_id, latest_status in locked:
+        fetched = fetched_by_id[instance_id]
+        if fetched.error is not None:
+            retry_after = getattr(fetched.error, "retry_after", None)
+            updates[instance_id] = _error_values(
+                instance_id, str(fetched.error), errors, etag, now, retry_after
+            )
+            if retry_after is not None and retry_after > 0:
+                blocks[service_id] = max(retry_after, blocks.get(service_id, 0))
+            outcomes[instance_id] = ERROR
+            continue
+        result = fetched.result
+        assert result is not None
+        updates[instance_id] = {
+            "id": instance_id,
+            "last_error": None,
+            "consecutive_errors": 0,
+            "etag": result.etag if result.etag is not None else etag,
+            "next_check_at": now + _interval_for(latest_status),
+            "pointers": False,
+        }
+        if result.not_modified:
+            outcomes[instance_id] = UNCHANGED
+        else:
+            upserts.append((instance_id, result.builds, fetched.observed_at))
+            outcomes[instance_id] = UPDATED
+    for service_id, retry_after in blocks.items():
+        block_service(session, service_id, retry_after, now)
+    if upserts:
+        _upsert_builds(session, upserts)
+        for instance_id, recent in _recent_builds(session, [u[0] for u in upserts]).items():
+            values = updates[instance_id]
+            values["pointers"] = True
+            values["latest_build_id"], values["last_completed_build_id"] = _pointers(recent)
+            values["next_check_at"] = now + _interval_for(recent[0][1] if recent else None)
+        for instance_id, *_ in upserts:
+            updates[instance_id].setdefault("latest_build_id", None)
+            updates[instance_id].setdefault("last_completed_build_id", None)
+            updates[instance_id]["pointers"] = True
+    if updates:
+        session.execute(
+            text(
+                "UPDATE test_instances AS t SET last_checked_at = :now, "
+                "last_error = u.last_error, consecutive_errors = u.consecutive_errors, "
+                "lease_until = NULL, etag = u.etag, next_check_at = u.next_check_at, "
+                "latest_build_id = CASE WHEN u.pointers THEN u.latest_build_id "
+                "ELSE t.latest_build_id END, "
+                "last_completed_build_id = CASE WHEN u.pointers THEN u.last_completed_build_id "
+                "ELSE t.last_completed_build_id END, modified = :modified "
+                "FROM json_to_recordset(CAST(:rows AS json)) AS u(id integer, last_error text, "
+                "consecutive_errors integer, etag text, next_check_at timestamptz, "
+                "pointers boolean, latest_build_id bigint, last_completed_build_id bigint) "
+                "WHERE t.id = u.id"
+            ),
+            {
+                "rows": json.dumps(list(updates.values()), default=_json_default),
+                "now": now,
+                "modified": utcnow(),
+            },
+        )
+    _expire_written(session, set(updates))
+    return outcomes
+
+
+def _expire_written(session: Session, instance_ids: set[int]) -> None:
+    """The statements above bypass the ORM: objects of these instances (and their builds)
+    that the caller's session holds are reloaded on next access (webhooks, tests)."""
+    for obj in list(session.identity_map.values()):
+        if (isinstance(obj, TestInstance) and obj.id in instance_ids) or (
+            isinstance(obj, Build) and obj.instance_id in instance_ids
+        ):
+            session.expire(obj)
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _apply_orm(session: Session, instance_id: int, fetched: Fetched, now: datetime) -> str:
     instance = lock_instance(session, instance_id)
     if instance is None:
         return MISSING  # deleted while we were fetching
@@ -643,18 +871,28 @@ def apply(session: Session, instance_id: int, fetched: Fetched, now: datetime) -
         return ERROR
     result = fetched.result
     assert result is not None
+    with session.no_autoflush:
+        if result.not_modified:
+            latest = (
+                session.get(Build, instance.latest_build_id)
+                if instance.latest_build_id is not None
+                else None
+            )
+            latest_status = latest.status if latest is not None else None
+            outcome = UNCHANGED
+        else:
+            latest_status = store_builds(
+                session, instance, result.builds, observed_at=fetched.observed_at
+            )
+            outcome = UPDATED
     instance.last_checked_at = now
     instance.last_error = None
     instance.consecutive_errors = 0
     instance.lease_until = None
     if result.etag is not None:
         instance.etag = result.etag
-    if result.not_modified:
-        instance.next_check_at = now + _interval(instance, session)
-        return UNCHANGED
-    store_builds(session, instance, result.builds, observed_at=fetched.observed_at)
-    instance.next_check_at = now + _interval(instance, session)
-    return UPDATED
+    instance.next_check_at = now + _interval_for(latest_status)
+    return outcome
 
 
 def refresh_instance(session: Session, instance_id: int, now: datetime | None = None) -> str:
@@ -667,6 +905,33 @@ def refresh_instance(session: Session, instance_id: int, now: datetime | None = 
     return apply(session, instance_id, fetch(target), now or utcnow())
 
 
+def _backoff(errors: int, now: datetime, retry_after: float | None) -> datetime:
+    """The next check after the `errors`-th error in a row: exponential, capped, at least
+    the host's Retry-After, with jitter spreading instances that failed together."""
+    backoff = min(INTERVAL * (2 ** min(errors - 1, 10)), MAX_BACKOFF)
+    if retry_after is not None:
+        backoff = max(backoff, min(timedelta(seconds=retry_after), MAX_BACKOFF))
+    return now + backoff * random.uniform(1.0, 1.2)  # noqa: S311
+
+
+def _error_values(
+    instance_id: int,
+    message: str,
+    errors: int,
+    etag: str | None,
+    now: datetime,
+    retry_after: float | None,
+) -> dict[str, Any]:
+    return {
+        "id": instance_id,
+        "last_error": message[:2000],
+        "consecutive_errors": errors + 1,
+        "etag": etag,
+        "next_check_at": _backoff(errors + 1, now, retry_after),
+        "pointers": False,
+    }
+
+
 def record_error(
     instance: TestInstance, message: str, now: datetime, retry_after: float | None = None
 ) -> None:
@@ -674,11 +939,7 @@ def record_error(
     instance.last_checked_at = now
     instance.consecutive_errors += 1
     instance.lease_until = None
-    backoff = min(INTERVAL * (2 ** min(instance.consecutive_errors - 1, 10)), MAX_BACKOFF)
-    if retry_after is not None:
-        backoff = max(backoff, min(timedelta(seconds=retry_after), MAX_BACKOFF))
-    # Jitter spreads retries of instances that failed together (one CI outage).
-    instance.next_check_at = now + backoff * random.uniform(1.0, 1.2)  # noqa: S311
+    instance.next_check_at = _backoff(instance.consecutive_errors, now, retry_after)
 
 
 def block_service(
@@ -711,50 +972,130 @@ _UPSERT_COLUMNS = (
     "modified",
 )
 
+# One fixed text for any number of builds of any number of instances: compiled and
+# rewritten once (a multi-VALUES insert is a new statement for every row count). Rows are
+# sorted by (instance, build id) so concurrent writers lock them in the same order.
+_UPSERT_SQL = (
+    "INSERT INTO builds AS b (instance_id, build_id, status, started_at, finished_at, "
+    "duration, url, revision, links, created, modified) "
+    "SELECT u.instance_id, u.build_id, u.status, u.started_at, u.finished_at, u.duration, "
+    "u.url, u.revision, coalesce(u.links, '{}'::jsonb), u.stamp, u.stamp "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS u(instance_id integer, build_id text, "
+    "status text, started_at timestamptz, finished_at timestamptz, duration float8, "
+    "url text, revision text, links jsonb, stamp timestamptz) "
+    "ORDER BY u.instance_id, u.build_id "
+    "ON CONFLICT (instance_id, build_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _UPSERT_COLUMNS)
+    + " WHERE b.modified <= excluded.modified"
+)
+
+
+def _upsert_builds(session: Session, groups: list[tuple[int, list, datetime]]) -> None:
+    """Postgres: upsert the builds of several instances in one statement. A row is only
+    overwritten by an observation at least as recent as its own."""
+    from sqlalchemy import text
+
+    rows = []
+    for instance_id, builds, stamp in groups:
+        seen: set[str] = set()
+        for b in builds:
+            if b.build_id in seen:  # one statement may not touch a row twice
+                continue
+            seen.add(b.build_id)
+            rows.append(
+                {
+                    "instance_id": instance_id,
+                    "build_id": b.build_id,
+                    "status": b.status,
+                    "started_at": b.started_at,
+                    "finished_at": b.finished_at,
+                    "duration": b.duration,
+                    "url": b.url,
+                    "revision": b.revision,
+                    "links": b.links,
+                    "stamp": stamp,
+                }
+            )
+    if rows:
+        session.execute(text(_UPSERT_SQL), {"rows": json.dumps(rows, default=_json_default)})
+
+
+def _recent_builds(session: Session, instance_ids: list[int]) -> dict[int, list[tuple]]:
+    """Postgres: each instance's newest `BUILDS_PER_FETCH` builds as (id, status), newest
+    first, in one statement."""
+    from sqlalchemy import text
+
+    rows = session.execute(
+        text(
+            "SELECT i.id, r.id, r.status, r.rn FROM unnest(CAST(:ids AS integer[])) AS i(id) "
+            "CROSS JOIN LATERAL (SELECT id, status, row_number() OVER ("
+            "ORDER BY started_at DESC NULLS LAST, id DESC) AS rn FROM builds "
+            "WHERE instance_id = i.id ORDER BY started_at DESC NULLS LAST, id DESC "
+            "LIMIT :n) AS r"
+        ),
+        {"ids": instance_ids, "n": BUILDS_PER_FETCH},
+    ).all()
+    out: dict[int, list[tuple]] = defaultdict(list)
+    for instance_id, build_id, status, _rn in sorted(rows, key=lambda r: (r[0], r[3])):
+        out[instance_id].append((build_id, status))
+    return out
+
+
+def _pointers(recent: list[tuple]) -> tuple[int | None, int | None]:
+    """(latest build, first completed build among the recent ones) — the status rule's
+    two builds, kept on the instance so reads need no build query."""
+    latest = recent[0][0] if recent else None
+    completed = next((b for b, status in recent if status in COMPLETED_STATUSES), None)
+    return latest, completed
+
 
 def store_builds(
     session: Session, instance: TestInstance, builds: list, observed_at: datetime | None = None
-) -> None:
-    """Upsert on (instance, build id), then recompute the denormalised pointers.
+) -> str | None:
+    """Upsert on (instance, build id), then recompute the denormalised pointers; returns
+    the latest build's status.
 
     `observed_at` (when the fetch started; default now) becomes the rows' `modified`, and
     a row is only overwritten by an observation at least as recent: a slow refresh that read
     a build while it was running cannot undo a newer one that saw it finish."""
-    _lock_row(session, instance.id)  # first, so concurrent writers never deadlock
+    stamp = observed_at or utcnow()
+    if _is_postgres(session):
+        _lock_row(session, instance.id)  # first, so concurrent writers never deadlock
+        if builds:
+            _upsert_builds(session, [(instance.id, builds, stamp)])
+        return update_pointers(session, instance)
     if builds:
+        from sqlalchemy.dialects.sqlite import insert
+
         table = Build.__table__
-        stamp = observed_at or utcnow()
         unique: dict[str, Any] = {}
         for b in builds:
             unique.setdefault(b.build_id, b)  # one statement may not touch a row twice
-        rows = [
-            {
-                "instance_id": instance.id,
-                "build_id": b.build_id,
-                "status": b.status,
-                "started_at": b.started_at,
-                "finished_at": b.finished_at,
-                "duration": b.duration,
-                "url": b.url,
-                "revision": b.revision,
-                "links": b.links,
-                "created": stamp,
-                "modified": stamp,
-            }
-            for b in sorted(unique.values(), key=lambda b: b.build_id)  # a stable lock order
-        ]
-        if _is_postgres(session):
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(table).values(rows)
+        stmt = insert(table).values(
+            [
+                {
+                    "instance_id": instance.id,
+                    "build_id": b.build_id,
+                    "status": b.status,
+                    "started_at": b.started_at,
+                    "finished_at": b.finished_at,
+                    "duration": b.duration,
+                    "url": b.url,
+                    "revision": b.revision,
+                    "links": b.links,
+                    "created": stamp,
+                    "modified": stamp,
+                }
+                for b in sorted(unique.values(), key=lambda b: b.build_id)
+            ]
+        )
         stmt = stmt.on_conflict_do_update(
             index_elements=["instance_id", "build_id"],
             set_={c: getattr(stmt.excluded, c) for c in _UPSERT_COLUMNS},
             where=table.c.modified <= stmt.excluded.modified,
         )
         session.execute(stmt)
-    update_pointers(session, instance)
+    return update_pointers(session, instance)
 
 
 def _lock_row(session: Session, instance_id: int) -> None:
@@ -766,28 +1107,25 @@ def _lock_row(session: Session, instance_id: int) -> None:
         )
 
 
-def update_pointers(session: Session, instance: TestInstance) -> None:
-    """Recompute `latest_build_id`/`last_completed_build_id` from the stored rows. The row
-    lock (a no-op when the caller holds it) serialises concurrent writers: the last one
-    to get here sees every build the others committed."""
+def update_pointers(session: Session, instance: TestInstance) -> str | None:
+    """Recompute `latest_build_id`/`last_completed_build_id` from the stored rows; returns
+    the latest build's status. The caller holds the instance's row lock (`store_builds`
+    takes it), so the last writer to get here sees every build the others committed."""
     from sqlalchemy import select
 
-    _lock_row(session, instance.id)
-    recent = session.execute(
-        select(Build.id, Build.status)
-        .where(Build.instance_id == instance.id)
-        .order_by(Build.started_at.desc().nulls_last(), Build.id.desc())
-        .limit(BUILDS_PER_FETCH)
-    ).all()
-    instance.latest_build_id = recent[0].id if recent else None
-    instance.last_completed_build_id = next(
-        (r.id for r in recent if r.status in COMPLETED_STATUSES), None
-    )
+    recent = [
+        tuple(r)
+        for r in session.execute(
+            select(Build.id, Build.status)
+            .where(Build.instance_id == instance.id)
+            .order_by(Build.started_at.desc().nulls_last(), Build.id.desc())
+            .limit(BUILDS_PER_FETCH)
+        )
+    ]
+    instance.latest_build_id, instance.last_completed_build_id = _pointers(recent)
+    return recent[0][1] if recent else None
 
 
-def _interval(instance: TestInstance, session: Session) -> timedelta:
-    if instance.latest_build_id is not None:
-        latest = session.get(Build, instance.latest_build_id)
-        if latest is not None and latest.status in {"running", "waiting"}:
-            return RUNNING_INTERVAL
-    return INTERVAL
+def _interval_for(latest_status: str | None) -> timedelta:
+    """A running build is looked at again soon; anything else at the idle pace."""
+    return RUNNING_INTERVAL if latest_status in {"running", "waiting"} else INTERVAL

@@ -413,6 +413,25 @@ def list_workflows(
     return entries
 
 
+def _workflow_statement(dialect: str):
+    from sqlalchemy import bindparam
+
+    return (
+        select(Workflow, WorkflowVersion, RegistryWorkflowVersion, Registry)
+        .join(WorkflowVersion, WorkflowVersion.workflow_id == Workflow.id)
+        .outerjoin(
+            RegistryWorkflowVersion,
+            RegistryWorkflowVersion.workflow_version_id == WorkflowVersion.id,
+        )
+        .outerjoin(Registry, RegistryWorkflowVersion.registry_id == Registry.id)
+        .options(defer(WorkflowVersion.crate_metadata))  # loaded only when asked for
+        .where(Workflow.uuid == bindparam("uuid"))
+        .order_by(
+            WorkflowVersion.created.desc(), WorkflowVersion.id.desc(), RegistryWorkflowVersion.id
+        )
+    )
+
+
 def get_version(
     session: Session,
     principal: Principal,
@@ -422,21 +441,21 @@ def get_version(
     with_suites: bool = True,
 ) -> WorkflowEntry:
     """One workflow with the asked version first (the status and details endpoints)."""
-    # The workflow and its versions in one query; the access check needs no more for
-    # public workflows.
+    # The workflow, its versions and their registry links in one query (a version has
+    # zero or one link, rarely more); the access check needs no more for public workflows.
     rows = session.execute(
-        select(Workflow, WorkflowVersion)
-        .join(WorkflowVersion)
-        .options(defer(WorkflowVersion.crate_metadata))  # loaded only when asked for
-        .where(Workflow.uuid == wf_uuid)
-        .order_by(WorkflowVersion.created.desc(), WorkflowVersion.id.desc())
+        _cached(session, "workflow+versions+registries", _workflow_statement), {"uuid": wf_uuid}
     ).all()
     if not rows:
         access.workflow_for_read(session, principal, wf_uuid)  # 404 (or 403)
         raise NotFoundError(f"Workflow '{wf_uuid}' has no version")
     workflow = rows[0][0]
     access.check_read(session, principal, workflow)
-    versions = [v for _, v in rows]
+    versions = list({v.id: v for _, v, _, _ in rows}.values())  # in the query's order
+    regs: dict[int, list] = defaultdict(list)
+    for _, v, link, registry in rows:
+        if link is not None:
+            regs[v.id].append((registry, link))
     latest_id = versions[0].id
     chosen = versions[0]
     if version and version != "latest":
@@ -451,7 +470,6 @@ def get_version(
     views = [VersionView(v, v.id == latest_id) for v in ordered]
     if with_suites:
         views[0].suites = load_suites(session, [chosen.id]).get(chosen.id, [])
-    regs = _registries_of(session, [v.id for v in versions])
     for view in views:
         view.registries = regs.get(view.version.id, [])
     entry = WorkflowEntry(workflow, views)

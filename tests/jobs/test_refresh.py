@@ -611,3 +611,141 @@ def test_duplicate_delivery_is_idempotent(client, fake_ci):
         rows = [(b.instance_id, b.build_id) for b in s.query(Build)]
     assert sorted(rows) == sorted([(ids[0], "x1"), (ids[0], "x2"), (ids[1], "y1")])
     assert instance(ids[0]).latest_build_id == builds_of(ids[0])["x2"].id
+
+
+# --- grouped writes ----------------------------------------------------------------------
+
+
+def _postgres_only(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("set-based group writes are Postgres-only (the suite runs on SQLite)")
+
+
+def test_a_group_is_written_in_four_statements(db, fake_ci):
+    """However many instances arrive together, phase 3 locks them, upserts every build,
+    reads the new pointers and updates every instance: four statements, one transaction."""
+    _postgres_only(db)
+    from sqlalchemy import event
+
+    from chalicelib.db import get_engine
+    from chalicelib.jobs import refresh
+
+    ids = add_instances([f"job-{n}" for n in range(40)], etag="old")
+    fetched = {
+        i: refresh.Fetched(
+            observed_at=NOW,
+            result=FetchResult(
+                builds=[build(f"{n}-2", "running", 1), build(f"{n}-1", "failed", 10)],
+                etag=f"e{n}",
+            ),
+        )
+        for n, i in enumerate(ids[:37])
+    }
+    fetched[ids[37]] = refresh.Fetched(observed_at=NOW, error=CIError("CI down"))
+    fetched[ids[38]] = refresh.Fetched(
+        observed_at=NOW, result=FetchResult(builds=[], etag="old", not_modified=True)
+    )
+    fetched[ids[39]] = refresh.Fetched(observed_at=NOW, result=FetchResult(builds=[]))
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement.split()[0].upper())
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        outcomes = refresh.write_group([*fetched.items(), (987654, fetched[ids[0]])], NOW)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert seen == ["SELECT", "INSERT", "SELECT", "UPDATE"]
+    by_id = {o.instance_id: o for o in outcomes}
+    assert {by_id[i].outcome for i in ids[:37]} == {"updated"}
+    assert by_id[ids[37]].outcome == "error" and by_id[ids[37]].error == "CI down"
+    assert by_id[ids[38]].outcome == "unchanged"
+    assert by_id[ids[39]].outcome == "updated"
+    assert by_id[987654].outcome == "missing"
+    assert build_count() == 74
+    for n, i in enumerate(ids[:37]):
+        row, builds = instance(i), builds_of(i)
+        assert row.latest_build_id == builds[f"{n}-2"].id
+        assert row.last_completed_build_id == builds[f"{n}-1"].id
+        assert row.etag == f"e{n}" and row.last_error is None and row.lease_until is None
+        assert row.next_check_at == NOW + refresh.RUNNING_INTERVAL
+        assert row.last_checked_at == NOW
+    failed = instance(ids[37])
+    assert failed.last_error == "CI down" and failed.consecutive_errors == 1
+    assert failed.etag == "old" and failed.next_check_at >= NOW + refresh.INTERVAL
+    unchanged = instance(ids[38])
+    assert unchanged.etag == "old" and unchanged.next_check_at == NOW + refresh.INTERVAL
+    empty = instance(ids[39])
+    assert empty.latest_build_id is None and empty.last_completed_build_id is None
+
+
+def test_a_bad_build_fails_its_own_instance_only(db, fake_ci):
+    """A row the database refuses (a build id longer than the column) fails the group's
+    transaction; the group is written again one by one, so only that instance fails."""
+    _postgres_only(db)
+    from chalicelib.jobs import refresh
+
+    bad, *good = add_instances(["bad", "g1", "g2"])
+    fake_ci.builds["bad"] = [build("x" * 300, "passed", 1)]
+    for r in ("g1", "g2"):
+        fake_ci.builds[r] = [build("1", "passed", 1)]
+    outcomes = {o.instance_id: o for o in refresh.run_refresh([bad, *good], now=NOW)}
+    assert outcomes[bad].outcome == "failed"
+    assert "internal error" in outcomes[bad].error
+    assert all(outcomes[i].outcome == "updated" for i in good)
+    assert all(set(builds_of(i)) == {"1"} for i in good)
+    assert builds_of(bad) == {}
+    assert instance(bad).last_error.startswith("internal error while refreshing")
+
+
+def test_progress_counts_every_instance_once(db, fake_ci):
+    from chalicelib.jobs import refresh
+
+    ids = add_instances([f"job-{n}" for n in range(12)])
+    for n in range(12):
+        fake_ci.builds[f"job-{n}"] = [build("1", "passed", 1)]
+    calls = []
+    refresh.run_refresh([*ids, 987654], now=NOW, concurrency=4, progress=lambda *a: calls.append(a))
+    assert [c[0] for c in calls] == list(range(1, 14))
+    assert {c[1] for c in calls} == {13}
+    assert {c[2].instance_id for c in calls} == {*ids, 987654}
+
+
+@pytest.fixture
+def embedded_sqlite(monkeypatch, tmp_path):
+    """The embedded default of `make run`: a fresh SQLite database, migrated."""
+    from chalicelib import migrate
+    from chalicelib.db import dispose_engines
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'embedded.db'}")
+    dispose_engines()
+    migrate.upgrade("head")
+    yield
+    dispose_engines()
+
+
+def test_refresh_on_the_embedded_sqlite_database(embedded_sqlite, fake_ci):
+    """The per-instance ORM path of the embedded default: builds, pointers, errors, 304s
+    and a second refresh that upserts."""
+    from chalicelib.jobs import refresh
+
+    ok, broken, same = add_instances(["ok", "broken", "same"], etag="e0")
+    fake_ci.builds["ok"] = [build("2", "running", 1), build("1", "passed", 10)]
+    fake_ci.errors["broken"] = CIError("CI down")
+    fake_ci.not_modified.add("same")
+    outcomes = refresh.process_batch([ok, broken, same], now=NOW)
+    assert outcomes == {"updated": 1, "error": 1, "unchanged": 1}
+    row, builds = instance(ok), builds_of(ok)
+    assert row.latest_build_id == builds["2"].id
+    assert row.last_completed_build_id == builds["1"].id
+    assert row.next_check_at == NOW + refresh.RUNNING_INTERVAL
+    assert instance(broken).last_error == "CI down"
+    assert instance(same).next_check_at == NOW + refresh.INTERVAL
+    fake_ci.builds["ok"] = [build("2", "failed", 1), build("1", "passed", 10)]
+    assert refresh.process_batch([ok], now=NOW) == {"updated": 1}
+    row, builds = instance(ok), builds_of(ok)
+    assert builds["2"].status == "failed" and len(builds) == 2
+    assert row.last_completed_build_id == builds["2"].id
+    assert row.next_check_at == NOW + refresh.INTERVAL
