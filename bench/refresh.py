@@ -1,11 +1,17 @@
 """Refresh benchmark: instances refreshed per second against an emulated Jenkins with
 latency, next to a LifeMonitor-style baseline, plus GitHub's rate cost of an idle cycle.
 
-* **Our refresh** — the scheduler's real cycle, `dispatch_due()` in inline mode (claim with
-  a lease, then `run_refresh`: a thread pool of ``LM_REFRESH_CONCURRENCY`` = C with
-  ``LM_REFRESH_PER_HOST`` = C, each instance read, fetched with one ``tree=`` request and
-  written in its own transactions) over N instances seeded in PostgreSQL, one Jenkins
-  service. The bound is C / latency: C requests in flight, each taking the latency.
+* **Our refresh (the main run)** — the deployed shape: the scheduler's claim
+  (`claim_due`: due instances leased with ``FOR UPDATE SKIP LOCKED``) turned into SQS
+  messages (`build_messages`: one host, 25 instances each), taken in batches of 10 by P
+  worker processes — P worker Lambdas — through the worker's real entry point
+  `handle_sqs_records`, each with ``LM_REFRESH_CONCURRENCY`` = ``LM_REFRESH_PER_HOST`` = C
+  (default 8, the production default). N instances seeded in PostgreSQL, one Jenkins
+  service. The bound is P x C / latency: P x C requests in flight, each taking the latency.
+  Timed from the claim to the last write.
+* **One process** — `dispatch_due()` inline (what `make run` and `admin refresh` do) at
+  C = 4, 8, 16, 32 on subsets: how far one interpreter (one GIL) carries, and, at C equal to
+  the main run's, the wall and CPU time of the three phases and SQL statements per instance.
 * **Baseline** — LifeMonitor's way: sequential, ``GET job/X/api/json`` and then one
   ``GET job/X/<n>/api/json`` per build, through a keep-alive `requests.Session`, no
   database writes (which favours it); run on a sample and extrapolated (it is sequential,
@@ -14,19 +20,16 @@ latency, next to a LifeMonitor-style baseline, plus GitHub's rate cost of an idl
   any ``job/<name>`` with ~10 generated builds (one of a few build sequences, rendered by
   the emulator once per sequence and query, then renamed), with a raised listen backlog
   and Nagle off (two writes per answer would otherwise wait ~40 ms for a delayed ACK).
-  It runs in a **separate process** so that it never competes with the worker for the GIL;
-  its request counters, peak requests in flight and thread count are printed.
-* **Where the time goes** — mean wall and thread-CPU time of the three phases, and the
-  worker's CPU per instance and share of one core (CPU bound = GIL bound); `--sweep` runs
-  other concurrency values on subsets; `--profile N` adds a one-thread cProfile pass.
-* **Worker memory** — peak RSS of this process (`ru_maxrss`) and its growth during the
-  refresh.
+  It runs in a **separate process** so that it never competes with a worker for its GIL;
+  its request counters, peak requests in flight and CPU are printed.
+* **Worker memory** — peak RSS (`ru_maxrss`) of each worker process.
 * **GitHub idle cycle** — `tests.emulators.github.GithubEmulator` with a token in the
   file-backed parameter store; G instances are refreshed twice (`run_refresh`); the second
   cycle (nothing changed: conditional requests, authorised 304s) must spend 0 units.
 
-    python bench/refresh.py [--instances 10000] [--latency 0.05] [--concurrency 32]
-                            [--sweep 4,8] [--profile [N]] [--database-url postgresql://...]
+    python bench/refresh.py [--instances 10000] [--latency 0.05] [--workers 4]
+                            [--concurrency 8] [--sweep 4,8,16,32] [--profile [N]]
+                            [--database-url postgresql://...]
 
 The database comes from --database-url, TEST_DATABASE_URL, or the local server; a scratch
 database `lm_bench_refresh` is created and dropped. The last line is the verdict.
@@ -35,6 +38,7 @@ database `lm_bench_refresh` is created and dropped. The last line is the verdict
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import resource
@@ -516,6 +520,75 @@ def github_idle(engine, n: int, latency: float) -> dict:
     return {"n": len(ids), "cycles": cycles}
 
 
+# --- scale-out: SQS workers in their own processes ----------------------------------------
+
+SQS_BATCH = 10  # messages per worker invocation (the worker's batch_size, chalice.md §5.1)
+
+
+def _worker_process(jobs, results, concurrency: int) -> None:
+    """One worker Lambda container: its own process (its own GIL and pools), taking batches
+    of SQS records from the shared queue until a None, each through the real entry point
+    `handle_sqs_records` (one invocation per batch)."""
+    os.environ.update({"LM_REFRESH_CONCURRENCY": str(concurrency),
+                       "LM_REFRESH_PER_HOST": str(concurrency), "LM_DB_POOL_SIZE": "2"})
+    logging.getLogger("urllib3.connectionpool").addFilter(PoolFullCounter())
+    from chalicelib import http
+    from chalicelib.db import get_engine
+    from chalicelib.jobs.refresh import handle_sqs_records
+    from chalicelib.testing import get_adapter
+
+    get_adapter("jenkins")  # a warm container: imports, pools
+    http.get_session()
+    with get_engine().connect():
+        pass
+    results.put("ready")
+    cpu0, instances, failures, busy = cpu_seconds(), 0, 0, 0.0
+    while (batch := jobs.get()) is not None:
+        t0 = time.perf_counter()
+        failures += len(handle_sqs_records(batch)["batchItemFailures"])
+        busy += time.perf_counter() - t0
+        instances += sum(len(json.loads(r["body"])["instances"]) for r in batch)
+    results.put({"instances": instances, "failures": failures, "busy": busy,
+                 "cpu": cpu_seconds() - cpu0, "rss": rss_peak_mb()})
+
+
+def scale_out(n: int, workers: int, concurrency: int) -> dict:
+    """The deployed shape: the scheduler claims due instances and turns them into SQS
+    messages (`claim_due`, `build_messages`: 25 instances, one host, per message); `workers`
+    worker processes with `concurrency` threads each take batches of `SQS_BATCH` messages
+    from a shared queue (SQS) until it is empty. Timed from the claim to the last write."""
+    import multiprocessing
+
+    from chalicelib.db import session_scope
+    from chalicelib.jobs.refresh import build_messages, claim_due
+    from chalicelib.models import utcnow
+
+    ctx = multiprocessing.get_context("spawn")
+    jobs, results = ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_worker_process, args=(jobs, results, concurrency))
+             for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        assert results.get(timeout=120) == "ready"
+    t0 = time.perf_counter()
+    with session_scope() as session:
+        rows = claim_due(session, utcnow(), limit=n)
+    records = [{"messageId": str(k), "body": json.dumps(m)}
+               for k, m in enumerate(build_messages(rows))]
+    for k in range(0, len(records), SQS_BATCH):
+        jobs.put(records[k : k + SQS_BATCH])
+    for _ in procs:
+        jobs.put(None)
+    reports = [results.get() for _ in procs]
+    elapsed = time.perf_counter() - t0
+    for proc in procs:
+        proc.join(timeout=30)
+    done = sum(r["instances"] for r in reports)
+    return {"n": done, "claimed": len(rows), "seconds": elapsed, "rate": done / elapsed,
+            "messages": len(records), "reports": reports}
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -524,10 +597,12 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
-    parser.add_argument("--concurrency", type=int, default=32,
-                        help="LM_REFRESH_CONCURRENCY and LM_REFRESH_PER_HOST of the main run")
-    parser.add_argument("--sweep", default="4,8",
-                        help="other concurrency values, each on a subset of the instances")
+    parser.add_argument("--workers", type=int, default=4,
+                        help="worker processes of the main run (worker Lambdas)")
+    parser.add_argument("--concurrency", type=int, default=8,
+                        help="LM_REFRESH_CONCURRENCY and LM_REFRESH_PER_HOST of each worker")
+    parser.add_argument("--sweep", default="4,8,16,32",
+                        help="concurrency values of one in-process refresh, on subsets")
     parser.add_argument("--sweep-instances", type=int, default=0,
                         help="instances per sweep value (default: 60 x C, at least 200)")
     parser.add_argument("--baseline-sample", type=int, default=20)
@@ -542,18 +617,17 @@ def main() -> None:
         serve_jenkins(args.latency, args.backlog)
         return
 
-    c = args.concurrency
+    p, c = args.workers, args.concurrency
     sweep = [int(x) for x in args.sweep.split(",") if x.strip()]
-    bound = c / args.latency
+    bound = p * c / args.latency
     url, server = database_url(args.database_url)
     os.environ.update({
         "DATABASE_URL": url, "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
         "LM_SECRETS_BACKEND": "file", "EXTERNAL_SERVER_URL": "http://bench",
         "LOG_LEVEL": "WARNING", "LM_DB_TIMEOUT": "900", "ALLOW_PRIVATE_URLS": "1",
-        # Every refresh thread holds one connection during its short phases.
-        "LM_DB_POOL_SIZE": str(max([c, *sweep])),
+        "LM_DB_POOL_SIZE": "4",
     })
-    os.environ.pop("LM_REFRESH_QUEUE_URL", None)  # inline mode
+    os.environ.pop("LM_REFRESH_QUEUE_URL", None)  # inline mode for the in-process runs
     pool_full = PoolFullCounter()
     logging.getLogger("urllib3.connectionpool").addFilter(pool_full)
     jenkins = JenkinsProcess(args.latency)
@@ -578,57 +652,60 @@ def main() -> None:
               flush=True)
         statements = StatementCounter(engine)
 
-        # Warm-up: imports, the thread pool, pooled DB and HTTP connections.
-        warm = ours(min(len(ids), 4 * c), c)
-        reset(engine, service_id)
-        print(f"warm-up: {warm['n']} instances, {warm['rate']:.0f} instances/s", flush=True)
-
-        # The main run: one scheduler cycle over every instance.
-        rss0 = rss_peak_mb()
+        # The main run: the deployed shape, scheduler -> queue -> worker processes.
         stats0 = jenkins.stats()
-        clock = PhaseClock()
-        main_run = ours(len(ids), c, statements, clock)
+        main_run = scale_out(len(ids), p, c)
         stats1 = jenkins.stats()
-        rss1 = rss_peak_mb()
         results["main"] = main_run
         with engine.connect() as conn:
-            builds, pointed = conn.execute(text(
+            builds, pointed, errors = conn.execute(text(
                 "SELECT (SELECT count(*) FROM builds), (SELECT count(*) FROM test_instances"
-                " WHERE latest_build_id IS NOT NULL AND testing_service_id = :s)"),
+                " WHERE latest_build_id IS NOT NULL AND testing_service_id = :s),"
+                " (SELECT count(*) FROM test_instances WHERE last_error IS NOT NULL)"),
                 {"s": service_id}).one()
         job_requests = stats1["requests"].get("job", 0) - stats0["requests"].get("job", 0)
         build_requests = stats1["requests"].get("build", 0) - stats0["requests"].get("build", 0)
-        n, cpu = main_run["n"], main_run["cpu"]
-        print(f"our refresh, C={c} (per host {c}): {n} instances in "
-              f"{main_run['seconds']:.1f} s = {main_run['rate']:.0f} instances/s "
-              f"({main_run['rate'] / bound:.0%} of the bound {bound:.0f}/s)", flush=True)
-        print(f"  outcomes {main_run['outcomes']}; {builds} builds stored, {pointed} "
-              f"instances with a latest build", flush=True)
+        n = main_run["n"]
+        reports = main_run["reports"]
+        cpu = sum(r["cpu"] for r in reports)
+        print(f"our refresh, {p} worker processes x C={c} (per host {c}), "
+              f"{main_run['messages']} SQS messages in batches of {SQS_BATCH}: {n} instances "
+              f"in {main_run['seconds']:.1f} s = {main_run['rate']:.0f} instances/s "
+              f"({main_run['rate'] / bound:.0%} of the bound {p} x {c} / "
+              f"{args.latency * 1000:.0f} ms = {bound:.0f}/s)", flush=True)
+        print(f"  {builds} builds stored, {pointed} instances with a latest build, {errors} "
+              f"with an error; failed messages {sum(r['failures'] for r in reports)}",
+              flush=True)
         print(f"  CI requests: {job_requests} job + {build_requests} build = "
-              f"{(job_requests + build_requests) / max(1, n):.2f} per instance; "
-              f"SQL statements per instance: {main_run['statements']:.1f}", flush=True)
-        print(f"  per instance: {clock.report(n)}", flush=True)
-        print(f"  worker CPU: {cpu:.1f} s = {cpu / max(1, n) * 1000:.2f} ms per instance, "
-              f"{cpu / main_run['seconds']:.0%} of one core: one process (one GIL) tops out "
-              f"near {n / max(cpu, 1e-9):.0f} instances/s", flush=True)
+              f"{(job_requests + build_requests) / max(1, n):.2f} per instance", flush=True)
+        print(f"  worker CPU: {cpu / max(1, n) * 1000:.2f} ms per instance; per worker "
+              + ", ".join(f"{r['instances']} instances, {r['cpu'] / main_run['seconds']:.0%} "
+                          f"of a core" for r in reports), flush=True)
         print(f"  emulator: peak {stats1['peak_in_flight']} requests in flight, peak "
-              f"{stats1['peak_threads']} threads, listen backlog {stats1['backlog']}, CPU "
+              f"{stats1['peak_threads']} threads, CPU "
               f"{stats1['cpu_seconds'] - stats0['cpu_seconds']:.1f} s", flush=True)
-        print(f"  worker peak memory: {rss1:.0f} MB RSS (ru_maxrss; +{rss1 - rss0:.0f} MB "
-              f"during the refresh)", flush=True)
-        if pool_full.count:
-            print(f"  urllib3 discarded {pool_full.count} connections (pool full)", flush=True)
+        peak = max(r["rss"] for r in reports)
+        print(f"  worker peak memory: {peak:.0f} MB RSS (ru_maxrss of each worker: "
+              + ", ".join(f"{r['rss']:.0f}" for r in reports) + " MB)", flush=True)
+        results["peak_rss"] = peak
 
-        # Other concurrency values, on subsets.
+        # One process: where the time goes, and how far one GIL carries.
         for value in sweep:
             reset(engine, service_id)
             count = min(len(ids), args.sweep_instances or max(200, 60 * value))
-            run = ours(count, value)
+            detailed = value == c
+            clock = PhaseClock() if detailed else None
+            run = ours(count, value, statements if detailed else None, clock)
             b = value / args.latency
-            print(f"our refresh, C={value}: {run['n']} instances in {run['seconds']:.1f} s = "
+            print(f"one process, C={value}: {run['n']} instances in {run['seconds']:.1f} s = "
                   f"{run['rate']:.0f} instances/s ({run['rate'] / b:.0%} of {b:.0f}/s; "
                   f"CPU {run['cpu'] / max(1, run['n']) * 1000:.2f} ms per instance, "
                   f"{run['cpu'] / run['seconds']:.0%} of one core)", flush=True)
+            if clock is not None:
+                print(f"  per instance: {clock.report(run['n'])}; SQL statements per "
+                      f"instance: {run['statements']:.2f}", flush=True)
+        if pool_full.count:
+            print(f"  urllib3 discarded {pool_full.count} connections (pool full)", flush=True)
         if args.profile:
             reset(engine, service_id)
             profile(min(len(ids), args.profile))
@@ -665,9 +742,10 @@ def main() -> None:
     idle_units = results["github"]["cycles"][-1]["units"]
     share = main_run["rate"] / bound
     print(f"targets: speedup {speedup:.1f}x (>= 20x: {'yes' if speedup >= 20 else 'NO'}); "
-          f"{share:.0%} of the bound at C={c} (>= 70%: {'yes' if share >= 0.7 else 'NO'}); "
-          f"idle GitHub cycle {idle_units} units (0: {'yes' if idle_units == 0 else 'NO'}); "
-          f"worker peak memory {rss_peak_mb():.0f} MB")
+          f"{share:.0%} of the bound at {p} x C={c} (>= 70%: "
+          f"{'yes' if share >= 0.7 else 'NO'}); idle GitHub cycle {idle_units} units "
+          f"(0: {'yes' if idle_units == 0 else 'NO'}); worker peak memory "
+          f"{results['peak_rss']:.0f} MB")
     print(f"refresh speedup vs baseline: {speedup:.1f}x ({main_run['rate']:.0f} instances/s, "
           f"bound {bound:.0f}/s)")
 

@@ -52,15 +52,27 @@ class FileSecretStore:
         self.path = path
         self.prefix = prefix
         self._lock = threading.Lock()
+        self._cache: tuple[tuple[int, int, int], dict[str, str]] | None = None
 
     def _load(self) -> dict[str, str]:
+        """This stage's secrets (do not mutate). Parsed again only when the file changed:
+        a refresh reads CI credentials once per fetch, and a `stat` is far cheaper than
+        reading and parsing the file. Writes replace the file (a new inode), so a change
+        is never missed, whoever made it."""
         try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._cache
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
             raise SecretError(f"cannot read secrets file {self.path}: {exc}") from None
-        return {k[len(self.prefix) :]: v for k, v in data.items() if k.startswith(self.prefix)}
+        values = {k[len(self.prefix) :]: v for k, v in data.items() if k.startswith(self.prefix)}
+        self._cache = (stamp, values)
+        return values
 
     def _save(self, values: dict[str, str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,18 +99,18 @@ class FileSecretStore:
 
     def put(self, key: str, value: str) -> None:
         with self._lock:
-            values = self._load()
+            values = dict(self._load())
             values[check_key(key)] = value
             self._save(values)
 
     def delete(self, key: str) -> None:
         with self._lock:
-            values = self._load()
+            values = dict(self._load())
             if values.pop(check_key(key), None) is not None:
                 self._save(values)
 
     def all(self) -> dict[str, str]:
-        return self._load()
+        return dict(self._load())
 
 
 class SsmSecretStore:

@@ -59,6 +59,26 @@ def test_two_stages_share_one_file(tmp_path):
     }
 
 
+def test_file_is_parsed_again_only_when_it_changed(tmp_path, monkeypatch):
+    """Reads are served from the parsed file until it changes — by this store, another
+    store on the same file (another process), or a hand edit."""
+    path = tmp_path / "secrets.json"
+    store = FileSecretStore(path, "/lifemonitor/test/")
+    other = FileSecretStore(path, "/lifemonitor/test/")
+    store.put("k", "one")
+    parsed = []
+    real_loads = json.loads
+    monkeypatch.setattr(secrets.json, "loads", lambda text: parsed.append(1) or real_loads(text))
+    assert [store.get("k") for _ in range(5)] == ["one"] * 5
+    assert len(parsed) <= 1
+    other.put("k", "two")  # write-then-rename: a new file
+    assert store.get("k") == "two"
+    path.write_text(json.dumps({"/lifemonitor/test/k": "hand-edited!"}))  # in place
+    assert store.get("k") == "hand-edited!"
+    store.all()["k"] = "mutated copy"
+    assert store.get("k") == "hand-edited!"
+
+
 @pytest.mark.parametrize("key", ["", "/abs", "trailing/", "a//b", "sp ace", "a/../b?", "é"])
 def test_file_rejects_invalid_keys(tmp_path, key):
     path = tmp_path / "secrets.json"
