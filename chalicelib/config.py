@@ -33,6 +33,7 @@ ENV_VARS = (
     "AWS_LAMBDA_FUNCTION_NAME",
     "LM_DB_POOL_SIZE",
     "LM_DB_TIMEOUT",
+    "LM_DB_STATEMENT_CACHE",
     "LM_REFRESH_CONCURRENCY",
     "LM_REFRESH_PER_HOST",
     "LM_LOCAL_REFRESH_INTERVAL",
@@ -64,6 +65,9 @@ class Settings:
     in_lambda: bool
     db_pool_size: int
     db_timeout: int  # seconds of socket silence before a database call fails
+    # Statements kept prepared per Postgres connection; 0 behind RDS Proxy (named
+    # statements pin a client to one database connection there).
+    db_statement_cache: int
     refresh_concurrency: int  # instances refreshed at once per process (thread pool)
     refresh_per_host: int  # CI requests in flight per host
     local_refresh_interval: int  # seconds between in-process refreshes (make run); 0: off
@@ -141,6 +145,7 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
         in_lambda=in_lambda,
         db_pool_size=_int("LM_DB_POOL_SIZE", e["LM_DB_POOL_SIZE"], 1 if in_lambda else 5, 1),
         db_timeout=_int("LM_DB_TIMEOUT", e["LM_DB_TIMEOUT"], 30, 1),
+        db_statement_cache=_int("LM_DB_STATEMENT_CACHE", e["LM_DB_STATEMENT_CACHE"], 100, 0),
         refresh_concurrency=_int("LM_REFRESH_CONCURRENCY", e["LM_REFRESH_CONCURRENCY"], 8, 1),
         refresh_per_host=_int("LM_REFRESH_PER_HOST", e["LM_REFRESH_PER_HOST"], 4, 1),
         local_refresh_interval=_int(

@@ -81,9 +81,9 @@ def _create_engine(url: str) -> Engine:
         connect_args={"timeout": settings.db_timeout},
     )
     if engine.dialect.driver == "pg8000":
-        event.listen(engine, "connect", _fast_timestamps)
-        _cache_placeholder_rewrite()
-        _fast_autocommit_reset(engine.dialect)
+        from chalicelib import pg8000_speedups
+
+        pg8000_speedups.install(engine, statement_cache=settings.db_statement_cache)
     event.listen(engine, "checkin", _stamp_checkin)
     event.listen(engine, "checkout", _ping_if_idle)
     return engine
@@ -116,70 +116,6 @@ def _ping_if_idle(dbapi_conn, record, _proxy) -> None:
     except Exception as error:
         # The pool discards this connection and tries another (or a new one).
         raise exc.DisconnectionError() from error
-
-
-def _fast_timestamps(dbapi_conn, _record) -> None:
-    """pg8000 parses every timestamp with strptime (~50 µs each, most of a big list's
-    time); `datetime.fromisoformat` reads Postgres' text format in C. Anything it cannot
-    read (infinity, BC dates) falls back to pg8000's own converter."""
-    from datetime import datetime
-
-    from pg8000 import converters
-
-    def make(fallback):
-        def convert(data: str):
-            try:
-                return datetime.fromisoformat(data)
-            except ValueError:
-                return fallback(data)
-
-        return convert
-
-    dbapi_conn.register_in_adapter(1184, make(converters.timestamptz_in))  # timestamptz
-    dbapi_conn.register_in_adapter(1114, make(converters.timestamp_in))  # timestamp
-
-
-def _cache_placeholder_rewrite() -> None:
-    """pg8000 rewrites `%s` placeholders to `$n` with a pure-Python scan of the SQL text on
-    every execute (~0.5 ms for a join; most of a short read's CPU). The result depends on
-    the text alone for the "format" style SQLAlchemy uses, and SQLAlchemy's statement
-    cache hands us the same few texts again and again: remember them (bounded)."""
-    from functools import lru_cache
-
-    from pg8000 import legacy
-
-    original = legacy.convert_paramstyle
-    if getattr(original, "lm_cached", False):
-        return
-
-    @lru_cache(maxsize=1024)
-    def rewrite(query: str) -> str:
-        return original("format", query, ())[0]
-
-    def convert_paramstyle(style, query, args):
-        if style == "format":
-            return rewrite(query), args
-        return original(style, query, args)
-
-    convert_paramstyle.lm_cached = True  # type: ignore[attr-defined]
-    legacy.convert_paramstyle = convert_paramstyle
-
-
-def _fast_autocommit_reset(dialect) -> None:
-    """A connection used in AUTOCOMMIT (read-only requests) goes back to the pool through
-    `reset_isolation_level`, which pg8000's dialect implements as two extra round trips
-    (`SET SESSION CHARACTERISTICS …` and `COMMIT`) on every request. Turning autocommit on
-    never touched the session's isolation level, so turning it off restores the default;
-    any other level (autocommit off) still takes the dialect's full reset."""
-    full_reset = dialect.reset_isolation_level
-
-    def reset_isolation_level(dbapi_conn) -> None:
-        if dbapi_conn.autocommit:
-            dbapi_conn.autocommit = False
-        else:
-            full_reset(dbapi_conn)
-
-    dialect.reset_isolation_level = reset_isolation_level
 
 
 def get_engine() -> Engine:

@@ -49,7 +49,13 @@ from urllib.parse import urlsplit
 
 from chalicelib.models import Build, TestingService, TestInstance, utcnow
 from chalicelib.models.testing import COMPLETED_STATUSES
-from chalicelib.testing import CIError, FetchResult, UnsupportedServiceError, get_adapter
+from chalicelib.testing import (
+    BuildData,
+    CIError,
+    FetchResult,
+    UnsupportedServiceError,
+    get_adapter,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -990,6 +996,20 @@ _UPSERT_SQL = (
 )
 
 
+def _build_values(b: BuildData) -> dict[str, Any]:
+    """A fetched build's columns."""
+    return {
+        "build_id": b.build_id,
+        "status": b.status,
+        "started_at": b.started_at,
+        "finished_at": b.finished_at,
+        "duration": b.duration,
+        "url": b.url,
+        "revision": b.revision,
+        "links": b.links,
+    }
+
+
 def _upsert_builds(session: Session, groups: list[tuple[int, list, datetime]]) -> None:
     """Postgres: upsert the builds of several instances in one statement. A row is only
     overwritten by an observation at least as recent as its own."""
@@ -1002,20 +1022,7 @@ def _upsert_builds(session: Session, groups: list[tuple[int, list, datetime]]) -
             if b.build_id in seen:  # one statement may not touch a row twice
                 continue
             seen.add(b.build_id)
-            rows.append(
-                {
-                    "instance_id": instance_id,
-                    "build_id": b.build_id,
-                    "status": b.status,
-                    "started_at": b.started_at,
-                    "finished_at": b.finished_at,
-                    "duration": b.duration,
-                    "url": b.url,
-                    "revision": b.revision,
-                    "links": b.links,
-                    "stamp": stamp,
-                }
-            )
+            rows.append({"instance_id": instance_id, **_build_values(b), "stamp": stamp})
     if rows:
         session.execute(text(_UPSERT_SQL), {"rows": json.dumps(rows, default=_json_default)})
 
@@ -1075,14 +1082,7 @@ def store_builds(
             [
                 {
                     "instance_id": instance.id,
-                    "build_id": b.build_id,
-                    "status": b.status,
-                    "started_at": b.started_at,
-                    "finished_at": b.finished_at,
-                    "duration": b.duration,
-                    "url": b.url,
-                    "revision": b.revision,
-                    "links": b.links,
+                    **_build_values(b),
                     "created": stamp,
                     "modified": stamp,
                 }

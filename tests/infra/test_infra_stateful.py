@@ -92,3 +92,14 @@ def test_every_import_of_the_merge_template_is_exported(stateful):
     assert imported <= exports, f"not exported: {sorted(imported - exports)}"
     for name in exports:
         assert re.fullmatch(r"lifemonitor-\$\{Stage\}-[A-Za-z0-9]+", name), name
+
+
+def test_statement_cache_is_off_behind_rds_proxy(stateful):
+    """Named statements pin connections in RDS Proxy: the functions get
+    LM_DB_STATEMENT_CACHE=0 exactly when the proxy is on."""
+    output = stateful["Outputs"]["DatabaseStatementCache"]
+    assert output["Value"] == {"Fn::If": ["WithRdsProxy", "0", "100"]}
+    env = load_cfn(MERGE)["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert env["LM_DB_STATEMENT_CACHE"] == {
+        "Fn::ImportValue": {"Fn::Sub": "lifemonitor-${Stage}-DatabaseStatementCache"}
+    }
