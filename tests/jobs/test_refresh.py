@@ -749,3 +749,48 @@ def test_refresh_on_the_embedded_sqlite_database(embedded_sqlite, fake_ci):
     assert builds["2"].status == "failed" and len(builds) == 2
     assert row.last_completed_build_id == builds["2"].id
     assert row.next_check_at == NOW + refresh.INTERVAL
+
+
+def test_overlapping_groups_written_at_once_neither_deadlock_nor_duplicate(db, fake_ci):
+    """Two workers write groups that share instances at the same moment: rows are locked
+    in id order, so one waits for the other instead of deadlocking, and every build is
+    stored once with the newer observation."""
+    _postgres_only(db)
+    import threading
+
+    from chalicelib.jobs import refresh
+
+    ids = add_instances([f"job-{n}" for n in range(12)])
+
+    def fetched(minutes: float, status: str) -> refresh.Fetched:
+        return refresh.Fetched(
+            observed_at=at(minutes),
+            result=FetchResult(builds=[build("2", status, 5), build("1", "passed", 10)]),
+        )
+
+    for round_ in range(3):
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+        # Opposite orders of the same overlap: the worst case for lock ordering.
+        older = [(i, fetched(2, "running")) for i in ids[:8]]
+        newer = [(i, fetched(1, "failed")) for i in reversed(ids[4:])]
+
+        def write(group, barrier=barrier, errors=errors):
+            try:
+                barrier.wait()
+                outcomes = refresh.write_group(group, NOW)
+                assert {o.outcome for o in outcomes} == {"updated"}, outcomes
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(g,)) for g in (older, newer)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == [], f"round {round_}: {errors}"
+    assert build_count() == 24
+    for i in ids[4:]:
+        assert builds_of(i)["2"].status == "failed"  # the newer observation, always
+    for i in ids[:4]:
+        assert builds_of(i)["2"].status == "running"
