@@ -103,10 +103,7 @@ class Build(Timestamped, Base):
     """One CI build or run attempt, kept for good (LifeMonitor only cached ten)."""
 
     __tablename__ = "builds"
-    __table_args__ = (
-        UniqueConstraint("instance_id", "build_id"),
-        Index("ix_builds_instance_started", "instance_id", "started_at"),
-    )
+    __table_args__ = (UniqueConstraint("instance_id", "build_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     instance_id: Mapped[int] = mapped_column(
@@ -127,3 +124,14 @@ class Build(Timestamped, Base):
     @property
     def completed(self) -> bool:
         return self.status in COMPLETED_STATUSES
+
+
+# An instance's newest builds, in the order every reader asks for them (the refresh's
+# pointers, `latest-builds`, history): an index scan, never a sort of the whole history.
+# (Migration 0002; on SQLite plain DESC, which puts NULLs last there.)
+Index(
+    "ix_builds_instance_recent",
+    Build.instance_id,
+    Build.started_at.desc().nulls_last(),
+    Build.id.desc(),
+)
