@@ -523,22 +523,11 @@ class GithubAdapter(BaseAdapter):
                 f"GitHub ({host}): rate limit exhausted; retry in {wait:.0f} s", retry_after=wait
             )
         try:
-            response = http.request(
-                "GET",
-                url,
-                headers=headers,
-                params=params,
-                timeout=self.timeout,
-                max_bytes=self.max_bytes,
-                retries=self.retries,
-                max_retry_wait=self.max_retry_wait,
-            )
-        except http.OutboundError as exc:
+            response = self._fetch(url, headers, params)
+        except CIError as exc:
             if exc.retry_after is not None:
                 _block(budget, exc.retry_after)
-            raise CIError(
-                f"GitHub ({host}): {one_line(exc.reason)}", retry_after=exc.retry_after
-            ) from None
+            raise
         status = response.status
         if response.ok or status == 304:
             if _int_header(response, "x-ratelimit-remaining") == 0:
