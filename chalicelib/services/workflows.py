@@ -432,6 +432,27 @@ def _workflow_statement(dialect: str):
     )
 
 
+def _workflow_versions(
+    session: Session, principal: Principal, wf_uuid: str
+) -> tuple[Workflow, list[WorkflowVersion], dict[int, list]]:
+    """The workflow (read access checked), its versions newest first and each version's
+    registry links, in one query (a version has zero or one link, rarely more); the access
+    check needs no more for public workflows."""
+    rows = session.execute(
+        _cached(session, "workflow+versions+registries", _workflow_statement), {"uuid": wf_uuid}
+    ).all()
+    if not rows:  # no such workflow (404, or 403), or one without versions
+        return access.workflow_for_read(session, principal, wf_uuid), [], {}
+    workflow = rows[0][0]
+    access.check_read(session, principal, workflow)
+    versions = list({v.id: v for _, v, _, _ in rows}.values())  # in the query's order
+    regs: dict[int, list] = defaultdict(list)
+    for _, v, link, registry in rows:
+        if link is not None:
+            regs[v.id].append((registry, link))
+    return workflow, versions, regs
+
+
 def get_version(
     session: Session,
     principal: Principal,
@@ -441,21 +462,9 @@ def get_version(
     with_suites: bool = True,
 ) -> WorkflowEntry:
     """One workflow with the asked version first (the status and details endpoints)."""
-    # The workflow, its versions and their registry links in one query (a version has
-    # zero or one link, rarely more); the access check needs no more for public workflows.
-    rows = session.execute(
-        _cached(session, "workflow+versions+registries", _workflow_statement), {"uuid": wf_uuid}
-    ).all()
-    if not rows:
-        access.workflow_for_read(session, principal, wf_uuid)  # 404 (or 403)
+    workflow, versions, regs = _workflow_versions(session, principal, wf_uuid)
+    if not versions:
         raise NotFoundError(f"Workflow '{wf_uuid}' has no version")
-    workflow = rows[0][0]
-    access.check_read(session, principal, workflow)
-    versions = list({v.id: v for _, v, _, _ in rows}.values())  # in the query's order
-    regs: dict[int, list] = defaultdict(list)
-    for _, v, link, registry in rows:
-        if link is not None:
-            regs[v.id].append((registry, link))
     latest_id = versions[0].id
     chosen = versions[0]
     if version and version != "latest":
@@ -486,9 +495,7 @@ def get_version(
 
 
 def list_versions(session: Session, principal: Principal, wf_uuid: str) -> WorkflowEntry:
-    workflow = access.workflow_for_read(session, principal, wf_uuid)
-    versions = _versions_of(session, [workflow.id]).get(workflow.id, [])
-    regs = _registries_of(session, [v.id for v in versions])
+    workflow, versions, regs = _workflow_versions(session, principal, wf_uuid)
     return WorkflowEntry(
         workflow,
         [VersionView(v, i == 0, registries=regs.get(v.id, [])) for i, v in enumerate(versions)],
