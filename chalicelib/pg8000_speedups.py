@@ -20,6 +20,9 @@ from collections import OrderedDict
 from typing import Any
 
 PINNED = "1.31.6"
+# Longer SQL texts (multi-row inserts: one text per row count) are neither remembered nor
+# kept prepared: the caches stay small whatever the workload.
+MAX_KEPT_SQL = 8192
 
 
 def install(engine: Any, *, statement_cache: int) -> None:
@@ -81,7 +84,7 @@ def _cache_placeholder_rewrite() -> None:
         return original("format", query, ())[0]
 
     def convert_paramstyle(style, query, args):
-        if style == "format":
+        if style == "format" and len(query) <= MAX_KEPT_SQL:
             return rewrite(query), args
         return original(style, query, args)
 
@@ -124,6 +127,8 @@ def _pipeline_statements() -> None:
         if stream is not None:
             return original(self, statement, vals=vals, oids=oids, stream=stream)
         cache: _Statements | None = getattr(self, "lm_statements", None)
+        if cache is not None and len(statement) > MAX_KEPT_SQL:
+            cache = None  # sent unnamed, still in one round trip
         key = (statement, tuple(oids))
         kept = cache.entries.get(key) if cache is not None else None
         try:

@@ -3,6 +3,9 @@ errors, transactions) while costing fewer round trips and less parsing."""
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
 import pytest
 from sqlalchemy import func, select, text
 
@@ -17,13 +20,29 @@ def pg(db):
     return db
 
 
+@contextmanager
+def statement_cache(size: int):
+    """Engines made meanwhile keep `size` statements per connection. The variable is put
+    back *before* the engines are dropped (not by monkeypatch, which undoes it after the
+    `db` fixture's teardown has made the next engine)."""
+    saved = os.environ.get("LM_DB_STATEMENT_CACHE")
+    os.environ["LM_DB_STATEMENT_CACHE"] = str(size)
+    dbm.dispose_engines()
+    try:
+        yield dbm.get_engine()
+    finally:
+        if saved is None:
+            os.environ.pop("LM_DB_STATEMENT_CACHE", None)
+        else:
+            os.environ["LM_DB_STATEMENT_CACHE"] = saved
+        dbm.dispose_engines()
+
+
 @pytest.fixture
-def small_cache(pg, monkeypatch):
+def small_cache(pg):
     """Engines whose connections keep at most two statements."""
-    monkeypatch.setenv("LM_DB_STATEMENT_CACHE", "2")
-    dbm.dispose_engines()
-    yield dbm.get_engine()
-    dbm.dispose_engines()
+    with statement_cache(2) as engine:
+        yield engine
 
 
 def _raw(engine):
@@ -155,10 +174,8 @@ def test_least_recently_used_statements_are_closed(small_cache):
 
 
 def test_no_statement_is_kept_when_the_cache_is_off(pg, monkeypatch):
-    monkeypatch.setenv("LM_DB_STATEMENT_CACHE", "0")
-    dbm.dispose_engines()
-    try:
-        conn, raw = _raw(dbm.get_engine())
+    with statement_cache(0) as engine:
+        conn, raw = _raw(engine)
         try:
             parsed = _count_parses(raw, monkeypatch)
             cur = raw.cursor()
@@ -171,8 +188,6 @@ def test_no_statement_is_kept_when_the_cache_is_off(pg, monkeypatch):
         finally:
             conn.rollback()
             conn.close()
-    finally:
-        dbm.dispose_engines()
 
 
 def test_orm_round_trip_through_kept_statements(pg):
@@ -214,3 +229,23 @@ def test_read_only_connection_returns_to_the_pool_transactional(pg):
     assert cursor.fetchone()[0] is None
     raw.rollback()
     assert dbm._autocommit(engine) is dbm._autocommit(engine)
+
+
+def test_long_statements_are_not_kept(pg, monkeypatch):
+    from chalicelib import pg8000_speedups
+
+    conn, raw = _raw(dbm.get_engine())
+    try:
+        parsed = _count_parses(raw, monkeypatch)
+        cur = raw.cursor()
+        padding = " " * pg8000_speedups.MAX_KEPT_SQL
+        for _ in range(2):
+            cur.execute(f"SELECT %s::int{padding}", (1,))
+            assert _rows(cur) == [[1]]
+        assert len(parsed) == 2  # unnamed each time
+        assert not any(
+            len(key[0]) > pg8000_speedups.MAX_KEPT_SQL for key in raw.lm_statements.entries
+        )
+    finally:
+        conn.rollback()
+        conn.close()
