@@ -8,7 +8,9 @@ the number of workflows; statuses fold over the instances' denormalised build po
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, exists, select
@@ -131,6 +133,39 @@ def _cached(session: Session, name: str, build):
     return stmt
 
 
+def _plain_rows(session: Session, name: str, build, params: dict) -> Iterable[Sequence]:
+    """The rows of a cached column statement. On Postgres each row comes back as one JSON
+    array: pg8000 decodes every column of every row in Python, which was most of a
+    catalogue-wide list's time, while one `json.loads` per row runs in C. Timestamps and
+    floats are restored to what the columns' types give (aware UTC datetimes, floats)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return session.execute(_cached(session, name, build), params)
+    stmt, timestamps, floats = _cached(session, name + ":json", lambda d: _as_json_rows(build(d)))
+    rows = []
+    for (row,) in session.execute(stmt, params):
+        for i in timestamps:
+            if row[i] is not None:
+                row[i] = datetime.fromisoformat(row[i]).astimezone(UTC)
+        for i in floats:
+            if row[i] is not None:
+                row[i] = float(row[i])
+        rows.append(row)
+    return rows
+
+
+def _as_json_rows(stmt) -> tuple[Any, list[int], list[int]]:
+    """`stmt` selecting one `json_build_array` of its columns instead, and the positions
+    of its timestamp and float columns."""
+    from sqlalchemy import Float, func
+
+    from chalicelib.models.base import UTCDateTime
+
+    columns = list(stmt.selected_columns)
+    timestamps = [i for i, c in enumerate(columns) if isinstance(c.type, UTCDateTime)]
+    floats = [i for i, c in enumerate(columns) if isinstance(c.type, Float)]
+    return stmt.with_only_columns(func.json_build_array(*columns)), timestamps, floats
+
+
 def _versions_of(session: Session, workflow_ids: list[int]) -> dict[int, list[WorkflowVersion]]:
     out: dict[int, list[WorkflowVersion]] = defaultdict(list)
     if not workflow_ids:
@@ -163,9 +198,7 @@ def load_suites(session: Session, version_ids: list[int]) -> dict[int, list[Suit
     by_version: dict[int, list[SuiteView]] = defaultdict(list)
     if not version_ids:
         return by_version
-    rows = session.execute(
-        _cached(session, "suites+instances", _suites_statement), {"ids": list(version_ids)}
-    )
+    rows = _plain_rows(session, "suites+instances", _suites_statement, {"ids": list(version_ids)})
     views: dict[int, SuiteView] = {}
     ns = len(_SUITE_COLUMNS)
     services: dict[tuple, ServiceRow] = {}
@@ -315,9 +348,7 @@ def _instances_statement(dialect: str):
 def _load_instances(session: Session, views: dict[int, SuiteView]) -> None:
     """Instances with their service and both denormalised builds: one query, read as plain
     rows — a catalogue-wide list touches tens of thousands of them."""
-    rows = session.execute(
-        _cached(session, "instances", _instances_statement), {"ids": list(views)}
-    )
+    rows = _plain_rows(session, "instances", _instances_statement, {"ids": list(views)})
     services: dict[tuple, ServiceRow] = {}
     for row in rows:
         suite = views[row[2]]  # suite_id

@@ -345,3 +345,48 @@ def test_list_queries_do_not_grow_with_the_number_of_workflows(client, registry_
         assert all(len(i["versions"]) == 2 and "status" in i["versions"][0] for i in body["items"])
         assert count == one[path], (path, one[path], count)
         assert count <= 12, (path, count)
+
+
+# --- rows as JSON arrays (Postgres) ------------------------------------------------------
+
+
+def test_json_rows_equal_the_driver_rows(database_url, tmp_path):
+    """On Postgres the suites+instances rows come back as one JSON array each; every value
+    must equal what pg8000 and the column types give: aware UTC datetimes, floats (also
+    for integral durations), booleans, NULLs and the suite's JSON definition."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the JSON path is Postgres-only (the suite runs on SQLite)")
+    from chalicelib.jobs.refresh import store_builds
+    from chalicelib.models import TestInstance, TestSuite
+    from chalicelib.services import workflows
+    from tests.support.api_data import build
+
+    with rolled_back_session(database_url, tmp_path) as s:
+        wf = add_workflow(s, "json-rows", instances=3, builds=False)
+        version = wf.versions[0]
+        suite = s.query(TestSuite).filter_by(workflow_version_id=version.id).one()
+        suite.definition = {"test": [{"name": "t", "params": [1, 2.5, None, True]}]}
+        first, second, _third = sorted(suite.instances, key=lambda i: i.id)
+        store_builds(s, first, [build("1", "passed", 30, duration=60), build("2", "running", 5)])
+        store_builds(s, second, [build("7", "failed", 10, duration=12.25)])
+        s.get(TestInstance, second.id).last_error = "CI down"
+        s.flush()
+        plain = [
+            list(r)
+            for r in s.execute(
+                workflows._cached(s, "suites+instances", workflows._suites_statement),
+                {"ids": [version.id]},
+            )
+        ]
+        as_json = list(
+            workflows._plain_rows(
+                s, "suites+instances", workflows._suites_statement, {"ids": [version.id]}
+            )
+        )
+    assert len(plain) == 3
+    assert as_json == plain
+    for got, want in zip(as_json, plain, strict=True):
+        assert [type(v) for v in got] == [type(v) for v in want]
+        assert [v.tzinfo for v in got if hasattr(v, "tzinfo")] == [
+            v.tzinfo for v in want if hasattr(v, "tzinfo")
+        ]
