@@ -672,7 +672,7 @@ def load_target(session: Session, instance_id: int) -> Target | None:
 def load_targets(session: Session, instance_ids: list[int]) -> dict[int, Target]:
     """Phase 1: detached copies of what the adapters need, in two queries at most (the
     deleted are absent)."""
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
     if not instance_ids:
         return {}
@@ -690,26 +690,16 @@ def load_targets(session: Session, instance_ids: list[int]) -> dict[int, Target]
         .join(TestingService, TestInstance.testing_service_id == TestingService.id)
         .where(_id_in(session, TestInstance.id, instance_ids))
     ).all()
-    known: dict[int, frozenset[str]] = {}
+    known: dict[int, set[str]] = defaultdict(set)
     github = [r[0] for r in rows if r[6] == "github"]
     if github:
         # Superseded GitHub run attempts never change: let the adapter skip stored ones.
-        if _is_postgres(session):
-            known = {
-                i: frozenset(b)
-                for i, b in session.execute(
-                    select(Build.instance_id, func.array_agg(Build.build_id))
-                    .where(_id_in(session, Build.instance_id, github))
-                    .group_by(Build.instance_id)
-                )
-            }
-        else:
-            grouped: dict[int, set[str]] = defaultdict(set)
-            for i, b in session.execute(
-                select(Build.instance_id, Build.build_id).where(Build.instance_id.in_(github))
-            ):
-                grouped[i].add(b)
-            known = {i: frozenset(b) for i, b in grouped.items()}
+        for i, b in session.execute(
+            select(Build.instance_id, Build.build_id).where(
+                _id_in(session, Build.instance_id, github)
+            )
+        ):
+            known[i].add(b)
     return {
         r[0]: Target(
             id=r[0],
@@ -720,7 +710,7 @@ def load_targets(session: Session, instance_ids: list[int]) -> dict[int, Target]
             service_id=r[5],
             service_type=r[6],
             service_url=r[7],
-            known_build_ids=known.get(r[0], frozenset()),
+            known_build_ids=frozenset(known.get(r[0], ())),
         )
         for r in rows
     }
@@ -765,7 +755,7 @@ def apply_many(session: Session, items: list[tuple[int, Fetched]], now: datetime
     caller's transaction; returns each instance's outcome ("updated", "unchanged",
     "error" or "missing").
 
-    On Postgres the whole group takes five statements: lock the rows (in id order, so
+    On Postgres the whole group takes four statements: lock the rows (in id order, so
     concurrent groups never deadlock), upsert every build, read the new pointers, update
     every instance (plus one per rate-limited host). Elsewhere (the embedded SQLite
     default, one writer at a time) each instance goes through the ORM."""
@@ -811,6 +801,10 @@ def apply_many(session: Session, items: list[tuple[int, Fetched]], now: datetime
             outcomes[instance_id] = UNCHANGED
         else:
             upserts.append((instance_id, result.builds, fetched.observed_at))
+            # Recomputed below; an instance with no build at all keeps these.
+            updates[instance_id].update(
+                pointers=True, latest_build_id=None, last_completed_build_id=None
+            )
             outcomes[instance_id] = UPDATED
     for service_id, retry_after in blocks.items():
         block_service(session, service_id, retry_after, now)
@@ -818,13 +812,8 @@ def apply_many(session: Session, items: list[tuple[int, Fetched]], now: datetime
         _upsert_builds(session, upserts)
         for instance_id, recent in _recent_builds(session, [u[0] for u in upserts]).items():
             values = updates[instance_id]
-            values["pointers"] = True
             values["latest_build_id"], values["last_completed_build_id"] = _pointers(recent)
-            values["next_check_at"] = now + _interval_for(recent[0][1] if recent else None)
-        for instance_id, *_ in upserts:
-            updates[instance_id].setdefault("latest_build_id", None)
-            updates[instance_id].setdefault("last_completed_build_id", None)
-            updates[instance_id]["pointers"] = True
+            values["next_check_at"] = now + _interval_for(recent[0][1])
     if updates:
         session.execute(
             text(
