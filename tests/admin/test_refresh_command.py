@@ -18,19 +18,6 @@ from chalicelib.testing import BuildData, CIError, FetchResult
 MISSING = "00000000-0000-4000-8000-000000000000"
 
 
-@pytest.fixture
-def db(database_url, monkeypatch):
-    """The session database, emptied with DELETE afterwards (faster than TRUNCATE here)."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    yield database_url
-    from chalicelib.db import get_engine
-    from chalicelib.models import Base
-
-    with get_engine().begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-
-
 @dataclass
 class FakeCI:
     """One passed build per resource, or the error set for it; records what was asked."""

@@ -18,19 +18,6 @@ TRAVIS = ("travis", "https://travis.example", "o/r")
 
 
 @pytest.fixture
-def db(database_url, monkeypatch):
-    """The session database, emptied with DELETE afterwards (faster than TRUNCATE here)."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    yield database_url
-    from chalicelib.db import get_engine
-    from chalicelib.models import Base
-
-    with get_engine().begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-
-
-@pytest.fixture
 def alice(client):
     return api_data.make_user("alice")
 
