@@ -16,14 +16,14 @@ latency, next to a LifeMonitor-style baseline, plus GitHub's rate cost of an idl
   ``GET job/X/<n>/api/json`` per build, through a keep-alive `requests.Session`, no
   database writes (which favours it); run on a sample and extrapolated (it is sequential,
   so its rate does not depend on N).
-* **Emulated Jenkins** — `tests.emulators.jenkins.JenkinsEmulator`, subclassed to answer
+* **Emulated Jenkins** — `emulators.jenkins.JenkinsEmulator`, subclassed to answer
   any ``job/<name>`` with ~10 generated builds (one of a few build sequences, rendered by
   the emulator once per sequence and query, then renamed), with a raised listen backlog
   and Nagle off (two writes per answer would otherwise wait ~40 ms for a delayed ACK).
   It runs in a **separate process** so that it never competes with a worker for its GIL;
   its request counters, peak requests in flight and CPU are printed.
 * **Worker memory** — peak RSS (`ru_maxrss`) of each worker process.
-* **GitHub idle cycle** — `tests.emulators.github.GithubEmulator` with a token in the
+* **GitHub idle cycle** — `emulators.github.GithubEmulator` with a token in the
   file-backed parameter store; G instances are refreshed twice (`run_refresh`); the second
   cycle (nothing changed: conditional requests, authorised 304s) must spend 0 units.
 
@@ -98,8 +98,8 @@ def make_bench_jenkins(latency: float, backlog: int):
     import zlib
     from dataclasses import replace
 
-    from tests.emulators.base import Reply, Request
-    from tests.emulators.jenkins import JenkinsEmulator, normalise
+    from emulators.base import Reply, Request
+    from emulators.jenkins import JenkinsEmulator, normalise
 
     class BenchJenkins(JenkinsEmulator):
         def __init__(self) -> None:
@@ -490,7 +490,7 @@ def github_idle(engine, n: int, latency: float) -> dict:
     from chalicelib.secrets import get_secrets
     from chalicelib.services.submission import testing_service
     from chalicelib.testing.github import token_key
-    from tests.emulators.github import GithubEmulator
+    from emulators.github import GithubEmulator
 
     with GithubEmulator(latency=latency, replay=False) as gh:
         gh.token = "bench-token"  # noqa: S105 - the emulator's made-up token

@@ -15,11 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from emulators import SHARED_FIXTURES  # noqa: E402
 from tests.support.postgres import describe, find_postgres  # noqa: E402
-
-SHARED_FIXTURES = Path(
-    os.environ.get("LM_SHARED_FIXTURES", ROOT.parent / "shared" / "fixtures")
-).resolve()
 
 # Environment the code under test reads; each test starts from these values.
 BASE_ENV = {

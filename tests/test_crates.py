@@ -32,7 +32,7 @@ from chalicelib.crates import (
     read_metadata_only,
 )
 from chalicelib.errors import BadRequestError, UnprocessableError
-from tests.support.crates import (
+from emulators.crates import (
     JENKINS,
     forge_declared_sizes,
     wtroc_metadata,

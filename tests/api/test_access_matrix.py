@@ -260,7 +260,7 @@ def _missing() -> Objects:
 
 @pytest.fixture(scope="module")
 def wfh():
-    from tests.emulators.seek import WorkflowHubEmulator
+    from emulators.seek import WorkflowHubEmulator
 
     with WorkflowHubEmulator() as emulator:
         yield emulator

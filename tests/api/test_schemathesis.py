@@ -41,7 +41,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support.crates import JENKINS, wtroc_metadata, zip_crate
+from emulators.crates import JENKINS, wtroc_metadata, zip_crate
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_FILE = ROOT / "chalicelib" / "api" / "openapi.json"

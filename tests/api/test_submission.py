@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from emulators.crates import zip_crate, zip_members
 from tests.api.helpers import assert_problem
 from tests.support import api_data
 from tests.support.api_data import b64, build, crate, row_counts, stored_crates
-from tests.support.crates import zip_crate, zip_members
 from tests.support.fileserver import FileServer, unused_port
 
 REGISTERED_KEYS = {"uuid", "wf_version", "name", "meta"}
@@ -493,7 +493,7 @@ def test_crate_without_tests_registers_with_no_suites(world, alice):
 
 
 def _metadata(root_name=None, main_name="sort-and-change-case", main=True) -> dict:
-    from tests.support.crates import wtroc_metadata
+    from emulators.crates import wtroc_metadata
 
     metadata = wtroc_metadata(name=root_name, with_tests=False)
     for entity in metadata["@graph"]:

@@ -9,10 +9,10 @@ from urllib.parse import urlencode
 
 import pytest
 
+from emulators.github import API, GithubEmulator
+from emulators.gitlab import GitlabEmulator
+from emulators.jenkins import JenkinsEmulator
 from tests.api.helpers import assert_problem
-from tests.emulators.github import API, GithubEmulator
-from tests.emulators.gitlab import GitlabEmulator
-from tests.emulators.jenkins import JenkinsEmulator
 from tests.support import api_data
 from tests.support.api_data import b64, crate
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from chalicelib.auth import scopes as S
+from emulators.seek import WorkflowHubEmulator
 from tests.api.helpers import assert_problem, form
-from tests.emulators.seek import WorkflowHubEmulator
 
 
 @pytest.fixture(scope="module")

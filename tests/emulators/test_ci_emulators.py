@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-import tests.conftest
-from tests.emulators.github import GithubEmulator, created_matches
-from tests.emulators.jenkins import JenkinsEmulator, apply_tree, normalise, parse_tree
+import emulators
+from emulators.github import GithubEmulator, created_matches
+from emulators.jenkins import JenkinsEmulator, apply_tree, normalise, parse_tree
 
 RECORDED_JENKINS_HOSTS = ("0.0.0.0:8080", "localhost:32769", "jenkins.emulator")
 
@@ -24,7 +24,7 @@ def get(url: str, **kwargs) -> requests.Response:
 
 @pytest.fixture
 def no_fixtures(monkeypatch, tmp_path):
-    monkeypatch.setattr(tests.conftest, "SHARED_FIXTURES", tmp_path / "absent")
+    monkeypatch.setattr(emulators, "SHARED_FIXTURES", tmp_path / "absent")
 
 
 # -- Jenkins -----------------------------------------------------------------------------

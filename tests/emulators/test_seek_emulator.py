@@ -11,7 +11,7 @@ import zipfile
 import pytest
 import requests
 
-from tests.emulators.seek import WorkflowHubEmulator, build_minimal_crate
+from emulators.seek import WorkflowHubEmulator, build_minimal_crate
 
 JSONAPI = "application/vnd.api+json"
 HEADERS = {"Accept": JSONAPI}
@@ -285,7 +285,7 @@ def test_faults_apply(generated):
 
 
 def test_builtin_error_bodies_match_the_fixtures(shared_fixtures):
-    from tests.emulators.seek import _BUILTIN_ERRORS, ERROR_STATUS
+    from emulators.seek import _BUILTIN_ERRORS, ERROR_STATUS
 
     files = sorted((shared_fixtures / "seek" / "errors").glob("*.json"))
     assert {f.stem for f in files} == set(_BUILTIN_ERRORS)

@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 
 from chalicelib import status as status_rule
+from emulators.crates import wtroc_metadata, zip_crate, zip_members
+from emulators.github import GithubEmulator
+from emulators.gitlab import GitlabEmulator
+from emulators.jenkins import JenkinsEmulator
+from emulators.travis import TravisEmulator
 from tests.conftest import SHARED_FIXTURES
-from tests.emulators.github import GithubEmulator
-from tests.emulators.gitlab import GitlabEmulator
-from tests.emulators.jenkins import JenkinsEmulator
-from tests.emulators.travis import TravisEmulator
 from tests.support import api_data
-from tests.support.crates import wtroc_metadata, zip_crate, zip_members
 
 EMULATORS = {
     "jenkins": lambda: JenkinsEmulator(replay=False),

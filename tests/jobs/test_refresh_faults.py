@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.emulators.github import GithubEmulator
-from tests.emulators.gitlab import GitlabEmulator
-from tests.emulators.jenkins import JenkinsEmulator
-from tests.emulators.travis import TravisEmulator
+from emulators.github import GithubEmulator
+from emulators.gitlab import GitlabEmulator
+from emulators.jenkins import JenkinsEmulator
+from emulators.travis import TravisEmulator
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 MAX_BYTES = 64 * 1024  # the adapters' body limit in these tests

@@ -20,8 +20,8 @@ from chalicelib.registries.seek import (
     SeekClient,
     client_for,
 )
+from emulators.seek import WorkflowHubEmulator
 from tests.conftest import SHARED_FIXTURES
-from tests.emulators.seek import WorkflowHubEmulator
 
 JSONAPI = "application/vnd.api+json"
 SECRET = "s3cr3t-user-token"

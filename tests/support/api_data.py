@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.support.crates import wtroc_metadata, zip_crate
+from emulators.crates import wtroc_metadata, zip_crate
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -48,7 +48,7 @@ def crate(
     based_on: bool = False,
     **kwargs: Any,
 ) -> bytes:
-    """A zipped Workflow Testing RO-Crate (tests.support.crates), by default without
+    """A zipped Workflow Testing RO-Crate (emulators.crates), by default without
     `isBasedOn` so that responses carry no `based_on` link unless a test asks for it."""
     if instances is not None:
         kwargs["instances"] = instances

@@ -1,6 +1,6 @@
 """A loopback file server for outbound-fetch tests: serves bytes at paths (crate zips for
 `roc_link`), optionally only to requests carrying a given `Authorization` header, plus
-redirects and chunked (length-less) bodies. Built on `tests.emulators.base.Emulator`, so
+redirects and chunked (length-less) bodies. Built on `emulators.base.Emulator`, so
 faults (status, delay, dropped connections) and request recording come with it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import socket
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
-from tests.emulators.base import Emulator, Reply, Request
+from emulators.base import Emulator, Reply, Request
 
 STREAM_HEADER = "X-Test-Stream"  # internal marker: send the body chunked, no Content-Length
 

@@ -23,7 +23,7 @@ from chalicelib.testing.github import (
     parse_resource,
     token_key,
 )
-from tests.emulators.github import GithubEmulator
+from emulators.github import GithubEmulator
 
 RESOURCE = "repos/o/r/actions/workflows/ci.yml"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

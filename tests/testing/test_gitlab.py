@@ -12,7 +12,7 @@ from chalicelib import http
 from chalicelib.testing import CIError, get_adapter
 from chalicelib.testing import gitlab as G
 from chalicelib.testing.gitlab import GitlabAdapter
-from tests.emulators.gitlab import GitlabEmulator
+from emulators.gitlab import GitlabEmulator
 
 FAST = {"timeout": (2.0, 2.0), "retries": 0}
 PROJECT = "group/sub/project"

@@ -28,7 +28,7 @@ from chalicelib.testing.times import (
     parse_iso_or_none,
     seconds_between,
 )
-from tests.emulators.jenkins import JenkinsEmulator
+from emulators.jenkins import JenkinsEmulator
 
 
 @dataclass

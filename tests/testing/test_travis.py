@@ -12,7 +12,7 @@ from chalicelib import http
 from chalicelib.testing import CIError, get_adapter
 from chalicelib.testing import travis as T
 from chalicelib.testing.travis import TravisAdapter
-from tests.emulators.travis import TravisEmulator
+from emulators.travis import TravisEmulator
 
 FAST = {"timeout": (2.0, 2.0), "retries": 0}
 

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.emulators.base import Emulator, Reply, Request
+from emulators.base import Emulator, Reply, Request
 
 PLACEHOLDER = "http://jenkins.emulator"  # generated bodies; rewritten when served
 RECORDED_BASES = ("http://0.0.0.0:8080", "http://localhost:32769", "http://localhost:8080")
@@ -117,7 +117,7 @@ _FALLBACK_LOG = "Started by user anonymous\nRunning as SYSTEM\nBuilding...\nFini
 
 
 def fixtures_dir() -> Path | None:
-    from tests.conftest import SHARED_FIXTURES
+    from emulators import SHARED_FIXTURES
 
     path = SHARED_FIXTURES / "jenkins"
     return path if path.is_dir() else None

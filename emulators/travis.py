@@ -1,6 +1,6 @@
 """A Travis CI API v3 emulator replaying the shared fixtures.
 
-Payloads come from `tests.conftest.SHARED_FIXTURES / "travis"` at run time (never copied
+Payloads come from `emulators.SHARED_FIXTURES / "travis"` at run time (never copied
 into the project); where a file is absent, a generated payload of the same shape is used.
 
 Routes (API v3, `Travis-API-Version: 3` is not enforced):
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
-from tests.emulators.base import Emulator, Reply, Request
+from emulators.base import Emulator, Reply, Request
 
 DEFAULT_SLUG = "kevinburke/travis"
 DEFAULT_REPO_ID = 18699435
@@ -37,7 +37,7 @@ DEFAULT_LOG = (
 
 
 def fixtures_dir() -> Path:
-    from tests.conftest import SHARED_FIXTURES
+    from emulators import SHARED_FIXTURES
 
     return SHARED_FIXTURES / "travis"
 

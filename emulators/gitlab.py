@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
-from tests.emulators.base import Emulator, Reply, Request
+from emulators.base import Emulator, Reply, Request
 
 LIST_FIELDS = (
     "id",

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from tests.emulators.base import Emulator, Reply, Request
+from emulators.base import Emulator, Reply, Request
 
 API = "https://api.github.com"
 SITE = "https://github.com"
@@ -125,7 +125,7 @@ _FALLBACK_NOT_FOUND = {"message": "Not Found", "documentation_url": f"{DOCS}/ref
 
 
 def fixtures_dir() -> Path | None:
-    from tests.conftest import SHARED_FIXTURES
+    from emulators import SHARED_FIXTURES
 
     path = SHARED_FIXTURES / "github" / "payloads"
     return path if path.is_dir() else None

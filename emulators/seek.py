@@ -3,7 +3,7 @@
 The catalogue is LifeMonitor's own test SEEK instance (`seek/lifemonitor-test-instance/
 index.json`: workflows 20-24, their uuids, visibility and uploaded crate zips). Bodies follow
 the JSON:API shapes of `seek/api_examples/`; error bodies are the ones in `seek/errors/`.
-Fixture files are read from `tests.conftest.SHARED_FIXTURES` at run time, never copied.
+Fixture files are read from `emulators.SHARED_FIXTURES` at run time, never copied.
 Without that folder the emulator serves a small generated catalogue (one public and one
 private workflow, each with a minimal Workflow Testing RO-Crate built here), so tests that
 depend only on our own payloads still run; `has_real_fixtures` says which one is served.
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.emulators.base import Emulator, Reply, Request
-from tests.support.crates import CONTEXT_0_1, TEST_NS
+from emulators.base import Emulator, Reply, Request
+from emulators.crates import CONTEXT_0_1, TEST_NS
 
 JSONAPI_CT = "application/vnd.api+json; charset=utf-8"
 ACCESS_NAMES = {0: "no_access", 1: "view", 2: "download", 3: "edit", 4: "manage"}
@@ -87,7 +87,7 @@ _INFERRED_MEMBERSHIPS = {"1": ["1"], "2": ["2", "3"], "3": ["4", "3"]}
 
 
 def _shared_seek_dir() -> Path:
-    from tests.conftest import SHARED_FIXTURES
+    from emulators import SHARED_FIXTURES
 
     return SHARED_FIXTURES / "seek"
 

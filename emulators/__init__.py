@@ -1,0 +1,17 @@
+"""Loopback emulators of the services LifeMonitor talks to (WorkflowHub, Jenkins, GitHub,
+Travis, GitLab), replaying the real payloads of `../shared/fixtures`.
+
+The tests, the benchmarks and the local stack all run them, so this package imports neither
+pytest nor anything under `tests/`: only the standard library."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The shared fixtures (`LM_SHARED_FIXTURES`, else `../shared/fixtures` beside the checkout).
+SHARED_FIXTURES = Path(
+    os.environ.get("LM_SHARED_FIXTURES", ROOT.parent / "shared" / "fixtures")
+).resolve()
