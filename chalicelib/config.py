@@ -38,6 +38,12 @@ ENV_VARS = (
     "LM_REFRESH_PER_HOST",
     "LM_LOCAL_REFRESH_INTERVAL",
     "LM_MIGRATIONS_DIR",
+    "LM_NOTIFICATION_RETENTION_DAYS",
+    "LM_STALE_AFTER_DAYS",
+    "LM_EMAIL_BACKEND",
+    "LM_EMAIL_SENDER",
+    "LM_WEBHOOK_QUEUE_URL",
+    "LM_WEBHOOK_DISABLE_AFTER",
 )
 
 #: Stages that are deployed to AWS; development-only switches are refused there.
@@ -72,6 +78,12 @@ class Settings:
     refresh_per_host: int  # CI requests in flight per host
     local_refresh_interval: int  # seconds between in-process refreshes (make run); 0: off
     migrations_dir: Path | None  # where the Alembic scripts are, if not found by themselves
+    notification_retention_days: int  # notifications older than this are deleted
+    stale_after_days: int  # default staleness threshold of a test instance
+    email_backend: str  # "ses" (Amazon SES) | "log" (print mails to the log)
+    email_sender: str | None  # verified SES sender address
+    webhook_queue_url: str | None  # SQS queue of outbound webhook deliveries; unset: inline
+    webhook_disable_after: int  # failed attempts in a row before an endpoint is disabled
 
     @property
     def secrets_file(self) -> Path:
@@ -129,6 +141,10 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
     if not external.startswith(("http://", "https://")):
         raise ConfigError(f"EXTERNAL_SERVER_URL must be an http(s) URL, got {external!r}")
     allow_private = _flag(e["ALLOW_PRIVATE_URLS"])
+    # Deployed stages send mail through SES; the embedded default prints it to the log.
+    email_backend = (e["LM_EMAIL_BACKEND"] or ("ses" if in_lambda else "log")).lower()
+    if email_backend not in {"ses", "log"}:
+        raise ConfigError(f"LM_EMAIL_BACKEND must be 'ses' or 'log', got {email_backend!r}")
     settings = Settings(
         stage=stage,
         database_url=database_url,
@@ -152,6 +168,16 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
             "LM_LOCAL_REFRESH_INTERVAL", e["LM_LOCAL_REFRESH_INTERVAL"], 60, 0
         ),
         migrations_dir=Path(e["LM_MIGRATIONS_DIR"]) if e["LM_MIGRATIONS_DIR"] else None,
+        notification_retention_days=_int(
+            "LM_NOTIFICATION_RETENTION_DAYS", e["LM_NOTIFICATION_RETENTION_DAYS"], 90, 1
+        ),
+        stale_after_days=_int("LM_STALE_AFTER_DAYS", e["LM_STALE_AFTER_DAYS"], 30, 1),
+        email_backend=email_backend,
+        email_sender=e["LM_EMAIL_SENDER"] or None,
+        webhook_queue_url=e["LM_WEBHOOK_QUEUE_URL"] or None,
+        webhook_disable_after=_int(
+            "LM_WEBHOOK_DISABLE_AFTER", e["LM_WEBHOOK_DISABLE_AFTER"], 10, 1
+        ),
     )
     if allow_private and settings.is_deployed:
         # The SSRF guard must never be lifted where real users reach the service.
