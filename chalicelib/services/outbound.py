@@ -22,9 +22,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets as pysecrets
+import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -97,12 +99,26 @@ def _check_url(url: Any) -> str:
         raise BadRequestError("'url' must be an https:// URL", field="url")
     if not parts.hostname or parts.username or parts.password:
         raise BadRequestError("'url' must have a host and no user:password", field="url")
-    from chalicelib.http import BlockedURLError, check_url
+    from chalicelib.http import BlockedURLError, address_allowed, check_url
 
     try:
         check_url(url)
     except BlockedURLError as exc:
         raise BadRequestError(f"'url' is not allowed: {exc.reason}", field="url") from None
+    # An address literal is judged now; a host name when each delivery connects (the
+    # guarded client checks every address it connects to).
+    try:
+        literal = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        literal = None
+    if (
+        literal is not None
+        and not get_settings().allow_private_urls
+        and not address_allowed(str(literal))
+    ):
+        raise BadRequestError(
+            "'url' points to a private, loopback or reserved address", field="url"
+        )
     return url
 
 
@@ -308,7 +324,9 @@ def request_for(
         body = json.dumps(slack_message(notification)).encode()
         return body, {"Content-Type": "application/json"}
     body = json.dumps(cloudevent(notification, delivery.uuid), separators=(",", ":")).encode()
-    timestamp = int(now.timestamp())
+    # The real sending time (receivers refuse timestamps far from their clock), whatever
+    # `now` the scheduler reasons with.
+    timestamp = int(time.time())
     headers = {
         "Content-Type": "application/cloudevents+json",
         "webhook-id": delivery.uuid,
