@@ -18,7 +18,7 @@ from chalicelib.api import (
     workflows,
 )
 from chalicelib.api.middleware import http_middleware
-from chalicelib.web import pages
+from chalicelib.web import account, dashboard, pages
 
 # Our JSON logging (chalicelib/logs.py) replaces Chalice's plain-text app logger.
 app = Chalice(app_name="lifemonitor", configure_logs=False)
@@ -37,6 +37,8 @@ for blueprint in (
     integrations,
     webhooks,
     pages,
+    account,
+    dashboard,
 ):
     app.register_blueprint(blueprint.routes)
 
