@@ -62,7 +62,7 @@ class Browser:
     def text(self) -> str:
         return self.last.body.decode() if self.last is not None else ""
 
-    def login(self, username="alice", password="correct horse"):
+    def login(self, username="alice", password="correct horse"):  # noqa: S107 - test user
         self.get("/account/login")
         r = self.post("/account/login", {"username": username, "password": password})
         assert r.status_code == 303, r.body

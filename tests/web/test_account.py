@@ -67,7 +67,8 @@ def test_login_next_keeps_our_page(browser, user):
 
 def test_login_without_csrf_token_is_refused(browser, user):
     browser.get("/account/login")
-    r = browser.post("/account/login", {"username": "alice", "password": "correct horse"}, csrf=None)
+    fields = {"username": "alice", "password": "correct horse"}
+    r = browser.post("/account/login", fields, csrf=None)
     assert r.status_code == 403
     assert browser.cookie is None or browser.get("/account/profile").status_code == 303
 
@@ -168,9 +169,7 @@ def test_forged_post_changes_nothing(browser, user, client):
     browser.get("/account/profile?currentView=apiKeysTab")
     r = browser.post("/account/create_apikey", {}, csrf="forged")
     assert r.status_code == 403
-    r = browser.post(
-        "/account/create_apikey", {}, headers={"Origin": "https://evil.example"}
-    )
+    r = browser.post("/account/create_apikey", {}, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
     page = browser.get("/account/profile?currentView=apiKeysTab").body.decode()
     assert "You have no API key" in page
