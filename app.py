@@ -18,6 +18,7 @@ from chalicelib.api import (
     workflows,
 )
 from chalicelib.api.middleware import http_middleware
+from chalicelib.web import pages
 
 # Our JSON logging (chalicelib/logs.py) replaces Chalice's plain-text app logger.
 app = Chalice(app_name="lifemonitor", configure_logs=False)
@@ -35,6 +36,7 @@ for blueprint in (
     history,
     integrations,
     webhooks,
+    pages,
 ):
     app.register_blueprint(blueprint.routes)
 
