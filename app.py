@@ -18,6 +18,7 @@ from chalicelib.api import (
     workflows,
 )
 from chalicelib.api.middleware import http_middleware
+from chalicelib.web import oauth as web_oauth
 from chalicelib.web import pages
 
 # Our JSON logging (chalicelib/logs.py) replaces Chalice's plain-text app logger.
@@ -37,6 +38,7 @@ for blueprint in (
     integrations,
     webhooks,
     pages,
+    web_oauth,
 ):
     app.register_blueprint(blueprint.routes)
 
