@@ -19,6 +19,7 @@ from chalicelib.api import (
 )
 from chalicelib.api.middleware import http_middleware
 from chalicelib.web import account, dashboard, pages
+from chalicelib.web import oauth as web_oauth
 
 # Our JSON logging (chalicelib/logs.py) replaces Chalice's plain-text app logger.
 app = Chalice(app_name="lifemonitor", configure_logs=False)
@@ -39,6 +40,7 @@ for blueprint in (
     pages,
     account,
     dashboard,
+    web_oauth,
 ):
     app.register_blueprint(blueprint.routes)
 
