@@ -41,12 +41,10 @@ def _account(db, request: PageRequest):
         raise LoginRequired() from None
 
 
-def _providers(db, session):
+def _providers(db):
     """The login providers (WorkflowHub registries, GitHub) with their availability."""
-    try:
-        from chalicelib.auth.providers import list_providers
-    except ImportError:  # the providers arrive with the OAuth2 login work
-        return []
+    from chalicelib.auth.providers import list_providers
+
     return list_providers(db)
 
 
@@ -54,7 +52,7 @@ def _profile(request: PageRequest, tab: str, status: int = 200, **extra):
     """The profile page on `tab`, with `extra` (a key or secret shown once, an error)."""
     from chalicelib.auth import apikeys
     from chalicelib.auth import scopes as S
-    from chalicelib.services import accounts, oauth_apps
+    from chalicelib.services import accounts, identities, oauth_apps
 
     if tab not in TAB_IDS:
         tab = "accountsTab"
@@ -69,8 +67,10 @@ def _profile(request: PageRequest, tab: str, status: int = 200, **extra):
             "apps": oauth_apps.list_apps(db, user.id),
             "app_scopes": sorted(oauth_apps.ALLOWED_SCOPES),
             "scope_descriptions": S.DESCRIPTIONS,
-            "identities": _identities(db, user),
-            "providers": _providers(db, request.session),
+            "identities": identities.list_identities(db, user.id),
+            # Probing the providers costs a request each (cached): only the tab that
+            # offers to connect them asks.
+            "providers": _providers(db) if tab == "accountsTab" else [],
             "editing": None,
         }
         edit = request.query.get("edit")
@@ -79,14 +79,6 @@ def _profile(request: PageRequest, tab: str, status: int = 200, **extra):
         context.update(extra)
         body = render("profile.html", session=request.session, **context)
     return html(body, status=status, session=request.session)
-
-
-def _identities(db, user):
-    try:
-        from chalicelib.services.identities import list_identities
-    except ImportError:  # identities arrive with the OAuth2 login work
-        return list(user.identities)
-    return list_identities(db, user.id)
 
 
 def _fail(request: PageRequest, tab: str, exc: LifeMonitorError, **extra):
@@ -128,7 +120,7 @@ def login_page(request: PageRequest):
         body = render(
             "login.html",
             session=request.session,
-            providers=_providers(db, request.session),
+            providers=_providers(db),
             local_accounts=accounts.local_accounts_enabled(),
             next=next_url,
             username=request.form.get("username", ""),
@@ -263,10 +255,12 @@ def disconnect_identity(request: PageRequest):
     from chalicelib.services import identities
 
     try:
+        identity_id = int(request.form.text("identity_id", 20))
+    except ValueError:
+        raise NotFoundError("no such identity on your account") from None
+    try:
         with _db() as db:
-            identities.disconnect_identity(
-                db, _account(db, request).id, request.form.text("provider", 128)
-            )
+            identities.disconnect_identity(db, _account(db, request).id, identity_id)
     except LifeMonitorError as exc:
         return _fail(request, "accountsTab", exc)
     return _back(request, "accountsTab", "Identity disconnected.")
