@@ -20,6 +20,9 @@ from chalicelib.api import (
     workflows,
 )
 from chalicelib.api.middleware import http_middleware
+from chalicelib.web import account, dashboard, pages
+from chalicelib.web import email as web_email
+from chalicelib.web import oauth as web_oauth
 
 # Our JSON logging (chalicelib/logs.py) replaces Chalice's plain-text app logger.
 app = Chalice(app_name="lifemonitor", configure_logs=False)
@@ -39,6 +42,11 @@ for blueprint in (
     webhooks,
     badges,
     outbound,
+    pages,
+    account,
+    dashboard,
+    web_oauth,
+    web_email,
 ):
     app.register_blueprint(blueprint.routes)
 

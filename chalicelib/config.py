@@ -44,6 +44,12 @@ ENV_VARS = (
     "LM_EMAIL_SENDER",
     "LM_WEBHOOK_QUEUE_URL",
     "LM_WEBHOOK_DISABLE_AFTER",
+    "LM_REFRESH_TOKEN_EXPIRES_IN",
+    "LM_AUTH_CODE_EXPIRES_IN",
+    "LM_GITHUB_CLIENT_ID",
+    "LM_GITHUB_URL",
+    "LM_GITHUB_API_URL",
+    "LM_PROVIDER_TIMEOUT",
 )
 
 #: Stages that are deployed to AWS; development-only switches are refused there.
@@ -84,6 +90,12 @@ class Settings:
     email_sender: str | None  # verified SES sender address
     webhook_queue_url: str | None  # SQS queue of outbound webhook deliveries; unset: inline
     webhook_disable_after: int  # failed attempts in a row before an endpoint is disabled
+    refresh_token_expires_in: int  # seconds a refresh token of ours stays usable
+    auth_code_expires_in: int  # seconds an authorization code stays exchangeable
+    github_client_id: str | None  # GitHub login (its secret: `oauth2/providers/github/...`)
+    github_url: str  # GitHub's web base (authorize, token); tests point it at the emulator
+    github_api_url: str  # GitHub's API base (/user, /user/emails)
+    provider_timeout: int  # seconds a login provider may take to answer
 
     @property
     def secrets_file(self) -> Path:
@@ -120,6 +132,13 @@ def _int(name: str, value: str | None, default: int, minimum: int = 0) -> int:
     if number < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {number}")
     return number
+
+
+def _base_url(name: str, value: str | None, default: str) -> str:
+    url = (value or default).strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+    return url
 
 
 @lru_cache(maxsize=16)
@@ -178,6 +197,16 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
         webhook_disable_after=_int(
             "LM_WEBHOOK_DISABLE_AFTER", e["LM_WEBHOOK_DISABLE_AFTER"], 10, 1
         ),
+        refresh_token_expires_in=_int(
+            "LM_REFRESH_TOKEN_EXPIRES_IN", e["LM_REFRESH_TOKEN_EXPIRES_IN"], 30 * 86400, 60
+        ),
+        auth_code_expires_in=_int("LM_AUTH_CODE_EXPIRES_IN", e["LM_AUTH_CODE_EXPIRES_IN"], 300, 1),
+        github_client_id=(e["LM_GITHUB_CLIENT_ID"] or "").strip() or None,
+        github_url=_base_url("LM_GITHUB_URL", e["LM_GITHUB_URL"], "https://github.com"),
+        github_api_url=_base_url(
+            "LM_GITHUB_API_URL", e["LM_GITHUB_API_URL"], "https://api.github.com"
+        ),
+        provider_timeout=_int("LM_PROVIDER_TIMEOUT", e["LM_PROVIDER_TIMEOUT"], 10, 1),
     )
     if allow_private and settings.is_deployed:
         # The SSRF guard must never be lifted where real users reach the service.
