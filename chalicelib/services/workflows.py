@@ -268,6 +268,8 @@ _INSTANCE_COLUMNS = (
     "last_error",
     "created",
     "modified",
+    "stale_after_days",
+    "stale_since",
 )
 _SERVICE_COLUMNS = ("uuid", "type", "url")
 _BUILD_COLUMNS = ("id", "build_id", "status", "started_at", "finished_at", "duration", "url")
@@ -288,6 +290,8 @@ class InstanceRow:
     last_error: str | None
     created: Any
     modified: Any
+    stale_after_days: int | None
+    stale_since: Any
 
 
 @dataclass(frozen=True, slots=True)
