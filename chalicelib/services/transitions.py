@@ -73,10 +73,22 @@ def record(session: Session, instance_ids: Iterable[int], now: datetime | None =
         ).where(TestInstance.id.in_(ids))
     ).all()
     created = 0
+    first: list[int] = []
     for instance_id, baseline_id, last_completed in rows:
-        if baseline_id is not None and baseline_id == last_completed:
+        if last_completed is None or baseline_id == last_completed:
+            continue  # nothing completed lately, or nothing new since the last judgement
+        if baseline_id is None:
+            first.append(instance_id)  # its first completed build: the baseline, no event
             continue
         created += _judge(session, instance_id, baseline_id, now)
+    if first:
+        # One statement for every first build of the group (the refresh's common case).
+        session.execute(
+            update(TestInstance)
+            .where(TestInstance.id.in_(first))
+            .values(transition_build_id=TestInstance.last_completed_build_id, stale_since=None)
+            .execution_options(synchronize_session=False)
+        )
     return created
 
 
