@@ -45,3 +45,17 @@ def every_hour(now: datetime | None = None) -> dict[str, Any]:
     _run("stale", stale, out)
     _run("cleanup", cleanup, out)
     return out
+
+
+_last_hourly: list[float] = []
+
+
+def local_tick() -> dict[str, Any]:
+    """`make run`'s timer: the minute's work on every tick, the hour's once an hour."""
+    import time
+
+    out = every_minute()
+    if not _last_hourly or time.monotonic() - _last_hourly[0] >= 3600:
+        _last_hourly[:] = [time.monotonic()]
+        out.update(every_hour())
+    return out
