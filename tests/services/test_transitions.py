@@ -182,3 +182,35 @@ def test_private_workflow_notifies_only_readers(client, db, jenkins, monkeypatch
     wf.step("fail")
     assert events_of(notifications(client, alice)) == [BUILD_FAILED]
     assert notifications(client, bob) == []
+
+
+def test_webhooks_in_detect_transitions_too(client, db, jenkins, monkeypatch):
+    """A Jenkins notification (webhooks in) stores builds through the same write path: a
+    failure after a pass is notified at once."""
+    from chalicelib.secrets import get_secrets
+
+    monkeypatch.setenv("ALLOW_PRIVATE_URLS", "1")
+    get_secrets().put("webhooks/jenkins/token", "jenkins-token")
+    alice = api_data.make_user("alice")
+    wf = jenkins_workflow(client, alice, jenkins, "pushed")
+    wf.step("pass")
+    [failed, _] = jenkins.set_builds(wf.job, [{"result": "FAILURE"}, {"result": "SUCCESS"}])
+    payload = {
+        "name": "pushed",
+        "url": f"{wf.job}/",
+        "build": {
+            "full_url": f"{jenkins.url}/{wf.job}/{failed['number']}/",
+            "number": failed["number"],
+            "phase": "COMPLETED",
+            "status": "FAILURE",
+            "url": f"{wf.job}/{failed['number']}/",
+        },
+    }
+    r = client.http.post(
+        "/webhooks/jenkins",
+        headers={"Content-Type": "application/json", "X-Webhook-Token": "jenkins-token"},
+        body=json.dumps(payload),
+    )
+    assert r.status_code == 202, r.body
+    assert r.json_body["refreshed"] == [wf.instance_uuid]
+    assert events_of(notifications(client, alice)) == [BUILD_FAILED]
