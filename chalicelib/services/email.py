@@ -65,8 +65,14 @@ def send(mail: Mail) -> None:
     import boto3
 
     sender = settings.email_sender
+    if not sender:  # deployed stages may keep it in the parameter store instead
+        from chalicelib.secrets import get_secrets
+
+        sender = get_secrets().get("email/sender")
     if not sender:
-        raise RuntimeError("LM_EMAIL_SENDER is not set: no verified SES sender address")
+        raise RuntimeError(
+            "no SES sender address: set LM_EMAIL_SENDER or the parameter email/sender"
+        )
     boto3.client("ses").send_email(
         Source=sender,
         Destination={"ToAddresses": [mail.to]},
