@@ -210,3 +210,39 @@ def test_bad_urls_are_refused(client, db, monkeypatch, url, private):
     r = client.http.post("/webhook-endpoints", headers=alice.json(), body=json.dumps({"url": url}))
     assert r.status_code == 400, r.body
     assert r.json_body["extra_info"]["field"] == "url"
+
+
+def test_a_registry_endpoint_for_all_its_workflows(client, loopback, jenkins, receiver):
+    from standardwebhooks.webhooks import Webhook
+
+    from emulators.crates import wtroc_metadata, zip_crate
+
+    hub = api_data.make_registry(client, "WorkflowHub", "wfh")
+    endpoint = register(client, hub, receiver.hook_url("/hub"))
+    assert endpoint["workflow"] is None
+    data = zip_crate(
+        wtroc_metadata(name="hubbed", instances=[("jenkins", jenkins.url, "job/hubbed")])
+    )
+    body = {"rocrate": api_data.b64(data), "version": "1", "public": False}
+    r = api_data.submit(client, hub, body, path="/registries/current/workflows")
+    assert r.status_code == 201, r.body
+    from chalicelib.db import session_scope
+    from chalicelib.models import TestInstance
+    from tests.support.notify import JenkinsWorkflow
+
+    wf_uuid = r.json_body["uuid"]
+    [instance_uuid] = api_data.instance_uuids(wf_uuid)
+    with session_scope() as s:
+        iid = s.query(TestInstance.id).filter_by(uuid=instance_uuid).scalar()
+    wf = JenkinsWorkflow(wf_uuid, instance_uuid, iid, jenkins, "job/hubbed", [])
+    wf.step("pass")
+    wf.step("fail")
+    [post] = receiver.posts("/hub")
+    event = Webhook(endpoint["secret"]).verify(post.body, post.headers)
+    assert event["data"]["event"] == "BUILD_FAILED"
+    # Another principal cannot see or change the registry's endpoint.
+    alice = api_data.make_user("alice")
+    r = client.http.get(f"/webhook-endpoints/{endpoint['uuid']}", headers=alice.headers)
+    assert r.status_code == 404
+    r = client.http.delete(f"/webhook-endpoints/{endpoint['uuid']}", headers=hub.headers)
+    assert r.status_code == 204
