@@ -486,9 +486,15 @@ def attempt(delivery_id: int, now: datetime | None = None) -> str:
             .join(Notification, Notification.id == WebhookDelivery.notification_id)
             .where(WebhookDelivery.id == delivery_id)
         ).first()
-        if row is None or row[0].state != "pending" or not row[1].enabled:
+        if row is None or row[0].state != "pending":
             return "skipped"
         delivery, endpoint, notification = row
+        if not endpoint.enabled:
+            # Disabled meanwhile: settled, so the sweep stops claiming it.
+            delivery.state = "failed"
+            delivery.last_error = "the endpoint is disabled"
+            delivery.next_attempt_at = None
+            return "failed"
         body, headers = request_for(delivery, endpoint, notification, now)
         url, seen_attempts = endpoint.url, delivery.attempts
     # No transaction is held while the receiver answers.
