@@ -32,23 +32,31 @@ def _user(session: Session, principal: Principal) -> User:
     return session.get(User, principal.user_id)
 
 
-def _insert(session: Session, values: dict[str, Any]) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING on the (user, workflow) partial unique index;
-    True when a row was added. Concurrent subscribes end in one row, never an error."""
+def _insert(session: Session, values: dict[str, Any], *, lock: bool = False) -> bool:
+    """INSERT … ON CONFLICT on the (user, workflow) partial unique index; True when a row
+    was added. Concurrent subscribes end in one row, never an error.
+
+    `lock`: on a conflict, touch the existing row instead of doing nothing (a no-op
+    update), so this transaction holds its lock and a concurrent unsubscribe waits for our
+    commit; whether we inserted is then told by `modified`, which only an insert sets to
+    this call's instant."""
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     now = utcnow()
-    stmt = (
-        insert(Subscription)
-        .values(created=now, modified=now, **values)
-        .on_conflict_do_nothing(
-            index_elements=["user_id", "workflow_id"],
-            index_where=Subscription.workflow_id.is_not(None),
-        )
-        .returning(Subscription.id)
-    )
+    stmt = insert(Subscription).values(created=now, modified=now, **values)
+    target = {
+        "index_elements": ["user_id", "workflow_id"],
+        "index_where": Subscription.workflow_id.is_not(None),
+    }
+    if lock:
+        stmt = stmt.on_conflict_do_update(
+            **target, set_={"user_id": stmt.excluded.user_id}
+        ).returning(Subscription.modified)
+        row = session.execute(stmt).first()
+        return row is not None and row[0] == now
+    stmt = stmt.on_conflict_do_nothing(**target).returning(Subscription.id)
     return session.execute(stmt).first() is not None
 
 
@@ -88,10 +96,11 @@ def subscribe(
         events = validate_events(events)
     key = (Subscription.user_id == user.id, Subscription.workflow_id == workflow.id)
     changed = False
-    for _ in range(3):
-        if _insert(
-            session, {"user_id": user.id, "workflow_id": workflow.id, "events": events or ["ALL"]}
-        ):
+    values = {"user_id": user.id, "workflow_id": workflow.id, "events": events or ["ALL"]}
+    for _ in range(5):
+        # POST keeps an existing row as it is, locked until we commit; PUT inserts or
+        # locks the row it finds, then changes it if needed.
+        if _insert(session, values, lock=events is None):
             changed = True
             break
         if events is None:
@@ -112,7 +121,7 @@ def subscribe(
             changed = True
         break
     sub = session.scalar(select(Subscription).where(*key).execution_options(populate_existing=True))
-    if sub is None:  # pragma: no cover - three concurrent unsubscribes in a row
+    if sub is None:  # pragma: no cover - our own writes hold the row's lock
         raise ConflictError("the subscription changed concurrently; try again")
     return sub, changed
 
