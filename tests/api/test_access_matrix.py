@@ -176,6 +176,46 @@ EXPECTED: dict[tuple[str, str], dict[str, dict[str, int]]] = {
     # build history (our addition): the access rules of the resource it describes
     ("GET", "/workflows/{wf_uuid}/history"): READ,
     ("GET", "/instances/{instance_uuid}/history"): READ,
+    # badges (ours): public routes, public workflows only (404 otherwise), whoever asks
+    **{
+        ("GET", path): wf(**{p: (404, OK, 404) for p in PRINCIPALS})
+        for path in (
+            "/workflows/{wf_uuid}/badge.svg",
+            "/workflows/{wf_uuid}/badge.json",
+            "/workflows/{wf_uuid}/versions/{wf_version}/badge.svg",
+            "/workflows/{wf_uuid}/versions/{wf_version}/badge.json",
+            "/suites/{suite_uuid}/badge.svg",
+            "/suites/{suite_uuid}/badge.json",
+            "/instances/{instance_uuid}/badge.svg",
+            "/instances/{instance_uuid}/badge.json",
+        )
+    },
+    # outbound webhooks (ours): a user's or a registry's own endpoints; registering one for
+    # a workflow needs read access to it.
+    ("GET", "/webhook-endpoints"): one(**{A: 401, O: OK, U: OK, R: OK, R2: OK, S: 403}),
+    ("POST", "/webhook-endpoints"): wf(
+        **{
+            A: (401, 401, 401),
+            O: (OK, OK, 404),
+            U: (403, OK, 404),
+            R: (OK, OK, 404),
+            R2: (403, OK, 404),
+            S: (403, 403, 403),
+        }
+    ),
+    **{
+        (method, "/webhook-endpoints/{endpoint_uuid}"): one(
+            **{
+                A: (401, 401),
+                O: (OK, 404),
+                U: (404, 404),
+                R: (404, 404),
+                R2: (404, 404),
+                S: (403, 403),
+            }
+        )
+        for method in ("GET", "PATCH", "DELETE")
+    },
 }
 
 # Cells that destroy what they touch run on fresh objects.
@@ -192,11 +232,15 @@ EXCLUDED_PREFIXES = ("/ui", "/integrations/", "/workflows/issues", WEBHOOKS)
 
 
 def app_routes() -> list[tuple[str, str]]:
+    from chalicelib.web.routing import PAGES  # HTML pages: session cookies, not API credentials
+
     return sorted(
         (method, path)
         for path, methods in app_module.app.routes.items()
         for method in methods
-        if path not in EXCLUDED_PATHS and not path.startswith(EXCLUDED_PREFIXES)
+        if path not in EXCLUDED_PATHS
+        and not path.startswith(EXCLUDED_PREFIXES)
+        and (path, method) not in PAGES
     )
 
 
@@ -376,6 +420,20 @@ def _notification_of(user_id: int) -> str:
         return n.uuid
 
 
+def _endpoint_of(user_id: int) -> str:
+    """An outbound webhook endpoint of the owner (made when a cell deleted the last one)."""
+    from chalicelib.db import session_scope
+    from chalicelib.models import WebhookEndpoint
+
+    with session_scope() as s:
+        found = s.query(WebhookEndpoint).filter_by(user_id=user_id).first()
+        if found is None:
+            found = WebhookEndpoint(user_id=user_id, url="https://hooks.example/x", events=["ALL"])
+            s.add(found)
+            s.flush()
+        return found.uuid
+
+
 @pytest.fixture(autouse=True)
 def _world_env(world, monkeypatch):
     world.activate(monkeypatch)
@@ -405,6 +463,11 @@ def _body(world, method: str, path: str, target: str) -> dict | list | None:
         return []
     if (method, path) == ("PUT", "/workflows/{wf_uuid}/subscribe"):
         return ["ALL"]
+    if (method, path) == ("POST", "/webhook-endpoints"):
+        workflow = d[target].wf_uuid if target in (PRIVATE, PUBLIC) else str(uuidlib.uuid4())
+        return {"url": "https://hooks.example/cell", "workflow": workflow}
+    if (method, path) == ("PATCH", "/webhook-endpoints/{endpoint_uuid}"):
+        return {"events": ["BUILD_FAILED"]}
     if (method, path) == ("POST", "/suites/{suite_uuid}/instances"):
         return {
             "managed": False,
@@ -427,6 +490,8 @@ def _created(method: str, path: str, response) -> tuple[str, str] | None:
         return ("instance", response.json_body["uuid"])
     if path.endswith("/workflows"):
         return ("workflow", response.json_body["uuid"])
+    if path == "/webhook-endpoints":
+        return ("webhook", response.json_body["uuid"])
     return None
 
 
@@ -436,6 +501,12 @@ def _remove(kind: str, uuid: str) -> None:
 
     if kind == "workflow":
         api_data.delete_workflow_rows(uuid)
+        return
+    if kind == "webhook":
+        from chalicelib.models import WebhookEndpoint
+
+        with session_scope() as s:
+            s.query(WebhookEndpoint).filter_by(uuid=uuid).delete()
         return
     with session_scope() as s:
         s.query(TestInstance).filter_by(uuid=uuid).delete()
@@ -454,6 +525,10 @@ def test_access(world, method, path, principal, target, expected):
     params = objects.params(world, target)
     if "{notification_uuid}" in path and target != MISSING:
         params["notification_uuid"] = _notification_of(d[O].user_id)
+    if "{endpoint_uuid}" in path:
+        params["endpoint_uuid"] = (
+            _endpoint_of(d[O].user_id) if target != MISSING else str(uuidlib.uuid4())
+        )
     url = path.format(**params)
     body = _body(world, method, path, target)
     headers = dict(d[principal].headers)
