@@ -161,7 +161,8 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
         raise ConfigError(f"EXTERNAL_SERVER_URL must be an http(s) URL, got {external!r}")
     allow_private = _flag(e["ALLOW_PRIVATE_URLS"])
     # Deployed stages send mail through SES; the embedded default prints it to the log.
-    email_backend = (e["LM_EMAIL_BACKEND"] or ("ses" if in_lambda else "log")).lower()
+    deployed = in_lambda or stage in DEPLOYED_STAGES
+    email_backend = (e["LM_EMAIL_BACKEND"] or ("ses" if deployed else "log")).lower()
     if email_backend not in {"ses", "log"}:
         raise ConfigError(f"LM_EMAIL_BACKEND must be 'ses' or 'log', got {email_backend!r}")
     settings = Settings(
@@ -208,6 +209,9 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
         ),
         provider_timeout=_int("LM_PROVIDER_TIMEOUT", e["LM_PROVIDER_TIMEOUT"], 10, 1),
     )
+    if email_backend == "log" and settings.is_deployed:
+        # The log backend prints verification links (their codes) and would leak them.
+        raise ConfigError("LM_EMAIL_BACKEND=log is for development only; use ses")
     if allow_private and settings.is_deployed:
         # The SSRF guard must never be lifted where real users reach the service.
         raise ConfigError("ALLOW_PRIVATE_URLS is for development and tests only")

@@ -213,3 +213,31 @@ def test_settings_raise_in_subprocess_with_the_same_environment():
     )
     assert proc.returncode != 0
     assert "ConfigError" in proc.stderr
+
+
+def test_email_backend(monkeypatch):
+    from chalicelib.config import ConfigError, get_settings
+
+    assert get_settings().email_backend == "log"  # the embedded default prints mails
+    monkeypatch.setenv("LM_EMAIL_BACKEND", "ses")
+    assert get_settings().email_backend == "ses"
+    monkeypatch.setenv("LM_EMAIL_BACKEND", "smtp")
+    with pytest.raises(ConfigError, match="LM_EMAIL_BACKEND"):
+        get_settings()
+    monkeypatch.delenv("LM_EMAIL_BACKEND")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "lifemonitor-prod-notify")
+    assert get_settings().email_backend == "ses"  # Lambda sends through SES by default
+    monkeypatch.setenv("LM_EMAIL_BACKEND", "log")
+    with pytest.raises(ConfigError, match="development only"):
+        get_settings()
+
+
+def test_notification_settings(monkeypatch):
+    from chalicelib.config import ConfigError, get_settings
+
+    s = get_settings()
+    assert (s.notification_retention_days, s.stale_after_days) == (90, 30)
+    assert s.webhook_queue_url is None and s.webhook_disable_after == 10
+    monkeypatch.setenv("LM_NOTIFICATION_RETENTION_DAYS", "0")
+    with pytest.raises(ConfigError):
+        get_settings()
