@@ -264,7 +264,8 @@ def reset(engine, service_id: int) -> None:
         conn.execute(text(
             "UPDATE test_instances SET latest_build_id = NULL, last_completed_build_id = NULL,"
             " next_check_at = NULL, lease_until = NULL, last_checked_at = NULL, etag = NULL,"
-            " last_error = NULL, consecutive_errors = 0 WHERE testing_service_id = :s"),
+            " last_error = NULL, consecutive_errors = 0, transition_build_id = NULL,"
+            " stale_since = NULL WHERE testing_service_id = :s"),
             {"s": service_id})
     vacuum(engine)
 
