@@ -275,3 +275,27 @@ def test_chalice_view_errors_are_reshaped(bare_client, monkeypatch, exc_name):
         assert payload["detail"] == "view said no"
     else:
         assert "view said no" not in r.body.decode()
+
+
+def test_notify_and_housekeeping_schedules_run(chalice_app, client):
+    from chalice.app import ScheduledEventConfig
+
+    rates = {
+        e.name: e.schedule_expression.to_string()
+        for e in chalice_app.event_sources
+        if isinstance(e, ScheduledEventConfig)
+    }
+    assert rates["notify"] == "rate(1 minute)" and rates["housekeeping"] == "rate(1 hour)"
+    event = client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+    )
+    result = client.lambda_.invoke("notify", event)
+    assert result.payload["email"] == {"sent": 0, "failed": 0, "skipped": 0}
+    assert result.payload["webhooks"] == {"claimed": 0, "sent": 0}
+    result = client.lambda_.invoke("housekeeping", event)
+    assert result.payload == {"stale": 0, "cleanup": 0}
+
+
+def test_webhook_worker_with_no_records(bare_client):
+    result = bare_client.lambda_.invoke("webhook_worker", bare_client.events.generate_sqs_event([]))
+    assert result.payload == {"batchItemFailures": []}
