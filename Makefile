@@ -21,7 +21,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: help install install-dev run migrate admin test lint format package bench clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 not found (3.12+ preferred)"; exit 1; }
@@ -69,3 +69,63 @@ bench: install-dev ## run the benchmarks under bench/ (figures go to bench/RESUL
 clean: ## remove the venv, build output and caches (keeps .data/)
 	rm -rf $(VENV) out vendor .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# --- the local stack (infra/stack.py; `python -m infra.stack --help`) -------------------------
+# Ports: PORT (API, 8000), AWS_PORT (4566), SEEK_PORT (3000), JENKINS_PORT (8080), PG_PORT
+# (5433); STACK_AWS=auto|docker|localstack|moto; REFRESH_RATE (seconds, default app.py's).
+STACK := $(PY) -m infra.stack
+SERVICE ?=
+
+.PHONY: start start-dev start-testing start-aux-services stop-aux-services run-tests tests \
+	stop stop-dev stop-testing stop-all down clean-stack status logs test-localstack
+
+start: install-dev ## the local stack: AWS emulated, PostgreSQL, WorkflowHub, Jenkins, API, runner
+	@$(STACK) start
+
+start-dev: install ## the embedded default (as make run) in the background, with autoreload
+	@$(STACK) start-dev
+
+start-testing: install-dev ## the testing environment: a test database, WorkflowHub and Jenkins
+	@$(STACK) start-testing
+
+start-aux-services: install-dev ## start the auxiliary services only: WorkflowHub and Jenkins
+	@$(STACK) start --only jenkins,seek
+
+stop-aux-services: ## stop WorkflowHub and Jenkins
+	@$(STACK) stop --only jenkins,seek
+
+run-tests: install-dev ## run the test suite (against the testing environment if started)
+	@$(STACK) run-tests $(PYTEST_ARGS)
+
+tests: install-dev ## start the testing environment, run the tests, stop it
+	@$(STACK) start-testing && { $(STACK) run-tests $(PYTEST_ARGS); rc=$$?; \
+		$(STACK) stop-testing; exit $$rc; }
+
+stop: ## stop the local stack (make start)
+	@$(STACK) stop
+
+stop-dev: ## stop the embedded default started by make start-dev
+	@$(STACK) stop-dev
+
+stop-testing: ## stop the testing environment
+	@$(STACK) stop-testing
+
+stop-all: ## stop everything the targets above started
+	@$(STACK) stop-all
+
+down: ## stop everything and forget its state (keeps the databases and volumes)
+	@$(STACK) down
+
+clean-stack: ## stop everything, drop the stack's database and volumes, remove .stack/
+	@if [ -x $(PY) ]; then $(STACK) clean; fi
+
+clean: clean-stack
+
+status: ## what runs, with pids and ports
+	@$(STACK) status
+
+logs: ## the logs of the stack's services (SERVICE=api|runner|aws|seek|jenkins|…)
+	@$(STACK) logs $(SERVICE)
+
+test-localstack: install-dev ## the stack smoke test against real LocalStack (no Docker)
+	LM_TEST_LOCALSTACK=1 $(PY) -m pytest $(PYTEST_ARGS) tests/infra/test_stack.py

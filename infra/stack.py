@@ -57,7 +57,7 @@ COMPOSE_PROJECT = "lifemonitor-local"
 LOCALSTACK_VENV = ROOT / ".localstack-venv"
 #: What `localstack-core` needed to start without Docker when we tried it (Python >= 3.12).
 LOCALSTACK_REQUIREMENTS = (
-    "localstack-core[runtime]==2026.3.0",
+    "localstack-core[runtime]==4.4.0",  # the Docker image's version; runs on 3.12,
     "cbor2<6",
     "service_identity",
     "cryptography<45",
@@ -574,8 +574,12 @@ def aws_service(cfg: Config, backend: str, python: str, profile: Profile) -> Ser
             "LOCALSTACK_VOLUME_DIR": str(data),
             "FILESYSTEM_ROOT": str(data / "fs"),
             "PERSISTENCE": "0",
-            "SKIP_INFRA_DOWNLOADS": "1",
-            "DISABLE_EVENTS": "1",  # no analytics calls out
+            # Host mode: no container directories (/var/lib/localstack), no DNS server, and
+            # nothing fetched from the network (test certificate, analytics events).
+            "OVERRIDE_IN_DOCKER": "0",
+            "DNS_ADDRESS": "0",
+            "SKIP_SSL_CERT_DOWNLOAD": "1",
+            "DISABLE_EVENTS": "1",
         }
         # cwd outside the project: its `localstack/` folder must not shadow the package.
         return Service(
