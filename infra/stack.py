@@ -858,10 +858,13 @@ def start_stack(cfg: Config, only: tuple[str, ...] = STACK_SERVICES) -> dict[str
 
 def _start_aws_and_db(cfg: Config, profile: Profile, state: dict[str, Any]) -> dict[str, Any]:
     endpoint = cfg.url("AWS_PORT")
-    backend = state.get("backend") if profile.running("aws") else None
+    running = profile.running("aws")
+    backend = state.get("backend") if running else None
     python = None
     if backend is None:
         backend, python = choose_aws(cfg)
+    else:
+        say(f"aws: already running (pid {running['pid']})")
     if backend == "docker":
         say("Docker is available: starting localstack/docker-compose.yml")
         if _compose(cfg, "up", "-d", "--wait").returncode != 0:

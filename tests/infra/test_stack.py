@@ -1,0 +1,259 @@
+"""`make start` / `make stop` end to end, on free ports, a database of its own and a state
+folder of its own (so it never meets a developer's running stack): the administrator's
+sequence over HTTP — `registry add` pointing at the emulated WorkflowHub, a client-credentials
+token, list registries, submit workflow 21 version 1, and its status turning from
+`not_available` to a real one through SQS and the local runner with no manual step — then
+the examples, then `make stop` leaving no process behind.
+
+The AWS side is a moto server here; `make test-localstack` (``LM_TEST_LOCALSTACK=1``) runs the
+same test against real LocalStack without Docker, installed in `.localstack-venv/`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from infra import stack
+from tests.infra.infra_support import ROOT
+
+MAKE_TIMEOUT = 240  # seconds for `make start` (LocalStack's first start is the slow one)
+STATUS_TIMEOUT = 90  # seconds for the runner to refresh the submitted workflow
+EXAMPLES = ROOT / "examples"
+REGISTRY_SCOPES = "registry.info registry.workflow.read registry.workflow.write workflow.read"
+
+pytestmark = pytest.mark.slow
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def backends() -> list:
+    if os.environ.get("LM_TEST_LOCALSTACK"):
+        return ["localstack"]
+    return ["moto"]
+
+
+@pytest.fixture(params=backends())
+def stack_env(request, tmp_path) -> dict[str, str]:
+    backend = request.param
+    if backend == "localstack":
+        python, why = stack.install_localstack()
+        if python is None:
+            pytest.skip(f"localstack-core cannot be installed here: {why}")
+    if not stack.native_postgres():
+        pytest.skip("the stack's smoke test needs the native PostgreSQL on 127.0.0.1:5432")
+    api, aws, seek, jenkins = free_ports(4)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LM_", "AWS_")) and k not in {"DATABASE_URL", "MAKEFLAGS", "MFLAGS"}
+    }
+    env.update(
+        STACK_DIR=str(tmp_path / "stack"),
+        STACK_AWS=backend,
+        STACK_DB=f"lm_stack_test_{uuid.uuid4().hex[:10]}",
+        PORT=str(api),
+        AWS_PORT=str(aws),
+        SEEK_PORT=str(seek),
+        JENKINS_PORT=str(jenkins),
+        REFRESH_RATE="1",
+        START_TIMEOUT="180",
+    )
+    if os.environ.get("LM_SHARED_FIXTURES"):
+        env["LM_SHARED_FIXTURES"] = os.environ["LM_SHARED_FIXTURES"]
+    yield env
+    # Whatever happened: nothing left running, the database dropped, the folder removed.
+    subprocess.run(
+        [sys.executable, "-m", "infra.stack", "clean"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def make(target: str, env: dict[str, str], timeout: float = MAKE_TIMEOUT):
+    done = subprocess.run(
+        ["make", "-s", target],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"make {target}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def stack_shell_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment `source .stack/stack/env` gives a shell."""
+    out = dict(env)
+    path = Path(env["STACK_DIR"]) / "stack" / "env"
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].partition("=")
+            out[key] = value.strip("'")
+    out.pop("DATABASE_URL", None)
+    return out
+
+
+def admin(env: dict[str, str], *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "chalicelib.admin", *args, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def example(env: dict[str, str], name: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=env["STACK_DIR"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, f"{name}: {done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_make_start_guide_sequence_examples_and_make_stop(stack_env):
+    env = stack_env
+    started = make("start", env)
+    assert "running LocalStack without Docker" in started.stdout or env["STACK_AWS"] != "auto"
+    # Idempotent: a second start leaves everything as it is.
+    again = make("start", env)
+    for service in ("api", "runner", "seek", "jenkins", "aws"):
+        assert f"{service}: already running" in again.stdout, again.stdout
+    records = stack.Profile(stack.Config.from_env(env), "stack").records()
+    assert set(records) == {"aws", "jenkins", "seek", "api", "runner"}
+    pids = [int(r["pid"]) for r in records.values()]
+
+    shell = stack_shell_env(env)
+    lm = shell["LM_URL"]
+    assert shell["LM_SECRETS_BACKEND"] == "ssm" and "DATABASE_URL" not in shell
+
+    # The guide: register the emulated WorkflowHub, then act as WorkflowHub does.
+    seek_url = shell["SEEK_URL"]
+    registry = admin(
+        shell, "registry", "add", "seek", "seek", "wfh-app-id", "wfh-app-secret", seek_url,
+        "--redirect-uris", seek_url,
+    )  # fmt: skip
+    token = requests.post(
+        f"{lm}/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": registry["client_id"],
+            "client_secret": registry["client_secret"],
+            "scope": REGISTRY_SCOPES,
+        },
+        timeout=30,
+    )
+    assert token.status_code == 200, token.text
+    bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    registries = requests.get(f"{lm}/registries", headers=bearer, timeout=30).json()
+    assert [r["name"] for r in registries["items"]] == ["seek"]
+    submitted = requests.post(
+        f"{lm}/registries/current/workflows",
+        json={"identifier": "21", "version": "1"},
+        headers=bearer,
+        timeout=60,
+    )
+    assert submitted.status_code == 201, submitted.text
+    wf_uuid = submitted.json()["uuid"]
+    statuses = []
+    deadline = time.monotonic() + STATUS_TIMEOUT
+    while time.monotonic() < deadline:
+        status = requests.get(f"{lm}/workflows/{wf_uuid}/status", headers=bearer, timeout=30)
+        assert status.status_code == 200, status.text
+        statuses.append(status.json()["aggregate_test_status"])
+        if statuses[-1] != "not_available":
+            break
+        time.sleep(0.5)
+    # The emulated Jenkins job `test` passes: the runner fetched it through the queue.
+    assert statuses[-1] == "all_passing", (statuses, stack.Profile(
+        stack.Config.from_env(env), "stack").tail("runner", 20))  # fmt: skip
+    runner_log = (Path(env["STACK_DIR"]) / "stack" / "logs" / "runner.log").read_text()
+    assert '"mode": "sqs"' in runner_log and "worker handled" in runner_log
+
+    # The examples, against the same stack.
+    creds = Path(env["STACK_DIR"]) / "registry.json"
+    example(shell, "register_registry.py", "--save", str(creds))
+    out = example(shell, "registry_workflows.py", "--credentials", str(creds))
+    assert "478b43f0-8650-0139-d67a-0242ac1b0005" in out or wf_uuid in out
+    out = example(shell, "registry_users.py", "--credentials", str(creds))
+    assert "they must log in" in out  # nobody has logged in through this WorkflowHub yet
+    out = example(
+        shell, "statuses_and_builds.py", wf_uuid, "--credentials", str(creds), "--wait", "30"
+    )
+    assert '"aggregate_test_status": "all_passing"' in out and '"status": "passed"' in out
+    admin(shell, "user", "create", "alice")
+    key = admin(shell, "api-key", "create", "alice")["key"]
+    out = example(shell, "submit_crate.py", "--api-key", key)
+    mine = json.loads(out.split("# GET /users/current/workflows\n", 1)[1])
+    assert len(mine) == 1
+    # The user's workflow is refreshed by the runner as well.
+    example(shell, "statuses_and_builds.py", mine[0]["uuid"], "--api-key", key, "--wait", "60")
+
+    stopped = make("stop", env, timeout=120)
+    assert "local stack stopped" in stopped.stdout
+    for pid in pids:
+        assert not stack.pid_alive(pid), f"pid {pid} still runs after make stop"
+        assert not stack.group_alive(pid), f"process group {pid} still has processes"
+    for port in ("PORT", "AWS_PORT", "SEEK_PORT", "JENKINS_PORT"):
+        assert not stack.port_in_use("127.0.0.1", int(env[port])), f"{port} still taken"
+    assert not list((Path(env["STACK_DIR"]) / "stack" / "pids").glob("*.pid"))
+    assert "nothing was running" in make("stop", env, timeout=60).stdout
+
+
+def test_make_start_names_a_port_in_use(tmp_path):
+    (port,) = free_ports(1)
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS"}}
+    env.update(STACK_DIR=str(tmp_path / "stack"), SEEK_PORT=str(port), JENKINS_PORT="0")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        done = subprocess.run(
+            ["make", "-s", "start-aux-services"],
+            cwd=ROOT,
+            env={**env, "JENKINS_PORT": str(free_ports(1)[0])},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        subprocess.run(
+            [sys.executable, "-m", "infra.stack", "stop-all"], cwd=ROOT, env=env, timeout=60,
+            capture_output=True, check=False,
+        )  # fmt: skip
+    assert done.returncode != 0
+    assert f"error: port {port} on 127.0.0.1 (SEEK_PORT) is in use" in done.stderr, done.stderr
