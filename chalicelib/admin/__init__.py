@@ -145,6 +145,14 @@ def handle_lambda_event(event: Any) -> dict:
     return run(event["args"], stdin=stdin).as_dict()
 
 
+def missing_dependency(module: str | None, python: str) -> str:
+    return (
+        f"error: {python} cannot import {module!r}: the admin commands need the project's "
+        'dependencies; run them with .venv/bin/python -m chalicelib.admin (make admin ARGS="…"), '
+        "after make install"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     import sys
 
@@ -156,7 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         import getpass
 
         stdin = getpass.getpass("Password: ")
-    result = run(args, stdin=stdin)
+    try:
+        result = run(args, stdin=stdin)
+    except ModuleNotFoundError as exc:
+        # Run by an interpreter without our dependencies (outside the venv): say so in one
+        # line instead of a traceback. Our own modules missing is a bug: let it show.
+        if (exc.name or "").split(".")[0] in {"chalicelib", "app", "infra", ""}:
+            raise
+        sys.stderr.write(missing_dependency(exc.name, sys.executable) + "\n")
+        return 1
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     return result.exit_code
