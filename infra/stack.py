@@ -602,12 +602,13 @@ def aws_service(cfg: Config, backend: str, python: str, profile: Profile) -> Ser
 
 
 def _base_env() -> dict[str, str]:
-    """The caller's environment without the service's settings (they come from the stack)."""
+    """The caller's environment minus what the stack decides itself: the database comes from
+    the parameter store and AWS from the emulator. Other settings (``LM_GITHUB_CLIENT_ID``,
+    ``LOG_LEVEL``, ...) pass through to the service."""
     return {
         k: v
         for k, v in os.environ.items()
-        if (not k.startswith(("LM_", "AWS_")) or k == "LM_SHARED_FIXTURES")
-        and k not in {"DATABASE_URL", "EXTERNAL_SERVER_URL"}
+        if not k.startswith("AWS_") and k not in {"DATABASE_URL", "LM_SECRETS_BACKEND"}
     }
 
 
@@ -763,7 +764,7 @@ def service_env(cfg: Config, state: dict[str, Any]) -> dict[str, str]:
         "LM_DATA_DIR": str(cfg.profile_dir("stack") / "data"),
         "LM_LOCAL_REFRESH_INTERVAL": "0",  # the runner fires the schedule instead
         "ALLOW_PRIVATE_URLS": "1",  # WorkflowHub and Jenkins listen on loopback
-        "EXTERNAL_SERVER_URL": cfg.url("PORT"),
+        "EXTERNAL_SERVER_URL": os.environ.get("EXTERNAL_SERVER_URL") or cfg.url("PORT"),
         "PORT": str(cfg.ports["PORT"]),
         # Not service settings: where the guide's commands find the stack.
         "LM_URL": cfg.url("PORT"),
