@@ -659,7 +659,7 @@ _AWS_VARS = (
 def _pg_connect(host: str, port: int, database: str = "postgres", user: str = "postgres"):
     import pg8000.native
 
-    return pg8000.native.Connection(user, host=host, port=port, database=database, timeout=3)
+    return pg8000.native.Connection(user, host=host, port=port, database=database, timeout=15)
 
 
 def native_postgres() -> bool:
@@ -670,15 +670,25 @@ def native_postgres() -> bool:
         return False
 
 
-def ensure_database(host: str, port: int, name: str, user: str = "postgres") -> str:
+def ensure_database(
+    host: str, port: int, name: str, user: str = "postgres", marker: Path | None = None
+) -> str:
+    """Create the database if absent; `marker` records that we created it, so `clean` drops
+    only a database the stack made (never one that was there before)."""
     conn = _pg_connect(host, port, user=user)
     try:
         if not conn.run("SELECT 1 FROM pg_database WHERE datname = :n", n=name):
-            with contextlib.suppress(Exception):  # a concurrent start created it
-                conn.run(f'CREATE DATABASE "{name}"')
+            conn.run(f'CREATE DATABASE "{name}"')
+            if marker is not None:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(name)
     finally:
         conn.close()
     return f"postgresql://{user}@{host}:{port}/{name}"
+
+
+def created_database_marker(cfg: Config) -> Path:
+    return cfg.profile_dir("stack") / "created-database"
 
 
 def drop_database(host: str, port: int, name: str, user: str = "postgres") -> bool:
@@ -904,7 +914,7 @@ def _postgres(cfg: Config, profile: Profile) -> str:
     if profile.running("postgres"):
         return f"postgresql://postgres@{cfg.host}:{cfg.ports['PG_PORT']}/{cfg.db_name}"
     if native_postgres():
-        url = ensure_database(*NATIVE_PG, cfg.db_name)
+        url = ensure_database(*NATIVE_PG, cfg.db_name, marker=created_database_marker(cfg))
         say(f"postgres: native server on {NATIVE_PG[0]}:{NATIVE_PG[1]}, database {cfg.db_name}")
         return url
     svc, url = own_cluster(cfg, profile)
@@ -1138,15 +1148,15 @@ def down(cfg: Config) -> None:
 
 
 def clean(cfg: Config) -> None:
-    state = Profile(cfg, "stack").state()
     stop_all(cfg)
     if docker_available():
         _compose(cfg, "down", "-v")
-    db_name = state.get("db_name") or cfg.db_name
-    if not cfg.database_url and native_postgres():
+    marker = created_database_marker(cfg)
+    db_name = marker.read_text().strip() if marker.exists() else None
+    if db_name and not cfg.database_url and native_postgres():
         with contextlib.suppress(StackError):
             if drop_database(*NATIVE_PG, db_name):
-                say(f"postgres: dropped database {db_name}")
+                say(f"postgres: dropped database {db_name} (made by make start)")
     if cfg.state_dir.exists():
         shutil.rmtree(cfg.state_dir, ignore_errors=True)
         say(f"removed {cfg.state_dir}")

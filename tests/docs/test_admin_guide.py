@@ -124,7 +124,11 @@ def test_the_guide_runs_against_the_local_stack(tmp_path):
         shim.write_text(AWS_SHIM.format(python=sys.executable))
         shim.chmod(0o755)
         env["PATH"] = f"{shim_dir}{os.pathsep}{env['PATH']}"
-    script = ["set -euo pipefail"]
+    # The suite runs after `make install-dev`: the guide's `make` never pip-installs here.
+    script = [
+        "set -euo pipefail",
+        'make() { command make -o .venv/.installed -o .venv/.installed-dev "$@"; }',
+    ]
     for n, (info, body, _before) in enumerate(blocks()):
         if info == "sh test":
             script += [f"echo '>>> block {n}'", body]

@@ -31,6 +31,8 @@ EXAMPLES = ROOT / "examples"
 REGISTRY_SCOPES = "registry.info registry.workflow.read registry.workflow.write workflow.read"
 
 pytestmark = pytest.mark.slow
+# The suite runs after `make install-dev`: never pip-install into the venv from a test.
+NO_INSTALL = ("-o", ".venv/.installed", "-o", ".venv/.installed-dev")
 
 
 def free_ports(n: int) -> list[int]:
@@ -90,11 +92,21 @@ def stack_env(request, tmp_path) -> dict[str, str]:
         timeout=120,
         check=False,
     )
+    assert not database_exists(env["STACK_DB"]), "make clean left the stack's database"
+    assert not Path(env["STACK_DIR"]).exists()
+
+
+def database_exists(name: str) -> bool:
+    conn = stack._pg_connect(*stack.NATIVE_PG)
+    try:
+        return bool(conn.run("SELECT 1 FROM pg_database WHERE datname = :n", n=name))
+    finally:
+        conn.close()
 
 
 def make(target: str, env: dict[str, str], timeout: float = MAKE_TIMEOUT):
     done = subprocess.run(
-        ["make", "-s", target],
+        ["make", "-s", *NO_INSTALL, target],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -243,7 +255,7 @@ def test_make_start_names_a_port_in_use(tmp_path):
         busy.bind(("127.0.0.1", port))
         busy.listen()
         done = subprocess.run(
-            ["make", "-s", "start-aux-services"],
+            ["make", "-s", *NO_INSTALL, "start-aux-services"],
             cwd=ROOT,
             env={**env, "JENKINS_PORT": str(free_ports(1)[0])},
             capture_output=True,
@@ -257,3 +269,47 @@ def test_make_start_names_a_port_in_use(tmp_path):
         )  # fmt: skip
     assert done.returncode != 0
     assert f"error: port {port} on 127.0.0.1 (SEEK_PORT) is in use" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PORT", "http", "PORT must be a port number"),
+        ("AWS_PORT", "70000", "AWS_PORT must be between 1 and 65535"),
+        ("STACK_AWS", "azure", "STACK_AWS must be auto, docker, localstack or moto"),
+        ("STACK_DB", "x; drop", "STACK_DB must be a plain database name"),
+        ("REFRESH_RATE", "soon", "REFRESH_RATE must be seconds"),
+    ],
+)
+def test_bad_settings_are_named(name, value, message):
+    with pytest.raises(stack.StackError, match=message):
+        stack.Config.from_env({name: value})
+
+
+def test_a_recycled_pid_is_not_taken_for_ours():
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        assert stack.pid_alive(proc.pid, "sleep")
+        assert not stack.pid_alive(proc.pid, "infra.runner")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not stack.pid_alive(proc.pid)
+
+
+def test_clean_drops_only_a_database_the_stack_made(tmp_path):
+    if not stack.native_postgres():
+        pytest.skip("needs the native PostgreSQL on 127.0.0.1:5432")
+    name = f"lm_preexisting_{uuid.uuid4().hex[:10]}"
+    conn = stack._pg_connect(*stack.NATIVE_PG)
+    conn.run(f'CREATE DATABASE "{name}"')
+    conn.close()
+    try:
+        cfg = stack.Config.from_env({"STACK_DIR": str(tmp_path / "s"), "STACK_DB": name})
+        marker = stack.created_database_marker(cfg)
+        stack.ensure_database(*stack.NATIVE_PG, name, marker=marker)
+        assert not marker.exists()  # it was there before: not ours
+        stack.clean(cfg)
+        assert database_exists(name)
+    finally:
+        stack.drop_database(*stack.NATIVE_PG, name)
