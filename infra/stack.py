@@ -370,8 +370,10 @@ class Profile:
                 time.sleep(0.1)
             if pid_alive(pid) or group_alive(pid):
                 self._signal_group(pid, signal.SIGKILL)
-                time.sleep(0.2)
-                _reap(pid)
+                # A killed process still takes a moment to go (more on a loaded machine).
+                deadline = time.monotonic() + 10
+                while (pid_alive(pid) or group_alive(pid)) and time.monotonic() < deadline:
+                    time.sleep(0.1)
             say(f"{service}: stopped (pid {pid})")
         path.unlink(missing_ok=True)
         return was_running
@@ -707,45 +709,57 @@ def drop_database(host: str, port: int, name: str, user: str = "postgres") -> bo
         conn.close()
 
 
-def own_cluster(cfg: Config, profile: Profile) -> tuple[Service | None, str]:
-    """No native server: a private cluster in the profile folder on PG_PORT."""
+def own_cluster(cfg: Config, profile: Profile) -> tuple[Service, str]:
+    """No native server: a private cluster in the profile folder on PG_PORT (as the
+    ``postgres`` OS user when run as root: PostgreSQL refuses root)."""
     initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
     if not (initdb and pg_ctl):
         raise StackError(
             "PostgreSQL: nothing answers on 127.0.0.1:5432 and initdb is not installed; "
             "install PostgreSQL or set STACK_DATABASE_URL"
         )
-    if os.geteuid() == 0:
-        raise StackError(
-            "PostgreSQL: nothing answers on 127.0.0.1:5432 and initdb refuses to run as "
-            "root; start a server or set STACK_DATABASE_URL"
-        )
+    postgres = str(Path(pg_ctl).resolve().with_name("postgres"))
     data = profile.dir / "pgdata"
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        runuser = shutil.which("runuser")
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            owner = None
+        if owner is None or runuser is None:
+            raise StackError(
+                "PostgreSQL: nothing answers on 127.0.0.1:5432, and as root a private "
+                "cluster needs the 'postgres' OS user and runuser; set STACK_DATABASE_URL"
+            )
+        run_as = [runuser, "-u", "postgres", "--"]
     if not (data / "PG_VERSION").exists():
-        subprocess.run(
-            [initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
-            check=True,
+        data.mkdir(parents=True, exist_ok=True)
+        if run_as:
+            os.chown(data, owner.pw_uid, owner.pw_gid)
+        done = subprocess.run(
+            [*run_as, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync",
+             "-E", "UTF8"],
             capture_output=True,
-        )
+            text=True,
+            cwd=data,
+            check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise StackError(f"initdb failed: {(done.stderr or done.stdout).strip()[-300:]}")
     port = cfg.ports["PG_PORT"]
     svc = Service(
         "postgres",
-        [
-            shutil.which("postgres") or str(Path(pg_ctl).with_name("postgres")),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-c",
-            f"listen_addresses={cfg.host}",
-            "-k",
-            str(data),
-        ],
+        [*run_as, postgres, "-D", str(data), "-p", str(port), "-c",
+         f"listen_addresses={cfg.host}", "-k", str(data)],
         marker=str(data),
         port_var="PG_PORT",
         ready=lambda: _pg_ready(cfg.host, port),
         env=_base_env(),
-    )
+        cwd=data,
+    )  # fmt: skip
     return svc, f"postgresql://postgres@{cfg.host}:{port}/{cfg.db_name}"
 
 
@@ -917,6 +931,7 @@ def _postgres(cfg: Config, profile: Profile) -> str:
         url = ensure_database(*NATIVE_PG, cfg.db_name, marker=created_database_marker(cfg))
         say(f"postgres: native server on {NATIVE_PG[0]}:{NATIVE_PG[1]}, database {cfg.db_name}")
         return url
+    say("postgres: nothing answers on 127.0.0.1:5432: a private cluster under " + str(profile.dir))
     svc, url = own_cluster(cfg, profile)
     profile.start(svc)
     ensure_database(cfg.host, cfg.ports["PG_PORT"], cfg.db_name)
@@ -1044,8 +1059,7 @@ def start_testing(cfg: Config) -> dict[str, str]:
             admin_url = cfg.database_url
         elif profile.running("postgres") or not native_postgres():
             svc, _ = own_cluster(cfg, profile)
-            if svc:
-                profile.start(svc)
+            profile.start(svc)
             admin_url = ensure_database(cfg.host, cfg.ports["PG_PORT"], "test")
         else:
             admin_url = ensure_database(*NATIVE_PG, "test")

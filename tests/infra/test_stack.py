@@ -313,3 +313,36 @@ def test_clean_drops_only_a_database_the_stack_made(tmp_path):
         assert database_exists(name)
     finally:
         stack.drop_database(*stack.NATIVE_PG, name)
+
+
+def test_a_private_cluster_when_no_server_answers(tmp_path):
+    """The fallback of `make start` without a native PostgreSQL (root: as the postgres user)."""
+    import shutil
+    import tempfile
+
+    if not (shutil.which("initdb") and shutil.which("pg_ctl")):
+        pytest.skip("initdb/pg_ctl not installed")
+    # A folder the postgres OS user can traverse (pytest's tmp_path is private to us).
+    base = Path(tempfile.mkdtemp(prefix="lm-stack-pg-"))
+    base.chmod(0o755)
+    (port,) = free_ports(1)
+    cfg = stack.Config.from_env({"STACK_DIR": str(base), "PG_PORT": str(port)})
+    profile = stack.Profile(cfg, "stack")
+    try:
+        try:
+            svc, url = stack.own_cluster(cfg, profile)
+        except stack.StackError as exc:
+            pytest.skip(str(exc))
+        assert url.endswith(f":{port}/lifemonitor")
+        profile.start(svc)
+        stack.ensure_database("127.0.0.1", port, "lifemonitor")
+        conn = stack._pg_connect("127.0.0.1", port, database="lifemonitor")
+        assert conn.run("SELECT 1") == [[1]]
+        conn.close()
+        pid = int(profile.record("postgres")["pid"])
+        assert profile.stop_service("postgres")
+        assert not stack.group_alive(pid)
+        assert not stack.port_in_use("127.0.0.1", port)
+    finally:
+        profile.stop_service("postgres")
+        shutil.rmtree(base, ignore_errors=True)
