@@ -62,6 +62,7 @@ LOCALSTACK_REQUIREMENTS = (
     "service_identity",
     "cryptography<45",
     "pyopenssl==24.3.0",
+    "psutil<7",  # 4.4.0's DNS server imports psutil._common.snicaddr (gone in psutil 7)
 )
 AWS_SERVICES = "ssm,sqs,s3,ses"
 NATIVE_PG = ("127.0.0.1", 5432)
@@ -230,7 +231,8 @@ class Service:
     ready: Callable[[], bool] | None = None
     env: dict[str, str] | None = None
     cwd: Path = ROOT
-    stop: Callable[[dict], None] | None = None  # a gentler stop than signals (pg_ctl)
+    stop_signal: int = signal.SIGTERM  # what asks it to shut down cleanly
+    stop_grace: float = 0.0  # seconds it may need for that beyond STOP_TIMEOUT
 
 
 class Profile:
@@ -310,6 +312,8 @@ class Profile:
             "marker": svc.marker,
             "port": self.cfg.ports.get(svc.port_var) if svc.port_var else None,
             "argv": svc.argv,
+            "stop_signal": int(svc.stop_signal),
+            "stop_grace": svc.stop_grace,
             "started": time.time(),
         }
         self.pidfile(svc.name).write_text(json.dumps(record))
@@ -351,7 +355,7 @@ class Profile:
             return ""
         return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
-    def stop_service(self, service: str, stopper: Callable[[dict], None] | None = None) -> bool:
+    def stop_service(self, service: str) -> bool:
         """Stop the tracked process (its whole group); False when it was not running."""
         rec = self.record(service)
         path = self.pidfile(service)
@@ -361,11 +365,9 @@ class Profile:
         pid = int(rec["pid"])
         was_running = pid_alive(pid, rec.get("marker"))
         if was_running:
-            if stopper is not None:
-                with contextlib.suppress(Exception):
-                    stopper(rec)
-            self._signal_group(pid, signal.SIGTERM)
-            deadline = time.monotonic() + self.cfg.stop_timeout
+            self._signal_group(pid, int(rec.get("stop_signal", signal.SIGTERM)))
+            grace = self.cfg.stop_timeout + float(rec.get("stop_grace", 0))
+            deadline = time.monotonic() + grace
             while (pid_alive(pid) or group_alive(pid)) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if pid_alive(pid) or group_alive(pid):
@@ -588,6 +590,8 @@ def aws_service(cfg: Config, backend: str, python: str, profile: Profile) -> Ser
             "aws",
             [python, "-m", "localstack.runtime.main"],
             marker="localstack.runtime.main",
+            stop_signal=signal.SIGINT,  # its graceful shutdown (~10 s)
+            stop_grace=30,
             port_var="AWS_PORT",
             ready=lambda: aws_ok(endpoint, cfg.region),
             env=env,
