@@ -248,27 +248,31 @@ def test_make_start_guide_sequence_examples_and_make_stop(stack_env):
 
 
 def test_make_start_names_a_port_in_use(tmp_path):
-    (port,) = free_ports(1)
+    port, jenkins = free_ports(2)
     env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS"}}
-    env.update(STACK_DIR=str(tmp_path / "stack"), SEEK_PORT=str(port), JENKINS_PORT="0")
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", port))
-        busy.listen()
-        done = subprocess.run(
-            ["make", "-s", *NO_INSTALL, "start-aux-services"],
-            cwd=ROOT,
-            env={**env, "JENKINS_PORT": str(free_ports(1)[0])},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        subprocess.run(
+    env.update(STACK_DIR=str(tmp_path / "stack"), SEEK_PORT=str(port), JENKINS_PORT=str(jenkins))
+    try:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", port))
+            busy.listen()
+            done = subprocess.run(
+                ["make", "-s", *NO_INSTALL, "start-aux-services"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+    finally:
+        stop = subprocess.run(
             [sys.executable, "-m", "infra.stack", "stop-all"], cwd=ROOT, env=env, timeout=60,
-            capture_output=True, check=False,
+            capture_output=True, text=True, check=False,
         )  # fmt: skip
     assert done.returncode != 0
     assert f"error: port {port} on 127.0.0.1 (SEEK_PORT) is in use" in done.stderr, done.stderr
+    assert stop.returncode == 0, stop.stderr
+    assert "jenkins: stopped" in stop.stdout  # started before seek's port was found taken
 
 
 @pytest.mark.parametrize(
