@@ -55,10 +55,10 @@ test: install-dev ## run the whole test suite (real PostgreSQL; starts a throwaw
 
 lint: install-dev ## ruff lint and format check
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check chalicelib tests infra bench app.py migrations
+	$(PY) -m ruff format --check chalicelib tests infra bench devtools app.py migrations
 
 format: install-dev ## format the code with ruff
-	$(PY) -m ruff format chalicelib tests infra bench app.py migrations
+	$(PY) -m ruff format chalicelib tests infra bench devtools app.py migrations
 
 package: install-dev ## build the CloudFormation package for STAGE into out/STAGE (pip needs PyPI unless cached)
 	PATH=$(abspath $(VENV))/bin:$$PATH infra/package.sh $(STAGE) out/$(STAGE)

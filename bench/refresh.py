@@ -215,15 +215,19 @@ class JenkinsProcess:
 # --- database ------------------------------------------------------------------------------
 
 
-def database_url(arg: str | None) -> tuple[str, object]:
-    from tests.support.postgres import find_postgres
+def database_url(arg: str | None, name: str = DB_NAME) -> tuple[str, object]:
+    from devtools.postgres import PostgresUnavailable, find_postgres
 
     if arg:
         os.environ["TEST_DATABASE_URL"] = arg
-    server = find_postgres()
+    try:
+        # A URL given is the one to use: never another server instead.
+        server = find_postgres("env" if arg else None)
+    except PostgresUnavailable as exc:
+        sys.exit(f"bench/refresh.py needs PostgreSQL: {exc}")
     if server is None:
-        sys.exit("bench/refresh.py needs PostgreSQL (none found)")
-    return server.create_database(DB_NAME), server
+        sys.exit("bench/refresh.py needs PostgreSQL (TEST_POSTGRES asks for SQLite)")
+    return server.create_database(name), server
 
 
 def seed(engine, n: int, service_id: int, fmt: str, tag: str) -> list[int]:
