@@ -14,6 +14,7 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 STAGE ?= dev
 PYTEST_ARGS ?=
+BENCH ?= coldstart
 
 export PYTHONUNBUFFERED := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -63,8 +64,8 @@ format: install-dev ## format the code with ruff
 package: install-dev ## build the CloudFormation package for STAGE into out/STAGE (pip needs PyPI unless cached)
 	PATH=$(abspath $(VENV))/bin:$$PATH infra/package.sh $(STAGE) out/$(STAGE)
 
-bench: install-dev ## run the benchmarks under bench/ (figures go to bench/RESULTS.md by hand)
-	$(PY) bench/coldstart.py
+bench: install ## run benchmarks: BENCH="coldstart refresh api" (runtime deps only; figures go to bench/RESULTS.md by hand)
+	@for b in $(BENCH); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 clean: ## remove the venv, build output and caches (keeps .data/)
 	rm -rf $(VENV) out vendor .pytest_cache .ruff_cache

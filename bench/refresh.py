@@ -867,8 +867,8 @@ def verdict(results: dict) -> list[str]:
 
     problems = []
     if main_run["errors"]:
-        problems.append(f"{main_run['errors']} of {main_run['claimed']} instances not "
-                        f"refreshed without error {main_run['outcomes']}")
+        problems.append(f"{main_run['errors']} of {main_run['claimed']} instances errored "
+                        f"{main_run['outcomes']}")
     if main_run["failed_messages"]:
         problems.append(f"{main_run['failed_messages']} failed messages")
     if main_run["builds_differ"]:
