@@ -845,7 +845,7 @@ def main() -> None:
     finally:
         dispose_engines()
         jenkins.stop()
-        server.drop_database(DB_NAME)
+        server.drop_database(args.database_name)
         server.stop()
 
     for line in verdict(results):

@@ -174,7 +174,7 @@ def _run(python: Path, *extra: str) -> subprocess.CompletedProcess:
         "0.001",
     ]
     name = f"lm_bench_t_{uuid.uuid4().hex[:12]}"
-    return subprocess.run(
+    proc = subprocess.run(
         [
             str(python),
             str(SCRIPT),
@@ -191,6 +191,22 @@ def _run(python: Path, *extra: str) -> subprocess.CompletedProcess:
         timeout=300,
         check=False,
     )
+    # The scratch database is the run's own and goes with it.
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(server.admin_url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            left = conn.execute(
+                sqlalchemy.text("SELECT count(*) FROM pg_database WHERE datname = :n"),
+                {"n": name},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    if left:
+        server.drop_database(name)
+    assert left == 0, f"{name} was not dropped"
+    return proc
 
 
 @pytest.mark.slow
