@@ -1,8 +1,9 @@
-"""Test setup: a real PostgreSQL database (SQLite only when asked for with
-`TEST_POSTGRES=sqlite`, said in the report header; without a server the run fails at once,
-in CI and everywhere else), migrated by our own Alembic scripts; an isolated environment per test;
-the Chalice test client; and the shared fixtures folder (`../shared/fixtures`, or
-`LM_SHARED_FIXTURES`), skipped with a reason where absent."""
+"""Test setup: a real PostgreSQL database, migrated by our own Alembic scripts (without a
+server, a CI run or one with `TEST_POSTGRES` set fails at once with one line; only a
+developer's machine with no PostgreSQL at all, or `TEST_POSTGRES=sqlite`, runs on SQLite,
+said in the report header); an isolated environment per test; the Chalice test client; and
+the shared fixtures folder (`../shared/fixtures`, or `LM_SHARED_FIXTURES`), skipped with a
+reason where absent."""
 
 from __future__ import annotations
 

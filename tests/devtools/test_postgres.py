@@ -221,8 +221,32 @@ def test_local_port_is_overridable(monkeypatch: pytest.MonkeyPatch) -> None:
         find_postgres(prefer="local")
 
 
-def test_auto_never_falls_back_to_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+def _nothing_anywhere(monkeypatch: pytest.MonkeyPatch):
+    sock, port = _unused_port()
+    monkeypatch.delenv("TEST_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TEST_POSTGRES", raising=False)
+    monkeypatch.setenv("TEST_POSTGRES_PORT", str(port))
+    monkeypatch.setattr(
+        postgres, "_throwaway", lambda: postgres.last_attempts.append("throwaway: no initdb")
+    )
+    return sock
+
+
+def test_auto_outside_ci_falls_back_to_sqlite_and_says_why(monkeypatch) -> None:
+    sock = _nothing_anywhere(monkeypatch)
+    monkeypatch.delenv("CI", raising=False)
+    try:
+        assert find_postgres() is None
+    finally:
+        sock.close()
+    header = describe(None)
+    assert header.startswith("SQLite (no PostgreSQL could be had: env: ")
+    assert "throwaway: no initdb" in header
+
+
+def test_auto_never_falls_back_to_sqlite_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     # Nothing anywhere: no URL, nothing on the local port, no throwaway cluster.
+    monkeypatch.setenv("CI", "true")
     sock, port = _unused_port()
     monkeypatch.delenv("TEST_DATABASE_URL", raising=False)
     monkeypatch.delenv("TEST_POSTGRES", raising=False)
