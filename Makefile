@@ -69,3 +69,17 @@ bench: install-dev ## run the benchmarks under bench/ (figures go to bench/RESUL
 clean: ## remove the venv, build output and caches (keeps .data/)
 	rm -rf $(VENV) out vendor .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# ---------------------------------------------------------------------------------------------
+# Deploy, backup and restore, local HTTPS (docs/aws.md, docs/backup.md, docs/https.md)
+# ---------------------------------------------------------------------------------------------
+FILE ?=
+
+.PHONY: backup restore
+
+backup: install ## back up database, crates and the stage's secrets: make backup [FILE=x.tar]
+	$(PY) -m chalicelib.admin backup $(FILE) $(ARGS)
+
+restore: install ## restore a backup into DATABASE_URL: make restore FILE=x.tar [ARGS=--clean]
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=backup.tar [ARGS=--clean]"; exit 2; }
+	$(PY) -m chalicelib.admin restore $(FILE) $(ARGS)

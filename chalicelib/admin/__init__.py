@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str], stdin: str | None = None) -> Result:
     """Run one command; never raises, never exits the process."""
+    from chalicelib.admin.backup import BackupError
     from chalicelib.errors import LifeMonitorError
     from chalicelib.migrate import MigrationError
     from chalicelib.secrets import SecretError
@@ -105,7 +106,7 @@ def run(argv: list[str], stdin: str | None = None) -> Result:
         output = handler(args, stdin)
     except LifeMonitorError as exc:
         return _fail(args, f"error: {exc.detail or exc.title}", 1)
-    except (MigrationError, SecretError) as exc:
+    except (MigrationError, SecretError, BackupError) as exc:
         return _fail(args, f"error: {exc}", 1)
     except Exception as exc:  # database unreachable or not migrated, and the like
         from sqlalchemy.exc import SQLAlchemyError
@@ -145,17 +146,22 @@ def handle_lambda_event(event: Any) -> dict:
     return run(event["args"], stdin=stdin).as_dict()
 
 
+#: Options that read a secret from standard input (a prompt on a terminal).
+STDIN_FLAGS = {"--password-stdin": "Password", "--passphrase-stdin": "Passphrase"}
+
+
 def main(argv: list[str] | None = None) -> int:
     import sys
 
     stdin = None
     args = sys.argv[1:] if argv is None else argv
-    if "--password-stdin" in args and not sys.stdin.isatty():
+    wanted = [flag for flag in STDIN_FLAGS if flag in args]
+    if wanted and not sys.stdin.isatty():
         stdin = sys.stdin.read()
-    elif "--password-stdin" in args:
+    elif wanted:
         import getpass
 
-        stdin = getpass.getpass("Password: ")
+        stdin = getpass.getpass(f"{STDIN_FLAGS[wanted[0]]}: ")
     result = run(args, stdin=stdin)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
