@@ -134,8 +134,13 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> Result:
     return Result(code, stderr=line + "\n")
 
 
-def handle_lambda_event(event: Any) -> dict:
-    """The `admin` Lambda: ``{"args": [...], "stdin": "..."}`` → result dict."""
+def handle_lambda_event(event: Any, context: Any = None) -> dict:
+    """The `admin` Lambda: ``{"args": [...], "stdin": "..."}`` → result dict; a
+    CloudFormation custom-resource event runs the deploy's migration (admin/cfn.py)."""
+    from chalicelib.admin import cfn
+
+    if cfn.is_cloudformation_event(event):
+        return cfn.handle(event, context)
     if not isinstance(event, dict) or not isinstance(event.get("args"), list):
         return Result(
             2, stderr='usage error: payload must be {"args": ["group", "command", …]}\n'
