@@ -20,6 +20,12 @@ from tests.support.api_data import b64, crate
 JENKINS = ("jenkins", "https://ci.example", "job/sort/")
 
 
+TABLE_MD5 = (
+    "SELECT count(*), md5(coalesce(string_agg(md5(t::text), ',' ORDER BY md5(t::text)), ''))"
+    " FROM {table} t"
+)
+
+
 def pg_fingerprints(url: str) -> dict[str, tuple[int, str]]:
     """Row count and an md5 of the sorted rows of every table, computed by PostgreSQL
     itself (independent of the module under test)."""
@@ -38,12 +44,9 @@ def pg_fingerprints(url: str) -> dict[str, tuple[int, str]]:
             ).scalars()
             out = {}
             for name in sorted(names):
-                count, digest = conn.execute(
-                    text(
-                        f'SELECT count(*), md5(coalesce(string_agg(md5(t::text), \',\' '
-                        f'ORDER BY md5(t::text)), \'\')) FROM "{name}" t'
-                    )
-                ).one()
+                # Table names come from the catalogue, not from input.
+                sql = TABLE_MD5.format(table=conn.dialect.identifier_preparer.quote(name))
+                count, digest = conn.execute(text(sql)).one()
                 out[name] = (count, digest)
             return out
     finally:
