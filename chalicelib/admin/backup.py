@@ -388,6 +388,15 @@ def restore_backup(
                 "version of LifeMonitor: restore it with the version that made it, or newer"
             )
         secret_values = _read_secrets(tar, manifest, passphrase) if secrets else {}
+        # Every check on the archive before anything is changed.
+        crate_members = []
+        for member in tar.getmembers():
+            if not member.name.startswith(CRATES_PREFIX) or not member.isfile():
+                continue
+            key = member.name[len(CRATES_PREFIX) :]
+            if not _CRATE_KEY.match(key) or ".." in key.split("/"):
+                raise BackupError(f"unsafe crate name in the archive: {member.name!r}")
+            crate_members.append((key, member))
 
         url = database_url()
         engine = get_engine()
@@ -425,12 +434,7 @@ def restore_backup(
 
         crate_count = 0
         if crates:
-            for member in tar.getmembers():
-                if not member.name.startswith(CRATES_PREFIX) or not member.isfile():
-                    continue
-                key = member.name[len(CRATES_PREFIX) :]
-                if not _CRATE_KEY.match(key) or ".." in key.split("/"):
-                    raise BackupError(f"unsafe crate name in the archive: {member.name!r}")
+            for key, member in crate_members:
                 _put_crate(settings, key, tar.extractfile(member).read())
                 crate_count += 1
         relocated = _relocate_crates(settings)

@@ -235,6 +235,7 @@ def test_restore_refuses_what_is_not_a_backup(db, tmp_path):
 
 
 def test_restore_rejects_a_crate_path_outside_the_store(client, db, tmp_path, monkeypatch):
+    """Checked before anything is changed: the database keeps its rows."""
     populate(client)
     archive = tmp_path / "b.tar"
     admin("backup", str(archive), "--no-crates")
@@ -247,9 +248,11 @@ def test_restore_rejects_a_crate_path_outside_the_store(client, db, tmp_path, mo
         import io
 
         dst.addfile(info, io.BytesIO(b"PK"))
+    api_data.make_user("bob")  # after the backup: a restore would remove it
     with monkeypatch.context() as mp:
         mp.setenv("LM_DATA_DIR", str(tmp_path / "restored"))
         result = run(["restore", str(evil), "--clean"])
     assert result.exit_code == 1 and "unsafe crate name" in result.stderr
+    assert api_data.row_counts()["users"] == 2
     assert not (tmp_path / "escape.zip").exists()
     shutil.rmtree(tmp_path / "restored", ignore_errors=True)
