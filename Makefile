@@ -86,7 +86,16 @@ PARAMS ?=
 WHEELHOUSE ?= wheelhouse
 LAMBDA_PLATFORMS := manylinux2014_x86_64 manylinux_2_28_x86_64 manylinux_2_34_x86_64
 
+NGINX_PORT ?= 8443
+API_PORT ?= $(PORT)
+CERT_DOMAINS ?= localhost seek lm
+CERTS_DIR ?= certs
+NGINX_DIR ?= .run/nginx
+HTTPS_ENV = CERT_DOMAINS="$(CERT_DOMAINS)" CERTS_DIR="$(CERTS_DIR)" NGINX_PORT="$(NGINX_PORT)" \
+	API_PORT="$(API_PORT)" NGINX_DIR="$(NGINX_DIR)"
+
 .PHONY: lint-infra wheels deploy deploy-stateful invoke-admin backup restore
+.PHONY: certs start-nginx stop-nginx status-nginx
 
 lint-infra: install-dev ## IAM policies up to date + cfn-lint of every packaged stage and stateful.yaml
 	PYTHON=$(abspath $(PY)) infra/lint.sh
@@ -115,3 +124,15 @@ backup: install ## back up database, crates and the stage's secrets: make backup
 restore: install ## restore a backup into DATABASE_URL: make restore FILE=x.tar [ARGS=--clean]
 	@test -n "$(FILE)" || { echo "usage: make restore FILE=backup.tar [ARGS=--clean]"; exit 2; }
 	$(PY) -m chalicelib.admin restore $(FILE) $(ARGS)
+
+certs: ## self-signed certificate for CERT_DOMAINS ("localhost seek lm") in CERTS_DIR (certs/)
+	$(HTTPS_ENV) infra/https.sh certs
+
+start-nginx: ## nginx TLS proxy https://localhost:$(NGINX_PORT) -> API on API_PORT (installs nginx if missing)
+	$(HTTPS_ENV) infra/https.sh start
+
+stop-nginx: ## stop the nginx TLS proxy
+	$(HTTPS_ENV) infra/https.sh stop
+
+status-nginx: ## is the nginx TLS proxy running?
+	$(HTTPS_ENV) infra/https.sh status
