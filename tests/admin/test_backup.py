@@ -256,3 +256,52 @@ def test_restore_rejects_a_crate_path_outside_the_store(client, db, tmp_path, mo
     assert api_data.row_counts()["users"] == 2
     assert not (tmp_path / "escape.zip").exists()
     shutil.rmtree(tmp_path / "restored", ignore_errors=True)
+
+
+def test_aws_stage_round_trip_with_ssm_and_s3(client, db, tmp_path, monkeypatch):
+    """A deployed stage's stores (moto): parameters under /lifemonitor/<stage>/ and crates in
+    the stage's bucket, restored into another stage's prefix and bucket; the crate locations
+    follow the new bucket."""
+    import boto3
+    from moto import mock_aws
+
+    from chalicelib import secrets, storage
+
+    with mock_aws():
+        s3 = boto3.client("s3")
+        for bucket in ("lm-old-crates", "lm-new-crates"):
+            s3.create_bucket(
+                Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+            )
+        monkeypatch.setenv("LM_SECRETS_BACKEND", "ssm")
+        monkeypatch.setenv("LM_CRATE_BUCKET", "lm-old-crates")
+        storage.reset()
+        secrets.reset()
+        try:
+            world = populate(client)
+            old = boto3.client("ssm").get_parameters_by_path(
+                Path="/lifemonitor/test", Recursive=True
+            )
+            assert len(old["Parameters"]) >= 3
+            archive = tmp_path / "aws.tar"
+            made = admin("backup", str(archive))
+            assert made["crates"] == 1 and made["secrets"] == len(old["Parameters"])
+
+            monkeypatch.setenv("LM_STAGE", "staging2")
+            monkeypatch.setenv("LM_CRATE_BUCKET", "lm-new-crates")
+            secrets.reset()
+            restored = admin("restore", str(archive), "--clean")
+            assert restored["crates"] == 1 and restored["crate_locations_updated"] == 1
+            keys = s3.list_objects_v2(Bucket="lm-new-crates")["Contents"]
+            assert len(keys) == 1 and keys[0]["Key"].startswith("workflows/")
+            check_service(client, world)  # the crate is served from the new bucket
+            names = {
+                p["Name"]
+                for p in boto3.client("ssm").get_parameters_by_path(
+                    Path="/lifemonitor/staging2", Recursive=True
+                )["Parameters"]
+            }
+            assert "/lifemonitor/staging2/ci/jenkins/ci.example/token" in names
+        finally:
+            storage.reset()
+            secrets.reset()
