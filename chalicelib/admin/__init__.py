@@ -1,10 +1,12 @@
 """Administration commands: one dispatcher behind two doors.
 
 * locally: ``python -m chalicelib.admin registry add …``
-* deployed: ``aws lambda invoke --function-name lifemonitor-<stage>-admin
-  --cli-binary-format raw-in-base64-out --payload '{"args": ["registry", "list"]}' out.json``
-  (``chalice invoke -n admin`` works only for stages deployed with ``chalice deploy``); the
-  payload may carry a ``"stdin"`` string for ``--password-stdin``.
+* deployed: ``make admin STAGE=prod ARGS="registry list"`` (infra/remote_admin.py:
+  ``aws lambda invoke --function-name lifemonitor-<stage>-admin`` with the payload
+  ``{"args": ["registry", "list"]}``, or ``chalice invoke -n admin`` for stages deployed
+  with ``chalice deploy``); the payload may carry a ``"stdin"`` string for
+  ``--password-stdin`` / ``--passphrase-stdin``. A CloudFormation custom-resource event
+  runs the deploy's migration instead (admin/cfn.py).
 
 Every command has ``--help`` and ``--json`` (machine-readable output on stdout), and exits
 non-zero with a one-line reason on bad input. Exit codes: 0 ok, 1 the command failed
