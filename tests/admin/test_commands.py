@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -13,6 +15,35 @@ from sqlalchemy import func, select
 from chalicelib.admin import run
 from chalicelib.config import PROJECT_ROOT, get_settings
 from chalicelib.models import Base
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
+
+
+def _newest_migration() -> tuple[str, str | None]:
+    """(revision, down_revision) of the newest migration file, read from the files (not
+    from Alembic or `migrate.head()`, which the commands under test use): the one whose
+    `revision` is no file's `down_revision`."""
+    chain: dict[str, str | None] = {}
+    parents: set[str] = set()
+    for path in sorted(MIGRATIONS.glob("*.py")):
+        found = {}
+        for node in ast.parse(path.read_text(), str(path)).body:
+            target = (
+                node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+            )
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                found[target.id] = ast.literal_eval(node.value)
+        assert "revision" in found, f"{path.name}: no revision"
+        down = found.get("down_revision")
+        downs = list(down) if isinstance(down, tuple | list) else [down]
+        parents.update(d for d in downs if d)
+        chain[found["revision"]] = down if isinstance(down, str) else None
+    heads = [r for r in chain if r not in parents]
+    assert len(heads) == 1, f"migrations have {len(heads)} heads: {heads}"
+    return heads[0], chain[heads[0]]
+
+
+HEAD, BEFORE_HEAD = _newest_migration()
 
 SEEK_ADD = [
     "registry",
@@ -165,12 +196,15 @@ def test_arguments_are_stringified():
 # --- db ---------------------------------------------------------------------------------
 
 
-def test_db_current_at_head(db):
-    from chalicelib import migrate
+def test_newest_migration_is_read_from_the_files():
+    assert HEAD.isdigit() and len(HEAD) == 4, HEAD  # the literal revision, e.g. "0002"
+    assert HEAD >= "0002" and BEFORE_HEAD is not None and BEFORE_HEAD < HEAD
 
-    head = migrate.head()
-    assert _ok("db", "current").stdout == f"{head} (head)\n"
-    assert _json("db", "current") == {"current": head, "head": head, "at_head": True}
+
+def test_db_current_at_head(db):
+    # The literal newest revision: a command that echoed Alembic's head would not pass.
+    assert _ok("db", "current").stdout == f"{HEAD} (head)\n"
+    assert _json("db", "current") == {"current": HEAD, "head": HEAD, "at_head": True}
 
 
 @pytest.fixture
@@ -185,18 +219,18 @@ def fresh_sqlite(monkeypatch, tmp_path):
 
 def test_db_upgrade_downgrade_on_a_fresh_database(fresh_sqlite):
     assert _ok("db", "current").stdout == "(empty database: no migration applied)\n"
-    assert _json("db", "current") == {"current": None, "head": "0002", "at_head": False}
-    assert _ok("db", "upgrade").stdout == "database upgraded: empty -> 0002 (head)\n"
-    assert _ok("db", "current").stdout == "0002 (head)\n"
-    assert _json("db", "upgrade") == {"from": "0002", "to": "0002", "head": "0002"}
+    assert _json("db", "current") == {"current": None, "head": HEAD, "at_head": False}
+    assert _ok("db", "upgrade").stdout == f"database upgraded: empty -> {HEAD} (head)\n"
+    assert _ok("db", "current").stdout == f"{HEAD} (head)\n"
+    assert _json("db", "upgrade") == {"from": HEAD, "to": HEAD, "head": HEAD}
     assert _ok("user", "list").stdout == "(none)\n"
-    assert _ok("db", "downgrade", "base").stdout == "database downgraded: 0002 -> empty (base)\n"
+    assert _ok("db", "downgrade", "base").stdout == f"database downgraded: {HEAD} -> empty (base)\n"
     assert _json("db", "current")["current"] is None
-    assert _json("db", "upgrade", "0001") == {"from": None, "to": "0001", "head": "0002"}
+    assert _json("db", "upgrade", "0001") == {"from": None, "to": "0001", "head": HEAD}
     assert _ok("db", "current").stdout == "0001\n"
-    assert _json("db", "upgrade", "head") == {"from": "0001", "to": "0002", "head": "0002"}
-    assert _json("db", "downgrade", "-1") == {"from": "0002", "to": "0001", "head": "0002"}
-    assert _json("db", "upgrade", "0002")["to"] == "0002"
+    assert _json("db", "upgrade", "head") == {"from": "0001", "to": HEAD, "head": HEAD}
+    assert _json("db", "downgrade", "-1") == {"from": HEAD, "to": BEFORE_HEAD, "head": HEAD}
+    assert _json("db", "upgrade", HEAD)["to"] == HEAD
 
 
 @pytest.mark.parametrize("command", ["upgrade", "downgrade"])
@@ -206,7 +240,7 @@ def test_db_unknown_revision(fresh_sqlite, command):
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == "error: unknown revision 'nonexistent'\n"
-    assert _ok("db", "current").stdout == "0002 (head)\n"
+    assert _ok("db", "current").stdout == f"{HEAD} (head)\n"
     failed = run(["db", command, "nonexistent", "--json"])
     assert failed.exit_code == 1
     assert json.loads(failed.stdout) == {"error": "error: unknown revision 'nonexistent'"}
