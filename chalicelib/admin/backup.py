@@ -58,18 +58,24 @@ def table_fingerprints(engine) -> dict[str, dict[str, Any]]:
     """Every table's row count and a checksum of its rows that does not depend on their
     order (the sum of each row's SHA-256 modulo 2**256), identical on both sides of a
     dump and restore on the same kind of database."""
+    with engine.connect() as conn:
+        return connection_fingerprints(conn)
+
+
+def connection_fingerprints(conn) -> dict[str, dict[str, Any]]:
+    """`table_fingerprints` read through one connection (and so one snapshot, inside a
+    REPEATABLE READ transaction)."""
     from sqlalchemy import MetaData, Table, inspect, select
 
     out: dict[str, dict[str, Any]] = {}
-    with engine.connect() as conn:
-        for name in sorted(inspect(conn).get_table_names()):
-            table = Table(name, MetaData(), autoload_with=conn)
-            total, rows = 0, 0
-            for row in conn.execute(select(table)):
-                line = json.dumps(list(row), sort_keys=True, default=repr).encode()
-                total = (total + int.from_bytes(hashlib.sha256(line).digest(), "big")) % 2**256
-                rows += 1
-            out[name] = {"rows": rows, "sha256": f"{total:064x}"}
+    for name in sorted(inspect(conn).get_table_names()):
+        table = Table(name, MetaData(), autoload_with=conn)
+        total, rows = 0, 0
+        for row in conn.execute(select(table)):
+            line = json.dumps(list(row), sort_keys=True, default=repr).encode()
+            total = (total + int.from_bytes(hashlib.sha256(line).digest(), "big")) % 2**256
+            rows += 1
+        out[name] = {"rows": rows, "sha256": f"{total:064x}"}
     return out
 
 
@@ -118,15 +124,23 @@ def _run(cmd: list[str], env: dict[str, str], what: str) -> str:
     return result.stdout
 
 
-def _dump_postgres(url: str, dest: Path) -> str:
+def _dump_postgres(url: str, dest: Path, engine) -> tuple[str, dict[str, dict[str, Any]]]:
+    """pg_dump and the fingerprints of the very same snapshot: this connection exports its
+    REPEATABLE READ snapshot and pg_dump reads through it (`--snapshot`), so writes of a
+    live service between the two cannot make the restore check fail."""
+    from sqlalchemy import text
+
     args, env = _pg_connection(url)
     pg_dump = _tool("pg_dump")
-    _run(
-        [pg_dump, "--format=custom", "--no-owner", "--no-privileges", "-f", str(dest), *args],
-        env,
-        "pg_dump",
-    )
-    return _run([pg_dump, "--version"], env, "pg_dump --version").strip()
+    version = _run([pg_dump, "--version"], env, "pg_dump --version").strip()
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+            cmd = [pg_dump, "--format=custom", "--no-owner", "--no-privileges"]
+            _run([*cmd, f"--snapshot={snapshot}", "-f", str(dest), *args], env, "pg_dump")
+            fingerprints = connection_fingerprints(conn)
+    return version, fingerprints
 
 
 def _restore_postgres(url: str, src: Path, clean: bool) -> None:
@@ -156,6 +170,16 @@ def _copy_sqlite(src: Path, dest: Path) -> None:
     finally:
         target.close()
         source.close()
+
+
+def _sqlite_fingerprints(path: Path) -> dict[str, dict[str, Any]]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        return table_fingerprints(engine)
+    finally:
+        engine.dispose()
 
 
 def _user_tables(engine) -> list[str]:
@@ -283,16 +307,16 @@ def create_backup(
     tmp = Path(tmp_name)
     try:
         with tempfile.TemporaryDirectory() as work:
+            # Fingerprints of exactly what was dumped: restore compares the restored
+            # tables with them.
             if dialect == "postgresql":
                 dump = Path(work) / PG_DUMP_MEMBER
-                tool = _dump_postgres(url, dump)
+                tool, fingerprints = _dump_postgres(url, dump, engine)
             else:
                 dump = Path(work) / SQLITE_MEMBER
                 _copy_sqlite(_sqlite_path(url), dump)
                 tool = "sqlite3 backup API"
-            # Fingerprints of what was dumped: restore compares the restored tables with
-            # them. Taken right after the dump; writes in between would show as a mismatch.
-            fingerprints = table_fingerprints(engine)
+                fingerprints = _sqlite_fingerprints(dump)
 
             secrets = get_secrets(settings).all()
             manifest: dict[str, Any] = {
