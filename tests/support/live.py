@@ -113,11 +113,17 @@ class Browser:
         response: requests.Response,
         values: dict[str, str] | None = None,
         button: tuple[str, str] | None = None,
-        index: int = 0,
+        action: str | None = None,
         **kwargs,
     ):
-        page = forms(response.text)
-        form = [f for f in page if f.method == "POST"][index]
+        """Submit the page's POST form (the one whose action contains `action`; by default
+        the first that is not the navigation's log-out form)."""
+        page = [f for f in forms(response.text) if f.method == "POST"]
+        if action is not None:
+            page = [f for f in page if action in (f.action or "")]
+        else:
+            page = [f for f in page if not (f.action or "").endswith("/account/logout")]
+        form = page[0]
         fields = [(k, v) for k, v in form.fields if k not in (values or {})]
         fields += list((values or {}).items())
         if button:
