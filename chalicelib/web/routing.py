@@ -154,8 +154,14 @@ def page(bp, path: str, methods: Iterable[str] = ("GET",), *, csrf: bool = True)
                         raise UnsupportedMediaError(f"a form post must be sent as {FORM}")
                     form = parse_form(current.raw_body)
                     if csrf:
-                        check_origin(current.headers)
-                        check_csrf(session, form.get("csrf_token"))
+                        try:
+                            check_origin(current.headers)
+                            check_csrf(session, form.get("csrf_token"))
+                        except ForbiddenError as exc:
+                            # No cookie in this answer: a cross-site post (which carries
+                            # none) must not replace the visitor's session, i.e. log
+                            # them out.
+                            return error_page(403, exc.detail, session=None)
                 request = PageRequest(
                     method=current.method,
                     headers=current.headers,

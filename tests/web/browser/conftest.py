@@ -243,18 +243,22 @@ class Shots:
 
 @pytest.fixture
 def page(playwright_browser, live, request):
-    """A fresh browser context (no cookies) and page; console errors fail the test."""
+    """A fresh browser context (no cookies) and page. `page.console_errors` collects script
+    errors and failed loads of page assets (tests assert it stays empty)."""
     context = playwright_browser.new_context(viewport={"width": 1200, "height": 900})
     context.set_default_timeout(15000)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    tab.on(
-        "console",
-        lambda msg: (
-            errors.append(msg.text) if msg.type == "error" and "favicon" not in msg.text else None
-        ),
-    )
+
+    def failed_asset(response) -> None:
+        kind = response.request.resource_type
+        asset = kind in {"stylesheet", "script", "image", "font"}
+        # The emulators serve no favicon: not ours to judge.
+        if response.status >= 400 and asset and not response.url.endswith("/favicon.ico"):
+            errors.append(f"{response.status} {response.url}")
+
+    tab.on("response", failed_asset)
     tab.console_errors = errors
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)
     tab.shots = Shots(tab, output_root() / name)

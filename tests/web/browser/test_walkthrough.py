@@ -145,7 +145,7 @@ def test_local_login_tabs_api_key_in_swagger_then_deleted(page, live, local_user
         shots(f"tab-{tab}")
     key = new_api_key(page, base)
     shots("api-key-new")
-    page.reload()  # shown once: never again
+    page.goto(base + "/account/profile?currentView=apiKeysTab")  # shown once: never again
     assert key not in page.content()
     body = swagger_try(page, base, key, shots, expect_in_registries="[")
     assert '"alice"' in body or "alice" in body
@@ -205,8 +205,9 @@ def test_oauth_app_authorization_code_pkce_and_refresh(page, live, local_user):
     client_id = page.get_by_test_id("client-id").inner_text().strip()
     client_secret = page.get_by_test_id("client-secret").inner_text().strip()
     shots("oauth-app-created")
-    page.reload()
+    page.goto(base + "/account/profile?currentView=oauth2ClientsTab")
     assert client_secret not in page.content()  # shown once
+    assert page.get_by_role("button", name="Delete app My notebook").count() == 1
 
     # The app sends the browser to /oauth2/authorize with a PKCE challenge.
     verifier, challenge = pkce_pair()
