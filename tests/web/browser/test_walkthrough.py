@@ -417,3 +417,57 @@ def test_dashboard_and_workflow_pages(page, live, local_user, registry):
     assert page.get_by_role("heading", name="browser-wf").count() == 1
     shots("workflow-matrix-link")
     assert not page.console_errors, page.console_errors
+
+
+UNLABELLED_FIELDS = """() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter(e => e.type !== 'hidden')
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+               && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+  .map(e => e.outerHTML)"""
+
+
+def assert_accessible_basics(page) -> None:
+    """Every visible field has a label, the page a title, one h1 and a lang."""
+    assert page.evaluate(UNLABELLED_FIELDS) == []
+    assert page.title().endswith("LifeMonitor")
+    assert page.locator("h1").count() == 1
+    assert page.evaluate("document.documentElement.lang") == "en"
+
+
+def test_every_page_renders_labelled(page, live, local_user):
+    """Register, logout, error pages and each profile tab: rendered, labelled, their
+    stylesheet loaded, a screenshot each."""
+    base, shots = live.url, page.shots
+    page.goto(base + "/account/register")
+    assert_accessible_basics(page)
+    shots("register")
+    page.get_by_label("Username").fill("newcomer")
+    page.get_by_label("E-mail (optional)").fill("new@example.org")
+    page.get_by_label("Password (8 characters at least)").fill("long enough")
+    page.get_by_label("Password again").fill("long enough")
+    page.get_by_role("button", name="Create the account").click()
+    page.wait_for_url(re.compile(r".*/account/profile.*"))
+    assert "Welcome, newcomer" in page.content()
+    for tab in ("accountsTab", "apiKeysTab", "oauth2ClientsTab", "notificationsTab"):
+        page.goto(f"{base}/account/profile?currentView={tab}")
+        assert_accessible_basics(page)
+    page.goto(base + "/dashboard")
+    assert_accessible_basics(page)
+    page.goto(base + "/account/logout")
+    assert_accessible_basics(page)
+    shots("logout-confirm")
+    page.goto(base + "/workflow/00000000-0000-0000-0000-000000000000")
+    assert page.get_by_role("heading", name="Not Found").count() == 1
+    shots("not-found")
+    page.goto(base + "/")
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(base + "/")
+    assert_accessible_basics(page)
+    shots("landing-logged-out")
+    page.goto(base + "/account/login")
+    assert_accessible_basics(page)
+    assert (
+        page.evaluate("getComputedStyle(document.querySelector('header.site')).backgroundColor")
+        == "rgb(18, 50, 91)"
+    )  # the stylesheet applied
+    assert not page.console_errors, page.console_errors
