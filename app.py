@@ -18,8 +18,8 @@ from chalicelib.api import (
     workflows,
 )
 from chalicelib.api.middleware import http_middleware
+from chalicelib.web import account, dashboard, pages
 from chalicelib.web import oauth as web_oauth
-from chalicelib.web import pages
 
 # Our JSON logging (chalicelib/logs.py) replaces Chalice's plain-text app logger.
 app = Chalice(app_name="lifemonitor", configure_logs=False)
@@ -38,6 +38,8 @@ for blueprint in (
     integrations,
     webhooks,
     pages,
+    account,
+    dashboard,
     web_oauth,
 ):
     app.register_blueprint(blueprint.routes)

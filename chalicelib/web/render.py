@@ -60,6 +60,9 @@ def render(template: str, **context: Any) -> str:
 
         context.setdefault("csrf_token", csrf_token(session))
         context.setdefault("current_user", _current_user(session))
+        pending = session.pop("_flash", None)  # a notice left by the previous request
+        if isinstance(pending, list) and len(pending) == 2 and "flash" not in context:
+            context["flash"], context["flash_kind"] = pending
     else:
         context.setdefault("csrf_token", "")
         context.setdefault("current_user", None)
@@ -67,6 +70,11 @@ def render(template: str, **context: Any) -> str:
     context.setdefault("flash", None)  # a one-line notice above the content
     context.setdefault("flash_kind", "info")
     return environment().get_template(template).render(**context)
+
+
+def flash(session, message: str, kind: str = "info") -> None:
+    """Leave a one-line notice for the next page shown (after a redirect)."""
+    session["_flash"] = [message, kind]
 
 
 def _current_user(session) -> dict | None:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from chalicelib.errors import BadRequestError, ForbiddenError, LifeMonitorError
 from chalicelib.web.session import WebSession, check_csrf, load_session
@@ -48,6 +48,11 @@ class FormData(dict):
         return value.strip()
 
 
+class LoginRequired(Exception):
+    """Raised by a page that needs a signed-in user: the visitor goes to the login page
+    and comes back afterwards."""
+
+
 @dataclass
 class PageRequest:
     method: str
@@ -57,9 +62,35 @@ class PageRequest:
     session: WebSession
     raw: Any = field(repr=False, default=None)  # the Chalice request
 
+    path: str = "/"
+
     @property
     def user_id(self) -> int | None:
         return self.session.user_id
+
+    def require_user(self) -> int:
+        """The signed-in user's id, or off to the login page."""
+        if self.session.user_id is None:
+            raise LoginRequired()
+        return self.session.user_id
+
+    @property
+    def principal(self):
+        """The signed-in user as the services' principal (anonymous when signed out)."""
+        from chalicelib.auth.principals import ANONYMOUS, Principal
+
+        if self.session.user_id is None:
+            return ANONYMOUS
+        return Principal(
+            method="session", user_id=self.session.user_id, username=self.session.get("username")
+        )
+
+    @property
+    def here(self) -> str:
+        """This page's path and query, for `next`."""
+        from urllib.parse import urlencode
+
+        return f"{self.path}?{urlencode(self.query)}" if self.query else self.path
 
 
 def parse_form(raw_body: bytes | None) -> FormData:
@@ -94,6 +125,14 @@ def check_origin(headers) -> None:
     raise ForbiddenError("Cross-site form submissions are not accepted")
 
 
+def _request_path(current) -> str:
+    """The path asked for, without the API Gateway stage (as our links write it)."""
+    from chalicelib.api.context import current_request_info
+
+    info = current_request_info()
+    return info.path if info is not None else current.path
+
+
 def page(bp, path: str, methods: Iterable[str] = ("GET",), *, csrf: bool = True) -> Callable:
     """Register a page view `fn(request: PageRequest, **path_params) -> Response`."""
     methods = [m.upper() for m in methods]
@@ -104,6 +143,7 @@ def page(bp, path: str, methods: Iterable[str] = ("GET",), *, csrf: bool = True)
             from chalicelib.web.responses import error_page
 
             session = WebSession()
+            request = None
             try:
                 current = bp.current_request
                 session = load_session(current.headers)
@@ -114,8 +154,14 @@ def page(bp, path: str, methods: Iterable[str] = ("GET",), *, csrf: bool = True)
                         raise UnsupportedMediaError(f"a form post must be sent as {FORM}")
                     form = parse_form(current.raw_body)
                     if csrf:
-                        check_origin(current.headers)
-                        check_csrf(session, form.get("csrf_token"))
+                        try:
+                            check_origin(current.headers)
+                            check_csrf(session, form.get("csrf_token"))
+                        except ForbiddenError as exc:
+                            # No cookie in this answer: a cross-site post (which carries
+                            # none) must not replace the visitor's session, i.e. log
+                            # them out.
+                            return error_page(403, exc.detail, session=None)
                 request = PageRequest(
                     method=current.method,
                     headers=current.headers,
@@ -123,8 +169,18 @@ def page(bp, path: str, methods: Iterable[str] = ("GET",), *, csrf: bool = True)
                     form=form,
                     session=session,
                     raw=current,
+                    path=_request_path(current),
                 )
                 return fn(request, **kwargs)
+            except LoginRequired:
+                from chalicelib.web.responses import redirect
+                from chalicelib.web.session import logout
+
+                if session.user_id is not None:
+                    logout(session)  # the account is gone
+                here = request.here if request is not None else "/"
+                target = "/account/login?" + urlencode({"next": here})
+                return redirect(target, session=session)
             except LifeMonitorError as exc:
                 return error_page(exc.status, exc.detail or exc.title, session=session)
             except Exception:

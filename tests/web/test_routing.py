@@ -96,9 +96,11 @@ def test_post_with_the_token_works_without_it_is_refused(web):
         assert r.status_code == 403
         assert header(r, "Content-Type").startswith("text/html")
         assert "security token" in r.body.decode()
-    # A cross-site post has no cookie (SameSite=Lax): refused, nothing changed.
+    # A cross-site post has no cookie (SameSite=Lax): refused, nothing changed, and no
+    # new cookie that would replace (log out) the visitor's session.
     r = web.http.post("/t/count", headers=FORM, body=urlencode({"csrf_token": token}))
     assert r.status_code == 403
+    assert header(r, "Set-Cookie") is None
 
 
 def test_cross_origin_post_is_refused_even_with_the_token(web):
