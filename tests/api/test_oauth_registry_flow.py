@@ -18,6 +18,7 @@ import requests
 
 from emulators.seek import DEFAULT_PASSWORD, WorkflowHubEmulator
 from tests.support.live import Browser, LiveServer
+from tests.support.scan import assert_nowhere_in_clear
 
 # Where WorkflowHub receives LifeMonitor's codes (a path of the WorkflowHub; nothing needs
 # to serve it: the browser stops there and hands the code to "WorkflowHub's server").
@@ -32,6 +33,11 @@ def wfh():
 
 @pytest.fixture
 def live(chalice_app, db, monkeypatch):
+    from chalicelib import logs
+
+    # Our log setup replaces the root handlers: done before the test, so that pytest's
+    # capturing handler (added when the test body runs) stays and sees every line.
+    logs.configure()
     with LiveServer(chalice_app) as server:
         monkeypatch.setenv("EXTERNAL_SERVER_URL", server.url)
         monkeypatch.setenv("ALLOW_PRIVATE_URLS", "1")  # the emulators are on loopback
@@ -118,9 +124,6 @@ def test_registry_add_prints_urls_that_work(wfh, live):
 
 
 def test_workflowhub_user_flow(wfh, live, caplog):
-    from chalicelib import logs
-
-    logs.configure()
     caplog.set_level(logging.DEBUG)
     info, app = add_registry(wfh, live)
     browser = Browser()
@@ -268,24 +271,3 @@ def test_workflowhub_user_flow(wfh, live, caplog):
         parse_qs(urlsplit(r.final_url).query)["code"][0],
     ]
     assert_nowhere_in_clear(secrets, caplog)
-
-
-def assert_nowhere_in_clear(secrets: list[str], caplog) -> None:
-    from sqlalchemy import select
-
-    from chalicelib.db import get_engine
-    from chalicelib.models import Base
-
-    secrets = [s for s in secrets if s and len(s) >= 16]
-    assert len(secrets) >= 8
-    leaks = []
-    with get_engine().connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            for row in conn.execute(select(table)):
-                text = json.dumps([str(v) for v in row], default=str)
-                leaks += [(table.name, s[:6]) for s in secrets if s in text]
-    assert not leaks, f"credentials in clear in the database: {leaks}"
-    log_text = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
-    assert caplog.records, "no log line was captured: the scan would prove nothing"
-    leaked = [s[:6] for s in secrets if s in log_text]
-    assert not leaked, f"credentials in clear in the logs: {leaked}"

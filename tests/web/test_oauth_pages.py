@@ -16,8 +16,12 @@ from tests.support.live import Browser, LiveServer, forms
 
 @pytest.fixture
 def live(chalice_app, db, monkeypatch):
+    from chalicelib import logs
     from chalicelib.auth import providers
 
+    # Our log setup replaces the root handlers: done before the test, so that pytest's
+    # capturing handler (added when the test body runs) stays and sees every line.
+    logs.configure()
     with LiveServer(chalice_app) as server:
         monkeypatch.setenv("EXTERNAL_SERVER_URL", server.url)
         monkeypatch.setenv("ALLOW_PRIVATE_URLS", "1")
@@ -59,9 +63,14 @@ def signed_in_cookie(user_id: int) -> str:
     return session_cookie(session).split(";")[0].split("=", 1)[1]
 
 
-def test_github_sign_in_registers_then_signs_in(github, live):
+def test_github_sign_in_registers_then_signs_in(github, live, caplog):
+    import logging
+
     from chalicelib.db import session_scope
     from chalicelib.models import Identity, User
+    from tests.support.scan import assert_nowhere_in_clear
+
+    caplog.set_level(logging.DEBUG)
 
     browser = Browser()
     page = github_sign_in(browser, live)
@@ -83,6 +92,11 @@ def test_github_sign_in_registers_then_signs_in(github, live):
     r = github_sign_in(again, live)
     assert r.status_code == 303 and r.final_url == f"{live.url}/dashboard"
     assert not any("/account/register_identity" in u for u in again.visited)
+    # GitHub's tokens (kept for the person) and our app's secret: nowhere in clear.
+    state = github._oauth()
+    secrets = [*github.tokens, *state.refresh, *[a.client_secret for a in state.apps.values()]]
+    assert len(secrets) >= 5
+    assert_nowhere_in_clear(secrets, caplog)
 
 
 def test_open_redirects_are_refused(github, live):
