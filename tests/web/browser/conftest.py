@@ -272,3 +272,28 @@ def local_login(page, base: str, username: str, password: str) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(re.compile(r".*/account/profile.*"))
+
+
+def assert_not_in_clear(live: LiveServer, secrets: list[str]) -> None:
+    """None of `secrets` (keys, client secrets, codes, tokens) in any table of the database
+    or in the server's log."""
+    import json
+
+    from sqlalchemy import select
+
+    from chalicelib.db import get_engine
+    from chalicelib.models import Base
+
+    secrets = [s for s in secrets if s and len(s) >= 16]
+    assert secrets
+    leaks = []
+    with get_engine().connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            for row in conn.execute(select(table)):
+                text = json.dumps([str(v) for v in row])
+                leaks += [(table.name, s[:6]) for s in secrets if s in text]
+    assert not leaks, f"credentials in clear in the database: {leaks}"
+    log = live.log.read_text(errors="replace")
+    assert "GET /account/profile" in log, "the server log holds no request: nothing proven"
+    leaked = [s[:6] for s in secrets if s in log]
+    assert not leaked, f"credentials in clear in the server log: {leaked}"

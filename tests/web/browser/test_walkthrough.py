@@ -14,7 +14,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
-from tests.web.browser.conftest import REGISTRY_CLIENT_NAME, REGISTRY_NAME, local_login
+from tests.web.browser.conftest import (
+    REGISTRY_CLIENT_NAME,
+    REGISTRY_NAME,
+    assert_not_in_clear,
+    local_login,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -159,6 +164,8 @@ def test_local_login_tabs_api_key_in_swagger_then_deleted(page, live, local_user
     assert page.locator(f"tr[data-prefix='{prefix}']").count() == 0
     r = requests.get(base + "/users/current", headers={"ApiKey": key}, timeout=10)
     assert r.status_code == 401
+    live_key = new_api_key(page, base)  # one still stored: only its hash may be there
+    assert_not_in_clear(live, [key, live_key])
     page.get_by_role("button", name="Log out").click()
     page.goto(base + "/account/profile")
     page.wait_for_url(re.compile(r".*/account/login\?next=.*"))
@@ -239,7 +246,7 @@ def test_oauth_app_authorization_code_pkce_and_refresh(page, live, local_user):
     code = params["code"][0]
 
     token_url = base + "/oauth2/token"
-    # A wrong verifier is refused and does not burn... the right one then works once.
+    # A wrong PKCE verifier is refused (and the code is spent: codes are single-use).
     bad = requests.post(
         token_url,
         data={
@@ -310,6 +317,17 @@ def test_oauth_app_authorization_code_pkce_and_refresh(page, live, local_user):
         timeout=10,
     )
     assert me.status_code == 200
+    assert_not_in_clear(
+        live,
+        [
+            client_secret,
+            code,
+            tokens["access_token"],
+            tokens["refresh_token"],
+            refreshed["access_token"],
+            refreshed["refresh_token"],
+        ],
+    )
     # Deleting the app from the profile ends its tokens.
     page.goto(base + "/account/profile?currentView=oauth2ClientsTab")
     page.get_by_role("button", name="Delete app My notebook").click()
