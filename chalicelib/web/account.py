@@ -302,7 +302,7 @@ def save_oauth_app(request: PageRequest):
     form = request.form
     fields = {
         "name": form.text("client_name", 128),
-        "redirect_uris": form.get("redirect_uris", "")[:12000],
+        "redirect_uris": form.text("redirect_uris", 12000),
         "scopes": form.getlist("scopes"),
         "client_uri": form.text("client_uri", 1024),
     }

@@ -489,3 +489,24 @@ def test_every_page_renders_labelled(page, live, local_user):
         == "rgb(18, 50, 91)"
     )  # the stylesheet applied
     assert not page.console_errors, page.console_errors
+
+
+def test_connect_and_disconnect_an_identity_from_the_profile(page, live, local_user, registry):
+    base, shots = live.url, page.shots
+    local_login(page, base, *local_user)
+    assert "No identity is linked to this account." in page.content()
+    page.get_by_role("link", name=f"Connect {REGISTRY_NAME}").click()
+    page.wait_for_url(re.compile(re.escape(live.wfh.url) + r"/oauth/authorize.*"))
+    page.get_by_label("Login").fill("user2")
+    page.get_by_label("Password").fill("seek-emulator")
+    page.get_by_role("button", name="Sign in and authorize").click()
+    page.wait_for_url(re.compile(r".*/account/profile.*"))
+    row = page.locator(f"tr[data-provider='{REGISTRY_CLIENT_NAME}']")
+    assert row.count() == 1
+    shots("identity-connected")
+    # alice has a password: the identity is not her only way in, so it may go.
+    row.get_by_role("button", name=f"Disconnect {REGISTRY_NAME}").click()
+    page.wait_for_url(re.compile(r".*currentView=accountsTab.*"))
+    assert page.locator(f"tr[data-provider='{REGISTRY_CLIENT_NAME}']").count() == 0
+    shots("identity-disconnected")
+    assert not page.console_errors, page.console_errors
