@@ -161,7 +161,9 @@ def page(bp, path: str, methods: Iterable[str] = ("GET",), *, csrf: bool = True)
                             # No cookie in this answer: a cross-site post (which carries
                             # none) must not replace the visitor's session, i.e. log
                             # them out.
-                            return error_page(403, exc.detail, session=None)
+                            refused = error_page(403, exc.detail, session=session)
+                            refused.headers.pop("Set-Cookie", None)
+                            return refused
                 request = PageRequest(
                     method=current.method,
                     headers=current.headers,
