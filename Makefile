@@ -84,5 +84,5 @@ bench: install-dev ## run the benchmarks under bench/ (figures go to bench/RESUL
 	$(PY) bench/coldstart.py
 
 clean: ## remove the venv, build output and caches (keeps .data/)
-	rm -rf $(VENV) out vendor .pytest_cache .ruff_cache
+	rm -rf $(VENV) out vendor .pytest_cache .ruff_cache test-output
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
