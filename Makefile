@@ -19,7 +19,7 @@ BENCH ?= coldstart
 export PYTHONUNBUFFERED := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install install-dev run migrate admin test lint format package bench clean
+.PHONY: help install install-dev chromium run migrate admin test lint format package bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,7 +39,24 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/pyth
 
 install: $(VENV)/.installed ## create .venv and install the runtime dependencies
 
-install-dev: $(VENV)/.installed-dev ## install the development and test dependencies too
+install-dev: $(VENV)/.installed-dev chromium ## install the development and test dependencies too
+
+# The browser tests (tests/web/browser) drive Debian's chromium through Playwright; never
+# `playwright install`, which downloads a browser. Installed as root, only when missing;
+# elsewhere those tests are skipped and say why.
+chromium: ## install Debian's chromium for the browser tests (as root, only when missing)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends chromium; } \
+		|| echo "chromium could not be installed: the browser tests will be skipped"; \
+	else \
+		echo "chromium is missing and this is not root: the browser tests will be skipped" \
+			"(as root: apt-get install chromium)"; \
+	fi
 
 migrate: install ## migrate the database (DATABASE_URL, else the embedded .data/ one) to head
 	$(PY) -m chalicelib.admin db upgrade
@@ -74,7 +91,7 @@ bench: install ## run benchmarks: BENCH="coldstart refresh api" (runtime deps on
 	@for b in $(BENCH); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 clean: ## remove the venv, build output and caches (keeps .data/)
-	rm -rf $(VENV) out vendor .pytest_cache .ruff_cache
+	rm -rf $(VENV) out vendor .pytest_cache .ruff_cache test-output
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # --- the local stack (infra/stack.py; `python -m infra.stack --help`) -------------------------

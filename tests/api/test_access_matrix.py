@@ -184,7 +184,8 @@ DESTRUCTIVE = {
     ("DELETE", "/workflows/{wf_uuid}/versions/{wf_version}"),
     ("DELETE", "/instances/{instance_uuid}"),
 }
-EXCLUDED_PATHS = ("/health", "/openapi.json", "/oauth2/token")
+# The OAuth2 endpoints authenticate clients themselves (tests/api/test_oauth*.py).
+EXCLUDED_PATHS = ("/health", "/openapi.json", "/oauth2/token", "/oauth2/revoke")
 # CI webhooks authenticate deliveries by signature or shared token, never by our
 # credentials: they have their own check below (test_webhooks_ignore_our_credentials).
 WEBHOOKS = "/webhooks/"
@@ -192,11 +193,16 @@ EXCLUDED_PREFIXES = ("/ui", "/integrations/", "/workflows/issues", WEBHOOKS)
 
 
 def app_routes() -> list[tuple[str, str]]:
+    # Web pages (chalicelib/web) are for browsers with a session, not API credentials.
+    from chalicelib.web.routing import PAGES
+
     return sorted(
         (method, path)
         for path, methods in app_module.app.routes.items()
         for method in methods
-        if path not in EXCLUDED_PATHS and not path.startswith(EXCLUDED_PREFIXES)
+        if path not in EXCLUDED_PATHS
+        and not path.startswith(EXCLUDED_PREFIXES)
+        and (path, method) not in PAGES
     )
 
 
