@@ -98,8 +98,9 @@ def webhook_worker(event):
 
 @app.lambda_function(name="admin")
 def admin(event, context):
-    """Admin commands: payload {"args": ["registry", "list"]} (`aws lambda invoke`, or
-    `chalice invoke -n admin` for stages deployed with `chalice deploy`)."""
+    """Admin commands: payload {"args": ["registry", "list"]} (`make admin STAGE=…`, which
+    uses `aws lambda invoke`, or `chalice invoke -n admin` for `chalice deploy` stages), and
+    the deploy's schema migration as a CloudFormation custom resource."""
     from chalicelib.admin import handle_lambda_event
 
-    return handle_lambda_event(event)
+    return handle_lambda_event(event, context)

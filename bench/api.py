@@ -75,7 +75,7 @@ SEED_SQL = [
 
 
 def database_url(arg: str | None) -> tuple[str, object]:
-    from tests.support.postgres import find_postgres
+    from devtools.postgres import find_postgres
 
     if arg:
         os.environ["TEST_DATABASE_URL"] = arg

@@ -32,7 +32,12 @@ latency, next to a LifeMonitor-style baseline, plus GitHub's rate cost of an idl
                             [--database-url postgresql://...]
 
 The database comes from --database-url, TEST_DATABASE_URL, or the local server; a scratch
-database `lm_bench_refresh` is created and dropped. The last line is the verdict.
+database `lm_bench_refresh` (--database-name) is created and dropped. Rates count only the
+instances refreshed without error. The last line is the verdict: the speedup over the
+baseline, or `INVALID: …` when any instance errored, any message failed or the stored builds
+differ from the emulator's (`--fail-every K` makes the emulator fail every K-th job, to see
+it). The line before splits the speedup into its causes: requests per instance (11 -> 1)
+and requests in flight (1 -> P x C).
 """
 
 from __future__ import annotations
@@ -87,15 +92,39 @@ SEQUENCES = [
 ]
 
 
+def template_of(name: str) -> int:
+    """Index in SEQUENCES of the builds the emulator serves for job ``name``."""
+    import zlib
+
+    return zlib.crc32(name.encode()) % len(SEQUENCES)
+
+
+def faulty(name: str, fail_every: int) -> bool:
+    """`--fail-every K`: the emulator answers 500 for job ``j<n>`` when K divides n."""
+    digits = name.lstrip("j")
+    return fail_every > 0 and digits.isdigit() and int(digits) % fail_every == 0
+
+
+def expected_builds(resource: str) -> frozenset[tuple[str, str]]:
+    """(build id, status) of the builds the emulator serves for ``job/<name>``, mapped as
+    the Jenkins adapter documents it (`map_status`)."""
+    from chalicelib.testing.jenkins import map_status
+
+    seq = SEQUENCES[template_of(resource.rsplit("/", 1)[-1])]
+    return frozenset(
+        (str(BUILDS - i), map_status(spec.get("building", False), spec.get("result")))
+        for i, spec in enumerate(seq)
+    )
+
+
 # --- the emulated Jenkins (own process) ----------------------------------------------------
 
 
-def make_bench_jenkins(latency: float, backlog: int):
+def make_bench_jenkins(latency: float, backlog: int, fail_every: int = 0):
     """A JenkinsEmulator that answers any ``job/<name>``: the emulator renders a template
     job of the name's sequence once per query string, and the name is substituted in the
     bytes (the real per-request rendering deep-copies every build: too slow for 600 req/s
     in Python, and what is measured is our client, not the emulator)."""
-    import zlib
     from dataclasses import replace
 
     from emulators.base import Reply, Request
@@ -150,7 +179,11 @@ def make_bench_jenkins(latency: float, backlog: int):
         def _renamed(self, req: Request, kind: str, handler) -> Reply:
             path = normalise(req.match["job"])
             name = path.rsplit("/", 1)[-1]
-            template = self.templates[zlib.crc32(name.encode()) % len(self.templates)]
+            if faulty(name, fail_every):
+                with self.stats_lock:
+                    self.count["fault"] += 1
+                return Reply(500, b"injected fault", content_type="text/plain")
+            template = self.templates[template_of(name)]
             ref = req.match["ref"] if kind == "build" else None
             key = (kind, template, ref, tuple(sorted((k, tuple(v))
                                                       for k, v in req.query.items())))
@@ -176,20 +209,20 @@ def make_bench_jenkins(latency: float, backlog: int):
     return BenchJenkins()
 
 
-def serve_jenkins(latency: float, backlog: int) -> None:
+def serve_jenkins(latency: float, backlog: int, fail_every: int = 0) -> None:
     """`--serve-jenkins`: run the emulator until stdin closes; the first line out is its
     URL."""
-    emulator = make_bench_jenkins(latency, backlog).start()
+    emulator = make_bench_jenkins(latency, backlog, fail_every).start()
     print(emulator.url, flush=True)
     sys.stdin.read()
     emulator.stop()
 
 
 class JenkinsProcess:
-    def __init__(self, latency: float, backlog: int = 1024) -> None:
+    def __init__(self, latency: float, backlog: int = 1024, fail_every: int = 0) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--serve-jenkins", "--latency", str(latency),
-             "--backlog", str(backlog)],
+             "--backlog", str(backlog), "--fail-every", str(fail_every)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
@@ -215,15 +248,19 @@ class JenkinsProcess:
 # --- database ------------------------------------------------------------------------------
 
 
-def database_url(arg: str | None) -> tuple[str, object]:
-    from tests.support.postgres import find_postgres
+def database_url(arg: str | None, name: str = DB_NAME) -> tuple[str, object]:
+    from devtools.postgres import PostgresUnavailable, find_postgres
 
     if arg:
         os.environ["TEST_DATABASE_URL"] = arg
-    server = find_postgres()
+    try:
+        # A URL given is the one to use: never another server instead.
+        server = find_postgres("env" if arg else None)
+    except PostgresUnavailable as exc:
+        sys.exit(f"bench/refresh.py needs PostgreSQL: {exc}")
     if server is None:
-        sys.exit("bench/refresh.py needs PostgreSQL (none found)")
-    return server.create_database(DB_NAME), server
+        sys.exit("bench/refresh.py needs PostgreSQL (TEST_POSTGRES asks for SQLite)")
+    return server.create_database(name), server
 
 
 def seed(engine, n: int, service_id: int, fmt: str, tag: str) -> list[int]:
@@ -450,36 +487,57 @@ def ours(n: int, c: int, statements: StatementCounter | None = None,
         summary = dispatch_due(limit=n)
     elapsed = time.perf_counter() - t0
     cpu = cpu_seconds() - cpu0
-    done = summary.get("claimed", 0)
-    return {"n": done, "seconds": elapsed, "rate": done / elapsed, "cpu": cpu,
-            "outcomes": summary.get("outcomes", {}),
+    outcomes = summary.get("outcomes", {})
+    done = refreshed(outcomes)
+    return {"n": done, "claimed": summary.get("claimed", 0), "seconds": elapsed,
+            "rate": done / elapsed, "cpu": cpu, "outcomes": outcomes,
+            "errors": summary.get("claimed", 0) - done,
             "statements": (statements.count - before_sql) / max(1, done) if statements else 0}
 
 
-def baseline(jenkins_url: str, resources: list[str]) -> tuple[float, int, float]:
+OK_OUTCOMES = ("updated", "unchanged")  # refreshed without error; anything else is not
+
+
+def refreshed(outcomes: dict[str, int]) -> int:
+    """Instances refreshed without error, out of a count of outcomes."""
+    return sum(outcomes.get(o, 0) for o in OK_OUTCOMES)
+
+
+def baseline(jenkins_url: str, resources: list[str]) -> dict:
     """LifeMonitor's refresh of one Jenkins instance, sequentially: the job, then each
-    build (python-jenkins' get_job_info + get_build_info). Returns (instances/s, requests,
-    seconds)."""
+    build (python-jenkins' get_job_info + get_build_info). The rate counts the instances
+    read in full; the others are errors."""
     import requests
 
     session = requests.Session()
-    requests_made = 0
+    requests_made = ok = ok_requests = 0
     t0 = time.perf_counter()
     for res in resources:
-        job = session.get(f"{jenkins_url}/{res}/api/json", params={"depth": 0}, timeout=15)
-        job.raise_for_status()
-        requests_made += 1
-        builds = []
-        for ref in job.json()["builds"][:BUILDS]:
-            r = session.get(f"{jenkins_url}/{res}/{ref['number']}/api/json",
-                            params={"depth": 0}, timeout=15)
-            r.raise_for_status()
-            builds.append(r.json())
-            requests_made += 1
-        assert len(builds) == BUILDS, (res, len(builds))
+        made = 0
+        try:
+            job = session.get(f"{jenkins_url}/{res}/api/json", params={"depth": 0},
+                              timeout=15)
+            made += 1
+            job.raise_for_status()
+            builds = []
+            for ref in job.json()["builds"][:BUILDS]:
+                r = session.get(f"{jenkins_url}/{res}/{ref['number']}/api/json",
+                                params={"depth": 0}, timeout=15)
+                made += 1
+                r.raise_for_status()
+                builds.append(r.json())
+        except requests.RequestException:
+            continue
+        finally:
+            requests_made += made
+        if len(builds) == BUILDS:
+            ok += 1
+            ok_requests += made
     elapsed = time.perf_counter() - t0
     session.close()
-    return len(resources) / elapsed, requests_made, elapsed
+    return {"n": ok, "errors": len(resources) - ok, "rate": ok / elapsed,
+            "requests": requests_made, "requests_per_instance": ok_requests / max(1, ok),
+            "seconds": elapsed}
 
 
 def github_idle(engine, n: int, latency: float) -> dict:
@@ -542,15 +600,29 @@ def _worker_process(jobs, results, concurrency: int) -> None:
     http.get_session()
     with get_engine().connect():
         pass
+    # The outcome of every instance: `handle_sqs_records` looks `run_refresh` up at call
+    # time, so a wrapper sees what each refresh came to (its response lists only failures).
+    from chalicelib.jobs import refresh
+
+    outcomes: Counter[str] = Counter()
+    run_refresh = refresh.run_refresh
+
+    def counted(*args, **kwargs):
+        results_ = run_refresh(*args, **kwargs)
+        outcomes.update(r.outcome for r in results_)
+        return results_
+
+    refresh.run_refresh = counted
     results.put("ready")
-    cpu0, instances, failures, busy = cpu_seconds(), 0, 0, 0.0
+    cpu0, handed, failures, busy = cpu_seconds(), 0, 0, 0.0
     while (batch := jobs.get()) is not None:
         t0 = time.perf_counter()
         failures += len(handle_sqs_records(batch)["batchItemFailures"])
         busy += time.perf_counter() - t0
-        instances += sum(len(json.loads(r["body"])["instances"]) for r in batch)
-    results.put({"instances": instances, "failures": failures, "busy": busy,
-                 "cpu": cpu_seconds() - cpu0, "rss": rss_peak_mb()})
+        handed += sum(len(json.loads(r["body"])["instances"]) for r in batch)
+    results.put({"instances": refreshed(outcomes), "handed": handed, "failures": failures,
+                 "outcomes": dict(outcomes), "busy": busy, "cpu": cpu_seconds() - cpu0,
+                 "rss": rss_peak_mb()})
 
 
 def scale_out(n: int, workers: int, concurrency: int) -> dict:
@@ -585,9 +657,32 @@ def scale_out(n: int, workers: int, concurrency: int) -> dict:
     elapsed = time.perf_counter() - t0
     for proc in procs:
         proc.join(timeout=30)
-    done = sum(r["instances"] for r in reports)
+    done = sum(r["instances"] for r in reports)  # refreshed without error
+    outcomes: Counter[str] = Counter()
+    for r in reports:
+        outcomes.update(r["outcomes"])
     return {"n": done, "claimed": len(rows), "seconds": elapsed, "rate": done / elapsed,
-            "messages": len(records), "reports": reports}
+            "messages": len(records), "reports": reports, "outcomes": dict(outcomes),
+            "errors": len(rows) - done,
+            "failed_messages": sum(r["failures"] for r in reports)}
+
+
+def builds_differing(engine, service_id: int) -> int:
+    """Instances of the service whose stored builds (id, status) are not the ones the
+    emulator serves for their job."""
+    from sqlalchemy import text
+
+    stored: dict[str, set[tuple[str, str]]] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT t.resource, b.build_id, b.status FROM test_instances t"
+            " LEFT JOIN builds b ON b.instance_id = t.id WHERE t.testing_service_id = :s"),
+            {"s": service_id})
+        for resource, build_id, status in rows:
+            builds = stored.setdefault(resource, set())
+            if build_id is not None:
+                builds.add((build_id, status))
+    return sum(builds != expected_builds(resource) for resource, builds in stored.items())
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -611,17 +706,22 @@ def main() -> None:
     parser.add_argument("--profile", type=int, nargs="?", const=300, default=0,
                         metavar="N", help="also cProfile a one-thread refresh of N instances")
     parser.add_argument("--database-url")
+    parser.add_argument("--database-name", default=DB_NAME,
+                        help="scratch database, created and dropped (default %(default)s)")
+    parser.add_argument("--fail-every", type=int, default=0, metavar="K",
+                        help="fault injection: the emulated Jenkins answers 500 for every "
+                             "K-th job (the verdict must then say INVALID)")
     parser.add_argument("--serve-jenkins", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backlog", type=int, default=1024, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_jenkins:
-        serve_jenkins(args.latency, args.backlog)
+        serve_jenkins(args.latency, args.backlog, args.fail_every)
         return
 
     p, c = args.workers, args.concurrency
     sweep = [int(x) for x in args.sweep.split(",") if x.strip()]
     bound = p * c / args.latency
-    url, server = database_url(args.database_url)
+    url, server = database_url(args.database_url, args.database_name)
     os.environ.update({
         "DATABASE_URL": url, "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
         "LM_SECRETS_BACKEND": "file", "EXTERNAL_SERVER_URL": "http://bench",
@@ -631,7 +731,7 @@ def main() -> None:
     os.environ.pop("LM_REFRESH_QUEUE_URL", None)  # inline mode for the in-process runs
     pool_full = PoolFullCounter()
     logging.getLogger("urllib3.connectionpool").addFilter(pool_full)
-    jenkins = JenkinsProcess(args.latency)
+    jenkins = JenkinsProcess(args.latency, fail_every=args.fail_every)
     print(f"emulated Jenkins at {jenkins.url} (own process), {args.latency * 1000:.0f} ms "
           f"per request, {BUILDS} builds per job; {os.cpu_count()} CPUs", flush=True)
 
@@ -641,7 +741,7 @@ def main() -> None:
     from chalicelib.db import dispose_engines, get_engine, session_scope
     from chalicelib.services.submission import testing_service
 
-    results: dict = {}
+    results: dict = {"p": p, "c": c, "bound": bound, "sweeps": []}
     try:
         migrate.upgrade("head")
         engine = get_engine()
@@ -658,6 +758,7 @@ def main() -> None:
         main_run = scale_out(len(ids), p, c)
         stats1 = jenkins.stats()
         results["main"] = main_run
+        main_run["builds_differ"] = builds_differing(engine, service_id)
         with engine.connect() as conn:
             builds, pointed, errors = conn.execute(text(
                 "SELECT (SELECT count(*) FROM builds), (SELECT count(*) FROM test_instances"
@@ -667,16 +768,20 @@ def main() -> None:
         job_requests = stats1["requests"].get("job", 0) - stats0["requests"].get("job", 0)
         build_requests = stats1["requests"].get("build", 0) - stats0["requests"].get("build", 0)
         n = main_run["n"]
+        main_run["requests_per_instance"] = (job_requests + build_requests) / max(1, n)
+        main_run["peak_in_flight"] = stats1["peak_in_flight"]
         reports = main_run["reports"]
         cpu = sum(r["cpu"] for r in reports)
         print(f"our refresh, {p} worker processes x C={c} (per host {c}), "
-              f"{main_run['messages']} SQS messages in batches of {SQS_BATCH}: {n} instances "
-              f"in {main_run['seconds']:.1f} s = {main_run['rate']:.0f} instances/s "
+              f"{main_run['messages']} SQS messages in batches of {SQS_BATCH}: {n} of "
+              f"{main_run['claimed']} instances refreshed without error in "
+              f"{main_run['seconds']:.1f} s = {main_run['rate']:.0f} instances/s "
               f"({main_run['rate'] / bound:.0%} of the bound {p} x {c} / "
               f"{args.latency * 1000:.0f} ms = {bound:.0f}/s)", flush=True)
         print(f"  {builds} builds stored, {pointed} instances with a latest build, {errors} "
-              f"with an error; failed messages {sum(r['failures'] for r in reports)}",
-              flush=True)
+              f"with an error; failed messages {main_run['failed_messages']}; outcomes "
+              f"{main_run['outcomes']}; {main_run['builds_differ']} instances whose stored "
+              f"builds differ from the emulator's", flush=True)
         print(f"  CI requests: {job_requests} job + {build_requests} build = "
               f"{(job_requests + build_requests) / max(1, n):.2f} per instance", flush=True)
         print(f"  worker CPU: {cpu / max(1, n) * 1000:.2f} ms per instance; per worker "
@@ -697,11 +802,14 @@ def main() -> None:
             detailed = value == c
             clock = PhaseClock() if detailed else None
             run = ours(count, value, statements if detailed else None, clock)
+            results["sweeps"].append({"c": value, "errors": run["errors"]})
             b = value / args.latency
             print(f"one process, C={value}: {run['n']} instances in {run['seconds']:.1f} s = "
                   f"{run['rate']:.0f} instances/s ({run['rate'] / b:.0%} of {b:.0f}/s; "
                   f"CPU {run['cpu'] / max(1, run['n']) * 1000:.2f} ms per instance, "
-                  f"{run['cpu'] / run['seconds']:.0%} of one core)", flush=True)
+                  f"{run['cpu'] / run['seconds']:.0%} of one core"
+                  + (f"; {run['errors']} not refreshed: {run['outcomes']}" if run["errors"]
+                     else "") + ")", flush=True)
             if clock is not None:
                 print(f"  per instance: {clock.report(run['n'])}; SQL statements per "
                       f"instance: {run['statements']:.2f}", flush=True)
@@ -717,12 +825,15 @@ def main() -> None:
                 "SELECT resource FROM test_instances WHERE testing_service_id = :s "
                 "ORDER BY id LIMIT :n"), {"s": service_id, "n": args.baseline_sample}
             ).scalars().all()
-        base_rate, base_requests, base_seconds = baseline(jenkins.url, sample)
-        results["baseline"] = base_rate
+        base = baseline(jenkins.url, sample)
+        results["baseline"] = base
         print(f"baseline (LifeMonitor: sequential, job + 1 request per build, keep-alive, no "
-              f"DB writes): {len(sample)} instances, {base_requests} requests in "
-              f"{base_seconds:.1f} s = {base_rate:.2f} instances/s (extrapolated: "
-              f"{len(ids) / base_rate / 60:.0f} min for {len(ids)})", flush=True)
+              f"DB writes): {base['n']} of {len(sample)} instances read in full"
+              + (f" ({base['errors']} errors)" if base["errors"] else "")
+              + f", {base['requests']} requests in {base['seconds']:.1f} s = "
+              f"{base['rate']:.2f} instances/s (extrapolated: "
+              f"{len(ids) / max(base['rate'], 1e-9) / 60:.0f} min for {len(ids)})",
+              flush=True)
 
         # GitHub: what an idle cycle costs.
         gh = github_idle(engine, args.github_instances, args.latency)
@@ -735,20 +846,76 @@ def main() -> None:
     finally:
         dispose_engines()
         jenkins.stop()
-        server.drop_database(DB_NAME)
+        server.drop_database(args.database_name)
         server.stop()
 
-    main_run = results["main"]
-    speedup = main_run["rate"] / results["baseline"]
-    idle_units = results["github"]["cycles"][-1]["units"]
-    share = main_run["rate"] / bound
-    print(f"targets: speedup {speedup:.1f}x (>= 20x: {'yes' if speedup >= 20 else 'NO'}); "
-          f"{share:.0%} of the bound at {p} x C={c} (>= 70%: "
-          f"{'yes' if share >= 0.7 else 'NO'}); idle GitHub cycle {idle_units} units "
-          f"(0: {'yes' if idle_units == 0 else 'NO'}); worker peak memory "
-          f"{results['peak_rss']:.0f} MB")
-    print(f"refresh speedup vs baseline: {speedup:.1f}x ({main_run['rate']:.0f} instances/s, "
-          f"bound {bound:.0f}/s)")
+    for line in verdict(results):
+        print(line)
+
+
+def verdict(results: dict) -> list[str]:
+    """The closing lines; the last one is the verdict. Figures count only instances
+    refreshed without error, and any error, failed message or stored build that differs
+    from the emulator's makes the run INVALID: a fast wrong refresh is no result.
+
+    The speedup over the baseline splits into its two causes: requests per instance
+    (11 -> 1: the job's builds come in one `tree=` query) and requests in flight
+    (1 -> P x C); what is left is the time per request (latency plus client overhead) of
+    ours against the baseline's."""
+    p, c, bound = results["p"], results["c"], results["bound"]
+    main_run, base = results["main"], results["baseline"]
+    cycles = results["github"]["cycles"]
+
+    problems = []
+    if main_run["errors"]:
+        problems.append(f"{main_run['errors']} of {main_run['claimed']} instances errored "
+                        f"{main_run['outcomes']}")
+    if main_run["failed_messages"]:
+        problems.append(f"{main_run['failed_messages']} failed messages")
+    if main_run["builds_differ"]:
+        problems.append(f"{main_run['builds_differ']} instances' stored builds differ from "
+                        "the emulator's")
+    sweep_errors = sum(s["errors"] for s in results["sweeps"])
+    if sweep_errors:
+        problems.append(f"{sweep_errors} instances not refreshed in the one-process runs")
+    if base["errors"]:
+        problems.append(f"{base['errors']} baseline instances failed")
+    gh_errors = sum(n for cycle in cycles for o, n in cycle["outcomes"].items()
+                    if o not in OK_OUTCOMES)
+    if gh_errors:
+        problems.append(f"{gh_errors} GitHub instances not refreshed")
+
+    rate, base_rate = main_run["rate"], base["rate"]
+    speedup = rate / base_rate if base_rate else 0.0
+    ours_rpi = main_run.get("requests_per_instance", 0.0)
+    base_rpi = base.get("requests_per_instance", 0.0)
+    fewer = base_rpi / ours_rpi if ours_rpi else 0.0
+    in_flight = p * c
+    # Seconds per request and slot: the baseline has one slot, ours P x C.
+    base_per_request = 1 / (base_rate * base_rpi) if base_rate and base_rpi else 0.0
+    ours_per_request = in_flight / (rate * ours_rpi) if rate and ours_rpi else 0.0
+    per_request = base_per_request / ours_per_request if ours_per_request else 0.0
+    idle_units = cycles[-1]["units"]
+    share = rate / bound
+    lines = [
+        f"speedup {speedup:.1f}x = {fewer:.1f}x from requests per instance ({base_rpi:.2f} -> "
+        f"{ours_rpi:.2f}) x {in_flight}x from requests in flight (1 -> {p} x {c} = "
+        f"{in_flight}; peak seen {main_run.get('peak_in_flight', 0)}) x {per_request:.2f} "
+        f"from the time per request ({base_per_request * 1000:.1f} ms -> "
+        f"{ours_per_request * 1000:.1f} ms)",
+        f"targets: speedup {speedup:.1f}x (>= 20x: {'yes' if speedup >= 20 else 'NO'}); "
+        f"{share:.0%} of the bound at {p} x C={c} (>= 70%: "
+        f"{'yes' if share >= 0.7 else 'NO'}); idle GitHub cycle {idle_units} units "
+        f"(0: {'yes' if idle_units == 0 else 'NO'}); worker peak memory "
+        f"{results['peak_rss']:.0f} MB",
+    ]
+    figures = f"{speedup:.1f}x ({rate:.0f} instances/s, bound {bound:.0f}/s)"
+    if problems:
+        lines.append(f"INVALID: {'; '.join(problems)} (refresh speedup vs baseline would "
+                     f"read {figures})")
+    else:
+        lines.append(f"refresh speedup vs baseline: {figures}")
+    return lines
 
 
 if __name__ == "__main__":

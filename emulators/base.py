@@ -110,7 +110,8 @@ class Emulator:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> Emulator:
+    def start(self, port: int = 0, host: str = "127.0.0.1") -> Emulator:
+        """Serve on `host`:`port` (port 0: a free one, what tests want)."""
         emulator = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -124,7 +125,7 @@ class Emulator:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = ThreadingHTTPServer((host, port), _Handler)
         self._server.daemon_threads = True
         default_handle_error = self._server.handle_error
 

@@ -1,7 +1,9 @@
-"""Test setup: a real PostgreSQL database (or, only where none can be had, SQLite, said in
-the report header), migrated by our own Alembic scripts; an isolated environment per test;
-the Chalice test client; and the shared fixtures folder (`../shared/fixtures`, or
-`LM_SHARED_FIXTURES`), skipped with a reason where absent."""
+"""Test setup: a real PostgreSQL database, migrated by our own Alembic scripts (without a
+server, a CI run or one with `TEST_POSTGRES` set fails at once with one line; only a
+developer's machine with no PostgreSQL at all, or `TEST_POSTGRES=sqlite`, runs on SQLite,
+said in the report header); an isolated environment per test; the Chalice test client; and
+the shared fixtures folder (`../shared/fixtures`, or `LM_SHARED_FIXTURES`), skipped with a
+reason where absent."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from devtools.postgres import PostgresUnavailable, describe, find_postgres  # noqa: E402
 from emulators import SHARED_FIXTURES  # noqa: E402
-from tests.support.postgres import describe, find_postgres  # noqa: E402
 
 # Environment the code under test reads; each test starts from these values.
 BASE_ENV = {
@@ -67,7 +69,8 @@ _server_found = False
 
 
 def postgres_server():
-    """The session's PostgreSQL server, found once per process (per xdist worker)."""
+    """The session's PostgreSQL server, found once per process (per xdist worker); None
+    only when SQLite was asked for. Raises `PostgresUnavailable` when there is none."""
     global _server, _server_found
     if not _server_found:
         _server = find_postgres()
@@ -77,6 +80,22 @@ def postgres_server():
 
 def worker_id() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def pytest_configure(config):
+    """Find the database before anything runs: no PostgreSQL (unless SQLite was asked for)
+    ends the run here with one line, instead of a green run whose PostgreSQL-only tests
+    skipped. The xdist controller (or the single process) looks; a throwaway cluster it
+    starts is handed to the workers through the environment they inherit."""
+    if hasattr(config, "workerinput") or getattr(config.option, "help", False):
+        return
+    try:
+        server = postgres_server()
+    except PostgresUnavailable as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if server is not None and server.kind == "throwaway":
+        os.environ["TEST_DATABASE_URL"] = server.admin_url
+        os.environ["TEST_POSTGRES"] = "env"
 
 
 def pytest_report_header(config):

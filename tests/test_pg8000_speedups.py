@@ -16,7 +16,7 @@ from chalicelib.models import User
 @pytest.fixture
 def pg(db):
     if not db.startswith("postgresql"):
-        pytest.skip("pg8000 behaviour: the suite runs on SQLite (no PostgreSQL found)")
+        pytest.skip("pg8000 behaviour: the suite runs on SQLite (TEST_POSTGRES=sqlite)")
     return db
 
 

@@ -1,10 +1,12 @@
 """Administration commands: one dispatcher behind two doors.
 
 * locally: ``python -m chalicelib.admin registry add …``
-* deployed: ``aws lambda invoke --function-name lifemonitor-<stage>-admin
-  --cli-binary-format raw-in-base64-out --payload '{"args": ["registry", "list"]}' out.json``
-  (``chalice invoke -n admin`` works only for stages deployed with ``chalice deploy``); the
-  payload may carry a ``"stdin"`` string for ``--password-stdin``.
+* deployed: ``make admin STAGE=prod ARGS="registry list"`` (infra/remote_admin.py:
+  ``aws lambda invoke --function-name lifemonitor-<stage>-admin`` with the payload
+  ``{"args": ["registry", "list"]}``, or ``chalice invoke -n admin`` for stages deployed
+  with ``chalice deploy``); the payload may carry a ``"stdin"`` string for
+  ``--password-stdin`` / ``--passphrase-stdin``. A CloudFormation custom-resource event
+  runs the deploy's migration instead (admin/cfn.py).
 
 Every command has ``--help`` and ``--json`` (machine-readable output on stdout), and exits
 non-zero with a one-line reason on bad input. Exit codes: 0 ok, 1 the command failed
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str], stdin: str | None = None) -> Result:
     """Run one command; never raises, never exits the process."""
+    from chalicelib.admin.backup import BackupError
     from chalicelib.errors import LifeMonitorError
     from chalicelib.migrate import MigrationError
     from chalicelib.secrets import SecretError
@@ -105,7 +108,7 @@ def run(argv: list[str], stdin: str | None = None) -> Result:
         output = handler(args, stdin)
     except LifeMonitorError as exc:
         return _fail(args, f"error: {exc.detail or exc.title}", 1)
-    except (MigrationError, SecretError) as exc:
+    except (MigrationError, SecretError, BackupError) as exc:
         return _fail(args, f"error: {exc}", 1)
     except Exception as exc:  # database unreachable or not migrated, and the like
         from sqlalchemy.exc import SQLAlchemyError
@@ -133,8 +136,13 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> Result:
     return Result(code, stderr=line + "\n")
 
 
-def handle_lambda_event(event: Any) -> dict:
-    """The `admin` Lambda: ``{"args": [...], "stdin": "..."}`` → result dict."""
+def handle_lambda_event(event: Any, context: Any = None) -> dict:
+    """The `admin` Lambda: ``{"args": [...], "stdin": "..."}`` → result dict; a
+    CloudFormation custom-resource event runs the deploy's migration (admin/cfn.py)."""
+    from chalicelib.admin import cfn
+
+    if cfn.is_cloudformation_event(event):
+        return cfn.handle(event, context)
     if not isinstance(event, dict) or not isinstance(event.get("args"), list):
         return Result(
             2, stderr='usage error: payload must be {"args": ["group", "command", …]}\n'
@@ -145,18 +153,39 @@ def handle_lambda_event(event: Any) -> dict:
     return run(event["args"], stdin=stdin).as_dict()
 
 
+def missing_dependency(module: str | None, python: str) -> str:
+    return (
+        f"error: {python} cannot import {module!r}: the admin commands need the project's "
+        'dependencies; run them with .venv/bin/python -m chalicelib.admin (make admin ARGS="…"), '
+        "after make install"
+    )
+
+
+#: Options that read a secret from standard input (a prompt on a terminal).
+STDIN_FLAGS = {"--password-stdin": "Password", "--passphrase-stdin": "Passphrase"}
+
+
 def main(argv: list[str] | None = None) -> int:
     import sys
 
     stdin = None
     args = sys.argv[1:] if argv is None else argv
-    if "--password-stdin" in args and not sys.stdin.isatty():
+    wanted = [flag for flag in STDIN_FLAGS if flag in args]
+    if wanted and not sys.stdin.isatty():
         stdin = sys.stdin.read()
-    elif "--password-stdin" in args:
+    elif wanted:
         import getpass
 
-        stdin = getpass.getpass("Password: ")
-    result = run(args, stdin=stdin)
+        stdin = getpass.getpass(f"{STDIN_FLAGS[wanted[0]]}: ")
+    try:
+        result = run(args, stdin=stdin)
+    except ModuleNotFoundError as exc:
+        # Run by an interpreter without our dependencies (outside the venv): say so in one
+        # line instead of a traceback. Our own modules missing is a bug: let it show.
+        if (exc.name or "").split(".")[0] in {"chalicelib", "app", "infra", ""}:
+            raise
+        sys.stderr.write(missing_dependency(exc.name, sys.executable) + "\n")
+        return 1
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     return result.exit_code

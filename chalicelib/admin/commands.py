@@ -448,4 +448,117 @@ def register_refresh(groups, common) -> None:
     p.set_defaults(handler=_refresh)
 
 
-REGISTRARS = [register_db, register_registry, register_user, register_api_key, register_refresh]
+# --- backup / restore -------------------------------------------------------------------
+
+
+def _passphrase(args, stdin) -> str | None:
+    from chalicelib.admin.backup import BackupError
+
+    if not args.passphrase_stdin:
+        return None
+    if stdin is None:
+        raise BackupError("--passphrase-stdin given but no passphrase on standard input")
+    return stdin.rstrip("\r\n")
+
+
+def _backup(args, stdin) -> Output:
+    from pathlib import Path
+
+    from chalicelib.admin import backup
+    from chalicelib.config import get_settings
+
+    path = Path(args.file or backup.default_filename(get_settings().stage))
+    manifest = backup.create_backup(
+        path, passphrase=_passphrase(args, stdin), crates=not args.no_crates, overwrite=args.force
+    )
+    rows = sum(t["rows"] for t in manifest["tables"].values())
+    info = {
+        "file": str(path),
+        "revision": manifest["revision"],
+        "dialect": manifest["dialect"],
+        "tables": len(manifest["tables"]),
+        "rows": rows,
+        "crates": manifest["crates"]["count"],
+        "secrets": manifest["secrets"]["count"],
+        "secrets_encrypted": manifest["secrets"]["encrypted"],
+    }
+    clear = "" if info["secrets_encrypted"] else " IN CLEAR (file mode 0600: keep it private)"
+    text = (
+        f"backup written to {path}: {manifest['dialect']} database at {manifest['revision']} "
+        f"({info['tables']} tables, {rows} rows), {info['crates']} crates, "
+        f"{info['secrets']} secrets{clear}"
+    )
+    return Output(info, text)
+
+
+def _restore(args, stdin) -> Output:
+    from pathlib import Path
+
+    from chalicelib.admin import backup
+
+    report = backup.restore_backup(
+        Path(args.file),
+        passphrase=_passphrase(args, stdin),
+        clean=args.clean,
+        crates=not args.no_crates,
+        secrets=not args.no_secrets,
+    )
+    text = (
+        f"restored {report['file']} (made {report['created_at']}): {report['tables']} tables, "
+        f"{report['rows']} rows (counts and checksums match), {report['crates']} crates, "
+        f"{report['secrets']} secrets"
+    )
+    if report["needs_upgrade"]:
+        text += f"\nthe schema is at {report['revision']}: run `db upgrade` (head {report['head']})"
+    return Output(report, text)
+
+
+def register_backup(groups, common) -> None:
+    p = groups.add_parser(
+        "backup",
+        help="back up the database, the crates and the stage's secrets into one archive",
+        description="Write a tar archive (mode 0600) with a pg_dump of DATABASE_URL (or a "
+        "copy of the embedded SQLite database), every stored crate and the parameter store's "
+        "keys of the stage. Runs where pg_dump is, not in the Lambda.",
+        parents=[common],
+    )
+    p.add_argument("file", metavar="FILE", nargs="?", help="default: lifemonitor-STAGE-TIME.tar")
+    p.add_argument(
+        "--passphrase-stdin",
+        action="store_true",
+        help="encrypt the secrets with a passphrase read from standard input",
+    )
+    p.add_argument("--no-crates", action="store_true", help="leave the crates out")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.set_defaults(handler=_backup)
+
+    p = groups.add_parser(
+        "restore",
+        help="restore a backup into DATABASE_URL, the crate store and the parameter store",
+        description="Restore an archive made by `backup` into an empty database (or, with "
+        "--clean, replace its contents), check every table's row count and checksum, put "
+        "back the crates and the secrets (all but database/url).",
+        parents=[common],
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument(
+        "--passphrase-stdin",
+        action="store_true",
+        help="the passphrase of encrypted secrets, from standard input",
+    )
+    p.add_argument(
+        "--clean", action="store_true", help="replace the contents of a non-empty database"
+    )
+    p.add_argument("--no-crates", action="store_true", help="do not restore the crates")
+    p.add_argument("--no-secrets", action="store_true", help="do not restore the secrets")
+    p.set_defaults(handler=_restore)
+
+
+REGISTRARS = [
+    register_db,
+    register_registry,
+    register_user,
+    register_api_key,
+    register_refresh,
+    register_backup,
+]

@@ -126,7 +126,12 @@ def _link(session: Session, user: User, found: ProviderIdentity) -> Identity:
 
 def propose_username(session: Session, hint: str | None) -> str:
     """A free, valid username from the provider's name for the person."""
-    base = _NOT_USERNAME.sub("_", (hint or "").split("@")[0]).strip("._-")[:100] or "user"
+    import unicodedata
+
+    # "Élodie" → "Elodie": accents dropped rather than the letter.
+    ascii_hint = unicodedata.normalize("NFKD", (hint or "").split("@")[0])
+    ascii_hint = "".join(c for c in ascii_hint if not unicodedata.combining(c))
+    base = _NOT_USERNAME.sub("_", ascii_hint).strip("._-")[:100] or "user"
     if not base[0].isalnum():
         base = "u" + base
     taken = {

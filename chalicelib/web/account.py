@@ -58,18 +58,18 @@ def _profile(request: PageRequest, tab: str, status: int = 200, **extra):
         tab = "accountsTab"
     with _db() as db:
         user = _account(db, request)
+        # Only what the tab shows is read (the providers' availability costs a request
+        # each, cached).
         context = {
             "user": user,
             "tab": tab,
             "tabs": TABS,
             "local_accounts": accounts.local_accounts_enabled(),
-            "api_keys": apikeys.list_keys(db, user),
-            "apps": oauth_apps.list_apps(db, user.id),
+            "api_keys": apikeys.list_keys(db, user) if tab == "apiKeysTab" else [],
+            "apps": oauth_apps.list_apps(db, user.id) if tab == "oauth2ClientsTab" else [],
             "app_scopes": sorted(oauth_apps.ALLOWED_SCOPES),
             "scope_descriptions": S.DESCRIPTIONS,
-            "identities": identities.list_identities(db, user.id),
-            # Probing the providers costs a request each (cached): only the tab that
-            # offers to connect them asks.
+            "identities": (identities.list_identities(db, user.id) if tab == "accountsTab" else []),
             "providers": _providers(db) if tab == "accountsTab" else [],
             "editing": None,
         }
@@ -302,7 +302,7 @@ def save_oauth_app(request: PageRequest):
     form = request.form
     fields = {
         "name": form.text("client_name", 128),
-        "redirect_uris": form.get("redirect_uris", "")[:12000],
+        "redirect_uris": form.text("redirect_uris", 12000),
         "scopes": form.getlist("scopes"),
         "client_uri": form.text("client_uri", 1024),
     }

@@ -154,8 +154,16 @@ def page(bp, path: str, methods: Iterable[str] = ("GET",), *, csrf: bool = True)
                         raise UnsupportedMediaError(f"a form post must be sent as {FORM}")
                     form = parse_form(current.raw_body)
                     if csrf:
-                        check_origin(current.headers)
-                        check_csrf(session, form.get("csrf_token"))
+                        try:
+                            check_origin(current.headers)
+                            check_csrf(session, form.get("csrf_token"))
+                        except ForbiddenError as exc:
+                            # No cookie in this answer: a cross-site post (which carries
+                            # none) must not replace the visitor's session, i.e. log
+                            # them out.
+                            refused = error_page(403, exc.detail, session=session)
+                            refused.headers.pop("Set-Cookie", None)
+                            return refused
                 request = PageRequest(
                     method=current.method,
                     headers=current.headers,

@@ -9,8 +9,6 @@ login is worthless after it.
 
 from __future__ import annotations
 
-import hmac
-import secrets
 import threading
 import time
 from typing import Any
@@ -96,6 +94,8 @@ def _signing_key() -> str:
             f"the parameter store has no {SIGNING_KEY_NAME!r}: create it (a random string of at "
             "least 32 characters) before serving the web pages"
         )
+    import secrets
+
     with _lock:
         key = store.get(SIGNING_KEY_NAME)
         if not key:
@@ -188,7 +188,7 @@ def csrf_token(session: WebSession) -> str:
     """The session's CSRF token, created on first use (for every form of the page)."""
     token = session.get(_CSRF)
     if not isinstance(token, str) or not token:
-        token = secrets.token_urlsafe(32)
+        token = _new_token()
         session[_CSRF] = token
     return token
 
@@ -196,6 +196,8 @@ def csrf_token(session: WebSession) -> str:
 def check_csrf(session: WebSession, submitted: str | None) -> None:
     """Refuse a form whose token is not this session's (a cross-site post carries no
     session cookie under SameSite=Lax, hence no token to match)."""
+    import hmac  # lazily: hashlib's OpenSSL binding costs cold-start time
+
     expected = session.get(_CSRF)
     if (
         not isinstance(expected, str)
@@ -215,12 +217,18 @@ def login(session: WebSession, user_id: int, username: str | None = None) -> Non
     session[_USER] = int(user_id)
     if username:
         session["username"] = username
-    session[_CSRF] = secrets.token_urlsafe(32)
+    session[_CSRF] = _new_token()
 
 
 def logout(session: WebSession) -> None:
     session.clear()
-    session[_CSRF] = secrets.token_urlsafe(32)
+    session[_CSRF] = _new_token()
+
+
+def _new_token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(32)
 
 
 def safe_next(url: str | None, default: str = "/account/profile") -> str:

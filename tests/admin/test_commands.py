@@ -13,6 +13,9 @@ from sqlalchemy import func, select
 from chalicelib.admin import run
 from chalicelib.config import PROJECT_ROOT, get_settings
 from chalicelib.models import Base
+from tests.support.migrations import newest_migration
+
+HEAD, BEFORE_HEAD = newest_migration()
 
 SEEK_ADD = [
     "registry",
@@ -165,12 +168,15 @@ def test_arguments_are_stringified():
 # --- db ---------------------------------------------------------------------------------
 
 
-def test_db_current_at_head(db):
-    from chalicelib import migrate
+def test_newest_migration_is_read_from_the_files():
+    assert HEAD.isdigit() and len(HEAD) == 4, HEAD  # the literal revision, e.g. "0002"
+    assert HEAD >= "0002" and BEFORE_HEAD is not None and BEFORE_HEAD < HEAD
 
-    head = migrate.head()
-    assert _ok("db", "current").stdout == f"{head} (head)\n"
-    assert _json("db", "current") == {"current": head, "head": head, "at_head": True}
+
+def test_db_current_at_head(db):
+    # The literal newest revision: a command that echoed Alembic's head would not pass.
+    assert _ok("db", "current").stdout == f"{HEAD} (head)\n"
+    assert _json("db", "current") == {"current": HEAD, "head": HEAD, "at_head": True}
 
 
 @pytest.fixture
@@ -184,23 +190,19 @@ def fresh_sqlite(monkeypatch, tmp_path):
 
 
 def test_db_upgrade_downgrade_on_a_fresh_database(fresh_sqlite):
-    from chalicelib import migrate
-
-    head = migrate.head()  # each new migration moves it: never spelled out here
     assert _ok("db", "current").stdout == "(empty database: no migration applied)\n"
-    assert _json("db", "current") == {"current": None, "head": head, "at_head": False}
-    assert _ok("db", "upgrade").stdout == f"database upgraded: empty -> {head} (head)\n"
-    assert _ok("db", "current").stdout == f"{head} (head)\n"
-    assert _json("db", "upgrade") == {"from": head, "to": head, "head": head}
+    assert _json("db", "current") == {"current": None, "head": HEAD, "at_head": False}
+    assert _ok("db", "upgrade").stdout == f"database upgraded: empty -> {HEAD} (head)\n"
+    assert _ok("db", "current").stdout == f"{HEAD} (head)\n"
+    assert _json("db", "upgrade") == {"from": HEAD, "to": HEAD, "head": HEAD}
     assert _ok("user", "list").stdout == "(none)\n"
-    assert _ok("db", "downgrade", "base").stdout == f"database downgraded: {head} -> empty (base)\n"
+    assert _ok("db", "downgrade", "base").stdout == f"database downgraded: {HEAD} -> empty (base)\n"
     assert _json("db", "current")["current"] is None
-    assert _json("db", "upgrade", "0001") == {"from": None, "to": "0001", "head": head}
+    assert _json("db", "upgrade", "0001") == {"from": None, "to": "0001", "head": HEAD}
     assert _ok("db", "current").stdout == "0001\n"
-    assert _json("db", "upgrade", "head") == {"from": "0001", "to": head, "head": head}
-    down = _json("db", "downgrade", "-1")
-    assert down["from"] == head and down["to"] not in (None, head)
-    assert _json("db", "upgrade", head)["to"] == head
+    assert _json("db", "upgrade", "head") == {"from": "0001", "to": HEAD, "head": HEAD}
+    assert _json("db", "downgrade", "-1") == {"from": HEAD, "to": BEFORE_HEAD, "head": HEAD}
+    assert _json("db", "upgrade", HEAD)["to"] == HEAD
 
 
 @pytest.mark.parametrize("command", ["upgrade", "downgrade"])
@@ -210,9 +212,7 @@ def test_db_unknown_revision(fresh_sqlite, command):
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == "error: unknown revision 'nonexistent'\n"
-    from chalicelib import migrate
-
-    assert _ok("db", "current").stdout == f"{migrate.head()} (head)\n"
+    assert _ok("db", "current").stdout == f"{HEAD} (head)\n"
     failed = run(["db", command, "nonexistent", "--json"])
     assert failed.exit_code == 1
     assert json.loads(failed.stdout) == {"error": "error: unknown revision 'nonexistent'"}

@@ -224,7 +224,8 @@ DESTRUCTIVE = {
     ("DELETE", "/workflows/{wf_uuid}/versions/{wf_version}"),
     ("DELETE", "/instances/{instance_uuid}"),
 }
-EXCLUDED_PATHS = ("/health", "/openapi.json", "/oauth2/token")
+# The OAuth2 endpoints authenticate clients themselves (tests/api/test_oauth*.py).
+EXCLUDED_PATHS = ("/health", "/openapi.json", "/oauth2/token", "/oauth2/revoke")
 # CI webhooks authenticate deliveries by signature or shared token, never by our
 # credentials: they have their own check below (test_webhooks_ignore_our_credentials).
 WEBHOOKS = "/webhooks/"
@@ -232,7 +233,8 @@ EXCLUDED_PREFIXES = ("/ui", "/integrations/", "/workflows/issues", WEBHOOKS)
 
 
 def app_routes() -> list[tuple[str, str]]:
-    from chalicelib.web.routing import PAGES  # HTML pages: session cookies, not API credentials
+    # Web pages (chalicelib/web) are for browsers with a session, not API credentials.
+    from chalicelib.web.routing import PAGES
 
     return sorted(
         (method, path)

@@ -1,21 +1,26 @@
-"""localstack/: Docker is not available here, so the compose file and the init hook are
-checked structurally, and the hook is run against a recording stand-in for `awslocal`."""
+"""localstack/: Docker is not available here, so the compose file is checked structurally;
+the init script (Python, boto3) runs for real against moto, twice, to show it converges."""
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
+import sys
 
+import boto3
 import pytest
 import yaml
+from moto import mock_aws
 
+from infra.stack import load_init
 from tests.infra.infra_support import ROOT
 
 LOCALSTACK = ROOT / "localstack"
 COMPOSE = LOCALSTACK / "docker-compose.yml"
-INIT = LOCALSTACK / "init" / "ready.d" / "10-resources.sh"
+INIT = LOCALSTACK / "init" / "ready.d" / "10_resources.py"
+JOBS = LOCALSTACK / "jenkins" / "init.groovy.d" / "10-jobs.groovy"
+REGION = "eu-west-1"
 
 
 @pytest.fixture(scope="module")
@@ -23,103 +28,160 @@ def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
-def published_ports(service: dict) -> set[int]:
-    return {int(str(p).rsplit(":", 1)[-1].split("/")[0]) for p in service.get("ports", [])}
+def published(service: dict) -> list[tuple[str, str, int]]:
+    """(host ip, host port spec, container port) of each published port."""
+    out = []
+    for spec in service.get("ports", []):
+        ip, rest = str(spec).split(":", 1)
+        host, container = rest.rsplit(":", 1)
+        out.append((ip, host, int(container.split("/")[0])))
+    return out
 
 
-def test_compose_declares_localstack_and_postgres(compose):
+def test_compose_declares_the_four_services_with_health_checks(compose):
     services = compose["services"]
-    localstack, postgres = services["localstack"], services["postgres"]
-    assert localstack["image"].startswith("localstack/localstack:")
-    assert 4566 in published_ports(localstack)
-    assert set(localstack["environment"]["SERVICES"].split(",")) >= {"ssm", "sqs", "s3"}
-    assert any(v.endswith(":/etc/localstack/init/ready.d:ro") for v in localstack["volumes"])
-    assert postgres["image"] == "postgres:15"
-    assert 5432 in published_ports(postgres)
-    for service in (localstack, postgres):
-        assert service["healthcheck"]["test"], service["image"]
-    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
-
-
-def test_compose_database_matches_the_parameter(compose):
-    env = compose["services"]["postgres"]["environment"]
-    url = f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@localhost:5432/"
-    assert url + env["POSTGRES_DB"] in INIT.read_text()
-
-
-def test_init_script_is_executable_strict_bash():
-    assert os.access(INIT, os.X_OK)
-    text = INIT.read_text()
-    assert text.startswith("#!/usr/bin/env bash\n")
-    assert "set -euo pipefail" in text
-    subprocess.run(["bash", "-n", str(INIT)], check=True)
-
-
-FAKE_AWSLOCAL = r"""#!/usr/bin/env bash
-# Records each call as a JSON list and answers the --query lookups the hook makes.
-python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@" >> "$AWSLOCAL_LOG"
-case "$*" in
-  *"get-queue-attributes"*) echo "arn:aws:sqs:eu-west-1:000000000000:lifemonitor-refresh-dev-dlq" ;;
-  *"create-queue"*) echo "http://localhost:4566/queue/eu-west-1/000000000000/queue" ;;
-  *"head-bucket"*) exit 254 ;;
-esac
-"""
-
-
-@pytest.fixture(scope="module")
-def init_calls(tmp_path_factory) -> list[list[str]]:
-    tmp = tmp_path_factory.mktemp("awslocal")
-    fake = tmp / "awslocal"
-    fake.write_text(FAKE_AWSLOCAL)
-    fake.chmod(0o755)
-    log = tmp / "calls.jsonl"
-    env = {
-        "PATH": f"{tmp}{os.pathsep}{os.environ['PATH']}",
-        "AWSLOCAL_LOG": str(log),
-        "AWS_DEFAULT_REGION": "eu-west-1",
+    assert services["localstack"]["image"].startswith("localstack/localstack:")
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert services["seek"]["image"].startswith("fairdom/seek")
+    assert services["jenkins"]["image"] == "jenkins/jenkins:lts"
+    for name in ("localstack", "postgres", "seek", "jenkins"):
+        test = " ".join(services[name]["healthcheck"]["test"])
+        assert test.startswith("CMD"), name
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert set(services["localstack"]["environment"]["SERVICES"].split(",")) >= {
+        "ssm",
+        "sqs",
+        "s3",
+        "ses",
     }
-    result = subprocess.run(
-        ["bash", str(INIT)], env=env, capture_output=True, text=True, timeout=30, check=False
+
+
+def test_ports_are_loopback_only_and_configurable(compose):
+    expected = {
+        "localstack": ("AWS_PORT", "4566", 4566),
+        "postgres": ("PG_PORT", "5433", 5432),
+        "seek": ("SEEK_PORT", "3000", 3000),
+        "jenkins": ("JENKINS_PORT", "8080", 8080),
+    }
+    for name, (var, default, container) in expected.items():
+        [(ip, host, inside)] = published(compose["services"][name])
+        assert ip == "127.0.0.1", name
+        assert host == f"${{{var}:-{default}}}", name
+        assert inside == container, name
+
+
+def test_postgres_does_not_take_the_native_port_by_default(compose):
+    [(_ip, host, _inside)] = published(compose["services"]["postgres"])
+    assert not host.endswith(":-5432}")
+
+
+def test_the_init_hook_is_mounted_and_finds_the_compose_database(compose):
+    localstack = compose["services"]["localstack"]
+    assert any(v.endswith(":/etc/localstack/init/ready.d:ro") for v in localstack["volumes"])
+    env = compose["services"]["postgres"]["environment"]
+    user, password, db = env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]
+    url = localstack["environment"]["LM_LOCAL_DATABASE_URL"]
+    assert url == f"postgresql://{user}:{password}@localhost:${{PG_PORT:-5433}}/{db}"
+    assert localstack["environment"]["AWS_ENDPOINT_URL"] == "http://localhost:4566"
+
+
+def test_jenkins_makes_a_passing_and_a_failing_job(compose):
+    jenkins = compose["services"]["jenkins"]
+    assert "runSetupWizard=false" in jenkins["environment"]["JAVA_OPTS"]
+    assert any("init.groovy.d" in v for v in jenkins["volumes"])
+    text = JOBS.read_text()
+    assert "test:" in text and "exit 0" in text
+    assert "failing:" in text and "exit 1" in text
+    assert "job/test/lastCompletedBuild" in " ".join(jenkins["healthcheck"]["test"])
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        yield
+
+
+def test_init_creates_queue_dlq_bucket_identity_and_parameters(aws):
+    init = load_init()
+    result = init.ensure_resources(
+        "dev", region=REGION, database_url="postgresql://u@h:5433/db", parameters={"a/b": "c"}
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return [json.loads(line) for line in log.read_text().splitlines()]
-
-
-def find_call(calls, *words) -> list[str]:
-    matches = [c for c in calls if all(w in c for w in words)]
-    assert matches, f"no awslocal call with {words}: {[shlex.join(c) for c in calls]}"
-    return matches[0]
-
-
-def option(call: list[str], name: str) -> str:
-    return call[call.index(name) + 1]
-
-
-def test_init_creates_the_queue_with_a_dead_letter_queue(init_calls):
-    find_call(init_calls, "create-queue", "lifemonitor-refresh-dev-dlq")
-    call = find_call(init_calls, "create-queue", "lifemonitor-refresh-dev")
-    attributes = json.loads(option(call, "--attributes"))
-    assert int(attributes["VisibilityTimeout"]) >= 720
-    redrive = json.loads(attributes["RedrivePolicy"])
+    sqs = boto3.client("sqs", region_name=REGION)
+    attrs = sqs.get_queue_attributes(QueueUrl=result["queue_url"], AttributeNames=["All"])[
+        "Attributes"
+    ]
+    assert result["queue_url"].endswith("/lifemonitor-refresh-dev")
+    assert int(attrs["VisibilityTimeout"]) == 720
+    redrive = json.loads(attrs["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"].endswith(":lifemonitor-refresh-dev-dlq")
     assert int(redrive["maxReceiveCount"]) == 5
 
+    s3 = boto3.client("s3", region_name=REGION)
+    block = s3.get_public_access_block(Bucket="lifemonitor-dev-crates")
+    assert all(block["PublicAccessBlockConfiguration"].values())
+    rules = s3.get_bucket_encryption(Bucket="lifemonitor-dev-crates")
+    assert "AES256" in json.dumps(rules["ServerSideEncryptionConfiguration"])
 
-def test_init_creates_the_private_bucket(init_calls):
-    call = find_call(init_calls, "s3api", "create-bucket")
-    assert option(call, "--bucket") == "lifemonitor-dev-crates"
-    find_call(init_calls, "put-public-access-block")
+    ses = boto3.client("ses", region_name=REGION)
+    assert init.DEFAULT_SENDER in ses.list_identities()["Identities"]
+
+    ssm = boto3.client("ssm", region_name=REGION)
+    param = ssm.get_parameter(Name="/lifemonitor/dev/database/url", WithDecryption=True)
+    assert param["Parameter"]["Type"] == "SecureString"
+    assert param["Parameter"]["Value"] == "postgresql://u@h:5433/db"
+    assert (
+        ssm.get_parameter(Name="/lifemonitor/dev/a/b", WithDecryption=True)["Parameter"]["Value"]
+        == "c"
+    )
 
 
-def test_init_puts_the_database_url_as_a_secure_string(init_calls):
-    call = find_call(init_calls, "ssm", "put-parameter")
-    assert option(call, "--name") == "/lifemonitor/dev/database/url"
-    assert option(call, "--type") == "SecureString"
-    assert option(call, "--value").startswith("postgresql://")
-    assert "--overwrite" in call
+def test_init_is_idempotent_and_converges(aws):
+    init = load_init()
+    first = init.ensure_resources("dev", region=REGION, database_url="postgresql://one")
+    sqs = boto3.client("sqs", region_name=REGION)
+    # Someone changed the queue by hand: the next run sets it back, without failing.
+    sqs.set_queue_attributes(QueueUrl=first["queue_url"], Attributes={"VisibilityTimeout": "30"})
+    second = init.ensure_resources("dev", region=REGION, database_url="postgresql://two")
+    assert second["queue_url"] == first["queue_url"]
+    attrs = sqs.get_queue_attributes(QueueUrl=first["queue_url"], AttributeNames=["All"])
+    assert attrs["Attributes"]["VisibilityTimeout"] == "720"
+    assert len(sqs.list_queues()["QueueUrls"]) == 2
+    ssm = boto3.client("ssm", region_name=REGION)
+    value = ssm.get_parameter(Name="/lifemonitor/dev/database/url", WithDecryption=True)
+    assert value["Parameter"]["Value"] == "postgresql://two"
+
+
+def test_init_script_runs_standalone_and_fails_in_one_line():
+    # Nothing listens on port 9 of loopback: a clear one-line error, exit status 1.
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, str(INIT), "--stage", "dev"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot create the resources on "), (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
 
 
 def test_localstack_readme_explains_the_endpoint():
     text = (LOCALSTACK / "README.md").read_text()
-    for needle in ("AWS_ENDPOINT_URL=http://localhost:4566", "LM_SECRETS_BACKEND=ssm"):
+    for needle in ("AWS_ENDPOINT_URL", "LM_SECRETS_BACKEND=ssm", "make start", "10_resources.py"):
         assert needle in text

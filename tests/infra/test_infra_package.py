@@ -281,3 +281,155 @@ def test_local_gateway_emulation_answers_unknown_routes_like_the_deployed_one():
         template["MISSING_AUTHENTICATION_TOKEN"]["ResponseTemplates"]["application/json"]
     )
     assert deployed == local.NOT_FOUND_BODY
+
+
+# --- deploy: migration before traffic, connection budget, alarms, roles ----------------------
+
+
+def migrations_digest(root: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((root / "migrations" / "versions").glob("*.py")):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@NEEDS_312
+def test_migration_runs_in_the_admin_function_before_traffic_shifts(sam):
+    resources = sam["Resources"]
+    migrate = resources["Migrate"]
+    assert migrate["Type"].startswith("Custom::")
+    props = migrate["Properties"]
+    assert props["ServiceToken"] == {"Fn::GetAtt": ["Admin", "Arn"]}
+    assert props["ServiceTimeout"] <= 900
+    # Pinned by package.sh: a change of the migrations (only) triggers an Update.
+    assert props["Migrations"] == migrations_digest(ROOT)
+    for logical_id in ("APIHandler", "Worker", "Refresh"):
+        assert resources[logical_id]["DependsOn"] == "Migrate", logical_id
+    assert "DependsOn" not in resources["Admin"]  # the custom resource needs it first
+
+
+@NEEDS_312
+def test_reserved_concurrency_is_the_database_connection_budget(sam):
+    resources, params = sam["Resources"], sam["Parameters"]
+
+    def reserved(logical_id):
+        value = resources[logical_id]["Properties"]["ReservedConcurrentExecutions"]
+        condition, yes, no = value["Fn::If"]
+        assert condition == "WithReservations" and no == {"Ref": "AWS::NoValue"}
+        return params[yes["Ref"]]["Default"] if isinstance(yes, dict) else yes
+
+    budget = {fn: reserved(fn) for fn in ("APIHandler", "Worker", "Refresh", "Admin")}
+    assert budget["Refresh"] == 1 and budget["Admin"] == 1  # migrations never concurrent
+    # The SQS event source never starts more workers than the reservation allows.
+    event = resources["Worker"]["Properties"]["Events"]["WorkerSqsEventSource"]["Properties"]
+    assert event["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "WorkerMaxConcurrency"}
+    assert resources["Worker"]["Properties"]["ReservedConcurrentExecutions"]["Fn::If"][1] == {
+        "Ref": "WorkerMaxConcurrency"
+    }
+    # One connection per container (LM_DB_POOL_SIZE is 1 in Lambda): the defaults must fit
+    # the smallest instance (db.t4g.micro: max_connections ~ 80) with room for operators.
+    assert sum(budget.values()) <= 40, budget
+
+
+@NEEDS_312
+def test_alarms_watch_error_rates_and_the_api(sam):
+    resources = sam["Resources"]
+    alarms = {k: v for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    assert {
+        "ApiErrorRateAlarm",
+        "WorkerErrorRateAlarm",
+        "RefreshErrorAlarm",
+        "Api5xxRateAlarm",
+    } <= set(alarms)
+    for name in ("ApiErrorRateAlarm", "WorkerErrorRateAlarm"):
+        metrics = {m["Id"]: m for m in alarms[name]["Properties"]["Metrics"]}
+        assert "errors / invocations" in metrics["rate"]["Expression"]
+        (dim,) = metrics["errors"]["MetricStat"]["Metric"]["Dimensions"]
+        assert dim["Value"] == {"Ref": "APIHandler" if name.startswith("Api") else "Worker"}
+    api = {m["Id"]: m for m in alarms["Api5xxRateAlarm"]["Properties"]["Metrics"]}
+    dims = {d["Name"]: d["Value"] for d in api["errors"]["MetricStat"]["Metric"]["Dimensions"]}
+    assert dims["ApiName"] == resources["RestAPI"]["Properties"]["Name"]
+    for alarm in alarms.values():
+        assert alarm["Properties"]["AlarmActions"]["Fn::If"][0] == "WithAlarmTopic"
+
+
+@NEEDS_312
+def test_each_function_has_its_own_role_and_mail_is_opt_in(sam):
+    resources = sam["Resources"]
+    roles = {fn: resources[fn]["Properties"]["Role"]["Fn::GetAtt"][0] for fn in FUNCTIONS}
+    assert len(set(roles.values())) == len(FUNCTIONS)
+    for role in roles.values():
+        assert resources[role]["Type"] == "AWS::IAM::Role"
+    ses = resources["SesSendPolicy"]
+    assert ses["Condition"] == "WithSes"
+    assert {r["Ref"] for r in ses["Properties"]["Roles"]} <= set(roles.values())
+    (statement,) = ses["Properties"]["PolicyDocument"]["Statement"]
+    assert "identity/${SesIdentity}" in statement["Resource"]["Fn::Sub"]
+
+
+def _wheel(directory: Path, name: str, version: str) -> Path:
+    """A minimal pure-Python wheel, written by hand (no build backend, no network)."""
+    import base64
+    import hashlib
+
+    files = {
+        f"{name}/__init__.py": b"VALUE = 42\n",
+        f"{name}-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        ).encode(),
+        f"{name}-{version}.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = "".join(
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+        for path, data in files.items()
+    )
+    files[f"{name}-{version}.dist-info/RECORD"] = (
+        record + f"{name}-{version}.dist-info/RECORD,,\n"
+    ).encode()
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, data in files.items():
+            zf.writestr(member, data)
+    return path
+
+
+@NEEDS_312
+def test_package_is_built_offline_from_the_wheel_cache(tmp_path):
+    """With wheels in WHEELHOUSE, pip reads only that folder (what `make wheels` fills)."""
+    project = copy_project(tmp_path / "project")
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    _wheel(wheelhouse, "lm_cached_dep", "1.0")
+    (project / "requirements.txt").write_text("lm_cached_dep==1.0\n")
+    env = clean_env(WHEELHOUSE=str(wheelhouse), SKIP_LINT="1")
+    env.pop("PIP_NO_INDEX", None)  # package.sh itself turns the index off
+    result = subprocess.run(
+        ["bash", str(project / "infra" / "package.sh"), STAGE, str(tmp_path / "out")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"offline: requirements from the wheel cache {wheelhouse}" in result.stdout
+    names = zipfile.ZipFile(tmp_path / "out" / "deployment.zip").namelist()
+    assert "lm_cached_dep/__init__.py" in names
+    # And a requirement the cache lacks fails instead of reaching for an index.
+    (project / "requirements.txt").write_text("lm_not_cached==1.0\n")
+    result = subprocess.run(
+        ["bash", str(project / "infra" / "package.sh"), STAGE, str(tmp_path / "out2")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert result.returncode != 0

@@ -107,8 +107,135 @@ def test_policy_covers_the_stage_and_nothing_of_the_others(stage):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_kms_is_usable_only_through_ssm_for_the_stage(stage):
-    (st,) = [s for s in load_policy(stage)["Statement"] if s["Sid"] == "SecureStringKeyViaSsm"]
-    assert set(st["Action"]) == {"kms:Decrypt", "kms:Encrypt"}
-    like = st["Condition"]["StringLike"]
-    assert like["kms:ViaService"] == "ssm.*.amazonaws.com"
-    assert like["kms:EncryptionContext:PARAMETER_ARN"].endswith(f"parameter/lifemonitor/{stage}/*")
+    kms = [s for s in load_policy(stage)["Statement"] if s["Sid"].endswith("ViaSsm")]
+    assert {a for st in kms for a in st["Action"]} == {"kms:Decrypt", "kms:Encrypt"}
+    for st in kms:
+        like = st["Condition"]["StringLike"]
+        assert like["kms:ViaService"] == "ssm.*.amazonaws.com"
+        arn = like["kms:EncryptionContext:PARAMETER_ARN"]
+        assert arn.endswith(f"parameter/lifemonitor/{stage}/*")
+
+
+# --- one role per function, each with only what it needs (infra/iam.py) ----------------------
+
+FUNCTIONS = ("api_handler", "refresh", "worker", "admin")
+
+
+def function_policy(stage: str, function: str) -> dict:
+    name = chalice_config()["stages"][stage]["lambda_functions"][function]["iam_policy_file"]
+    return json.loads((CHALICE_DIR / name).read_text())
+
+
+def test_generated_policies_are_up_to_date():
+    """`python -m infra.iam` writes them from its tables; a hand edit or a stale file fails
+    here (and in `make lint-infra`)."""
+    from infra import iam
+
+    assert iam.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_function_has_its_own_policy_file(stage):
+    names = {
+        chalice_config()["stages"][stage]["lambda_functions"][f]["iam_policy_file"]
+        for f in FUNCTIONS
+    }
+    assert len(names) == len(FUNCTIONS)
+    for function in FUNCTIONS:
+        policy = function_policy(stage, function)
+        assert grants(
+            policy,
+            "logs:PutLogEvents",
+            f"arn:aws:logs:eu-west-1:1:log-group:/aws/lambda/lifemonitor-{stage}-{function}:x",
+        )
+        assert grants(
+            policy,
+            "ssm:GetParametersByPath",
+            f"arn:aws:ssm:eu-west-1:1:parameter/lifemonitor/{stage}",
+        )
+        assert grants(policy, "ec2:CreateNetworkInterface", "*")
+
+
+def _can(stage: str, function: str, action: str) -> bool:
+    service = action.split(":")[0]
+    resource = {
+        "ssm": f"arn:aws:ssm:eu-west-1:1:parameter/lifemonitor/{stage}/registries/x/client_secret",
+        "sqs": f"arn:aws:sqs:eu-west-1:1:lifemonitor-refresh-{stage}",
+        "s3": f"arn:aws:s3:::lifemonitor-{stage}-crates-1-eu-west-1/workflows/a/b.zip",
+    }[service]
+    return grants(function_policy(stage, function), action, resource)
+
+
+@pytest.mark.parametrize(
+    ("function", "allowed", "denied"),
+    [
+        (
+            "api_handler",
+            {
+                "ssm:PutParameter",
+                "ssm:DeleteParameter",
+                "sqs:SendMessage",
+                "s3:PutObject",
+                "s3:GetObject",
+                "s3:DeleteObject",
+            },
+            {"sqs:ReceiveMessage", "sqs:DeleteMessage"},
+        ),
+        (
+            "refresh",
+            {"sqs:SendMessage"},
+            {
+                "ssm:PutParameter",
+                "ssm:DeleteParameter",
+                "sqs:ReceiveMessage",
+                "s3:GetObject",
+                "s3:PutObject",
+            },
+        ),
+        (
+            "worker",
+            {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+            {
+                "ssm:PutParameter",
+                "ssm:DeleteParameter",
+                "sqs:SendMessage",
+                "s3:PutObject",
+                "s3:GetObject",
+            },
+        ),
+        (
+            "admin",
+            {"ssm:PutParameter", "ssm:DeleteParameter", "sqs:SendMessage", "s3:DeleteObject"},
+            {"sqs:ReceiveMessage", "sqs:DeleteMessage"},
+        ),
+    ],
+)
+def test_least_privilege_per_function(function, allowed, denied):
+    for stage in STAGES:
+        for action in allowed:
+            assert _can(stage, function, action), (stage, function, action)
+        for action in denied:
+            assert not _can(stage, function, action), (stage, function, action)
+
+
+def test_adding_a_permission_is_one_line(monkeypatch):
+    """The tables drive every file: a new permission granted to one function appears in
+    that function's policy and the stage's union, nowhere else."""
+    from infra import iam
+
+    monkeypatch.setitem(
+        iam.PERMISSIONS,
+        "SendMail",
+        (["ses:SendEmail"], "arn:aws:ses:*:*:identity/{stage}.example", None),
+    )
+    monkeypatch.setitem(iam.GRANTS, "worker", [*iam.GRANTS["worker"], "SendMail"])
+    files = {k: json.loads(v) for k, v in iam.expected_files(chalice_config()).items()}
+    assert grants(
+        files["policy-dev-worker.json"], "ses:SendEmail", "arn:aws:ses:*:*:identity/dev.example"
+    )
+    assert grants(files["policy-dev.json"], "ses:SendEmail", "arn:aws:ses:*:*:identity/dev.example")
+    assert not grants(
+        files["policy-dev-api_handler.json"],
+        "ses:SendEmail",
+        "arn:aws:ses:*:*:identity/dev.example",
+    )

@@ -103,3 +103,40 @@ def test_statement_cache_is_off_behind_rds_proxy(stateful):
     assert env["LM_DB_STATEMENT_CACHE"] == {
         "Fn::ImportValue": {"Fn::Sub": "lifemonitor-${Stage}-DatabaseStatementCache"}
     }
+
+
+def test_rds_proxy_requires_tls_and_uses_the_generated_secret(stateful):
+    res = stateful["Resources"]
+    proxy = res["DatabaseProxy"]
+    assert proxy["Condition"] == "WithRdsProxy"
+    props = proxy["Properties"]
+    assert props["RequireTLS"] is True and props["EngineFamily"] == "POSTGRESQL"
+    assert props["Auth"][0]["SecretArn"] == {"Ref": "DatabaseSecret"}
+    target = res["DatabaseProxyTargetGroup"]["Properties"]
+    assert target["DBInstanceIdentifiers"] == [{"Ref": "Database"}]
+    endpoint = stateful["Outputs"]["DatabaseEndpoint"]["Value"]["Fn::If"]
+    assert endpoint[0] == "WithRdsProxy"
+    assert endpoint[1] == {"Fn::GetAtt": ["DatabaseProxy", "Endpoint"]}
+
+
+def test_ses_identity_is_optional_retained_and_exported(stateful):
+    identity = stateful["Resources"]["EmailIdentity"]
+    assert identity["Type"] == "AWS::SES::EmailIdentity"
+    assert identity["Condition"] == "WithSesIdentity"
+    assert identity["DeletionPolicy"] == "Retain"
+    assert identity["Properties"]["EmailIdentity"] == {"Ref": "SesIdentity"}
+    assert stateful["Parameters"]["SesIdentity"]["Default"] == ""
+    output = stateful["Outputs"]["SesIdentityName"]
+    assert output["Condition"] == "WithSesIdentity"
+    # The app stack takes the same name as its SesIdentity parameter (same pattern).
+    merge = load_cfn(MERGE)["Parameters"]["SesIdentity"]
+    assert merge["AllowedPattern"] == stateful["Parameters"]["SesIdentity"]["AllowedPattern"]
+
+
+def test_dead_letter_alarm_watches_the_dead_letter_queue(stateful):
+    alarm = stateful["Resources"]["RefreshDeadLetterAlarm"]["Properties"]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"][0]["Value"] == {
+        "Fn::GetAtt": ["RefreshDeadLetterQueue", "QueueName"]
+    }
+    assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"

@@ -311,3 +311,31 @@ def test_logout_get_asks_first(browser, user):
     r = browser.get("/account/logout")
     assert r.status_code == 200 and 'action="/account/logout"' in browser.text()
     assert browser.get("/account/profile").status_code == 200  # still signed in
+
+
+def test_login_page_shows_a_provider_that_is_down_as_unavailable(browser, db, monkeypatch):
+    from chalicelib.auth import providers
+    from chalicelib.db import session_scope
+    from chalicelib.services import registries
+    from tests.support.fileserver import unused_port
+
+    monkeypatch.setenv("ALLOW_PRIVATE_URLS", "1")  # a closed port on loopback: refused
+    with session_scope() as s:
+        registries.add_registry(
+            s,
+            name="Hub Down",
+            type="seek",
+            client_id="app",
+            client_secret="app-secret",
+            api_url=f"http://127.0.0.1:{unused_port()}",
+            client_name="hubdown",
+        )
+    providers.reset_probes()
+    try:
+        r = browser.get("/account/login")
+    finally:
+        providers.reset_probes()
+    assert r.status_code == 200
+    page = browser.text()
+    assert "Hub Down (unavailable)" in page
+    assert 'href="/oauth2/login/hubdown' not in page

@@ -96,9 +96,11 @@ def test_post_with_the_token_works_without_it_is_refused(web):
         assert r.status_code == 403
         assert header(r, "Content-Type").startswith("text/html")
         assert "security token" in r.body.decode()
-    # A cross-site post has no cookie (SameSite=Lax): refused, nothing changed.
+    # A cross-site post has no cookie (SameSite=Lax): refused, nothing changed, and no
+    # new cookie that would replace (log out) the visitor's session.
     r = web.http.post("/t/count", headers=FORM, body=urlencode({"csrf_token": token}))
     assert r.status_code == 403
+    assert header(r, "Set-Cookie") is None
 
 
 def test_cross_origin_post_is_refused_even_with_the_token(web):
@@ -162,3 +164,16 @@ def test_redirect_keeps_absolute_urls_and_prefixes_our_base_path(monkeypatch):
     monkeypatch.setenv("EXTERNAL_SERVER_URL", "https://lm.example/api")
     assert redirect("/account/profile").headers["Location"] == "/api/account/profile"
     assert redirect("/x").status_code == 303
+
+
+def test_check_origin():
+    from chalicelib.errors import ForbiddenError
+    from chalicelib.web.routing import check_origin
+
+    check_origin({})  # no Origin (non-browser clients): the token decides
+    check_origin({"origin": "null"})
+    check_origin({"origin": "http://lm.test"})
+    check_origin({"origin": "http://127.0.0.1:8000", "host": "127.0.0.1:8000"})
+    for origin in ("https://lm.test:8443", "http://lm.test.evil.example", "http://evil.example"):
+        with pytest.raises(ForbiddenError):
+            check_origin({"origin": origin, "host": "lm.test"})

@@ -243,18 +243,22 @@ class Shots:
 
 @pytest.fixture
 def page(playwright_browser, live, request):
-    """A fresh browser context (no cookies) and page; console errors fail the test."""
+    """A fresh browser context (no cookies) and page. `page.console_errors` collects script
+    errors and failed loads of page assets (tests assert it stays empty)."""
     context = playwright_browser.new_context(viewport={"width": 1200, "height": 900})
     context.set_default_timeout(15000)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    tab.on(
-        "console",
-        lambda msg: (
-            errors.append(msg.text) if msg.type == "error" and "favicon" not in msg.text else None
-        ),
-    )
+
+    def failed_asset(response) -> None:
+        kind = response.request.resource_type
+        asset = kind in {"stylesheet", "script", "image", "font"}
+        # The emulators serve no favicon: not ours to judge.
+        if response.status >= 400 and asset and not response.url.endswith("/favicon.ico"):
+            errors.append(f"{response.status} {response.url}")
+
+    tab.on("response", failed_asset)
     tab.console_errors = errors
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)
     tab.shots = Shots(tab, output_root() / name)
@@ -268,3 +272,28 @@ def local_login(page, base: str, username: str, password: str) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(re.compile(r".*/account/profile.*"))
+
+
+def assert_not_in_clear(live: LiveServer, secrets: list[str]) -> None:
+    """None of `secrets` (keys, client secrets, codes, tokens) in any table of the database
+    or in the server's log."""
+    import json
+
+    from sqlalchemy import select
+
+    from chalicelib.db import get_engine
+    from chalicelib.models import Base
+
+    secrets = [s for s in secrets if s and len(s) >= 16]
+    assert secrets
+    leaks = []
+    with get_engine().connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            for row in conn.execute(select(table)):
+                text = json.dumps([str(v) for v in row])
+                leaks += [(table.name, s[:6]) for s in secrets if s in text]
+    assert not leaks, f"credentials in clear in the database: {leaks}"
+    log = live.log.read_text(errors="replace")
+    assert "GET /account/profile" in log, "the server log holds no request: nothing proven"
+    leaked = [s[:6] for s in secrets if s in log]
+    assert not leaked, f"credentials in clear in the server log: {leaked}"

@@ -14,7 +14,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
-from tests.web.browser.conftest import REGISTRY_CLIENT_NAME, REGISTRY_NAME, local_login
+from tests.web.browser.conftest import (
+    REGISTRY_CLIENT_NAME,
+    REGISTRY_NAME,
+    assert_not_in_clear,
+    local_login,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -145,7 +150,7 @@ def test_local_login_tabs_api_key_in_swagger_then_deleted(page, live, local_user
         shots(f"tab-{tab}")
     key = new_api_key(page, base)
     shots("api-key-new")
-    page.reload()  # shown once: never again
+    page.goto(base + "/account/profile?currentView=apiKeysTab")  # shown once: never again
     assert key not in page.content()
     body = swagger_try(page, base, key, shots, expect_in_registries="[")
     assert '"alice"' in body or "alice" in body
@@ -159,6 +164,8 @@ def test_local_login_tabs_api_key_in_swagger_then_deleted(page, live, local_user
     assert page.locator(f"tr[data-prefix='{prefix}']").count() == 0
     r = requests.get(base + "/users/current", headers={"ApiKey": key}, timeout=10)
     assert r.status_code == 401
+    live_key = new_api_key(page, base)  # one still stored: only its hash may be there
+    assert_not_in_clear(live, [key, live_key])
     page.get_by_role("button", name="Log out").click()
     page.goto(base + "/account/profile")
     page.wait_for_url(re.compile(r".*/account/login\?next=.*"))
@@ -205,8 +212,9 @@ def test_oauth_app_authorization_code_pkce_and_refresh(page, live, local_user):
     client_id = page.get_by_test_id("client-id").inner_text().strip()
     client_secret = page.get_by_test_id("client-secret").inner_text().strip()
     shots("oauth-app-created")
-    page.reload()
+    page.goto(base + "/account/profile?currentView=oauth2ClientsTab")
     assert client_secret not in page.content()  # shown once
+    assert page.get_by_role("button", name="Delete app My notebook").count() == 1
 
     # The app sends the browser to /oauth2/authorize with a PKCE challenge.
     verifier, challenge = pkce_pair()
@@ -238,7 +246,7 @@ def test_oauth_app_authorization_code_pkce_and_refresh(page, live, local_user):
     code = params["code"][0]
 
     token_url = base + "/oauth2/token"
-    # A wrong verifier is refused and does not burn... the right one then works once.
+    # A wrong PKCE verifier is refused (and the code is spent: codes are single-use).
     bad = requests.post(
         token_url,
         data={
@@ -309,6 +317,17 @@ def test_oauth_app_authorization_code_pkce_and_refresh(page, live, local_user):
         timeout=10,
     )
     assert me.status_code == 200
+    assert_not_in_clear(
+        live,
+        [
+            client_secret,
+            code,
+            tokens["access_token"],
+            tokens["refresh_token"],
+            refreshed["access_token"],
+            refreshed["refresh_token"],
+        ],
+    )
     # Deleting the app from the profile ends its tokens.
     page.goto(base + "/account/profile?currentView=oauth2ClientsTab")
     page.get_by_role("button", name="Delete app My notebook").click()
@@ -415,4 +434,79 @@ def test_dashboard_and_workflow_pages(page, live, local_user, registry):
     page.goto(f"{base}/workflow;uuid={uuid}")
     assert page.get_by_role("heading", name="browser-wf").count() == 1
     shots("workflow-matrix-link")
+    assert not page.console_errors, page.console_errors
+
+
+UNLABELLED_FIELDS = """() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter(e => e.type !== 'hidden')
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+               && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+  .map(e => e.outerHTML)"""
+
+
+def assert_accessible_basics(page) -> None:
+    """Every visible field has a label, the page a title, one h1 and a lang."""
+    assert page.evaluate(UNLABELLED_FIELDS) == []
+    assert page.title().endswith("LifeMonitor")
+    assert page.locator("h1").count() == 1
+    assert page.evaluate("document.documentElement.lang") == "en"
+
+
+def test_every_page_renders_labelled(page, live, local_user):
+    """Register, logout, error pages and each profile tab: rendered, labelled, their
+    stylesheet loaded, a screenshot each."""
+    base, shots = live.url, page.shots
+    page.goto(base + "/account/register")
+    assert_accessible_basics(page)
+    shots("register")
+    page.get_by_label("Username").fill("newcomer")
+    page.get_by_label("E-mail (optional)").fill("new@example.org")
+    page.get_by_label("Password (8 characters at least)").fill("long enough")
+    page.get_by_label("Password again").fill("long enough")
+    page.get_by_role("button", name="Create the account").click()
+    page.wait_for_url(re.compile(r".*/account/profile.*"))
+    assert "Welcome, newcomer" in page.content()
+    for tab in ("accountsTab", "apiKeysTab", "oauth2ClientsTab", "notificationsTab"):
+        page.goto(f"{base}/account/profile?currentView={tab}")
+        assert_accessible_basics(page)
+    page.goto(base + "/dashboard")
+    assert_accessible_basics(page)
+    page.goto(base + "/account/logout")
+    assert_accessible_basics(page)
+    shots("logout-confirm")
+    page.goto(base + "/workflow/00000000-0000-0000-0000-000000000000")
+    assert page.get_by_role("heading", name="Not Found").count() == 1
+    shots("not-found")
+    page.goto(base + "/")
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(base + "/")
+    assert_accessible_basics(page)
+    shots("landing-logged-out")
+    page.goto(base + "/account/login")
+    assert_accessible_basics(page)
+    assert (
+        page.evaluate("getComputedStyle(document.querySelector('header.site')).backgroundColor")
+        == "rgb(18, 50, 91)"
+    )  # the stylesheet applied
+    assert not page.console_errors, page.console_errors
+
+
+def test_connect_and_disconnect_an_identity_from_the_profile(page, live, local_user, registry):
+    base, shots = live.url, page.shots
+    local_login(page, base, *local_user)
+    assert "No identity is linked to this account." in page.content()
+    page.get_by_role("link", name=f"Connect {REGISTRY_NAME}").click()
+    page.wait_for_url(re.compile(re.escape(live.wfh.url) + r"/oauth/authorize.*"))
+    page.get_by_label("Login").fill("user2")
+    page.get_by_label("Password").fill("seek-emulator")
+    page.get_by_role("button", name="Sign in and authorize").click()
+    page.wait_for_url(re.compile(r".*/account/profile.*"))
+    row = page.locator(f"tr[data-provider='{REGISTRY_CLIENT_NAME}']")
+    assert row.count() == 1
+    shots("identity-connected")
+    # alice has a password: the identity is not her only way in, so it may go.
+    row.get_by_role("button", name=f"Disconnect {REGISTRY_NAME}").click()
+    page.wait_for_url(re.compile(r".*currentView=accountsTab.*"))
+    assert page.locator(f"tr[data-provider='{REGISTRY_CLIENT_NAME}']").count() == 0
+    shots("identity-disconnected")
     assert not page.console_errors, page.console_errors

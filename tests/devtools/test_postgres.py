@@ -1,4 +1,4 @@
-"""Tests for the real-PostgreSQL helper (tests/support/postgres.py)."""
+"""Tests for the PostgreSQL finder (devtools/postgres.py)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,37 @@ import pytest
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
-# Relative import: works whether or not tests/ itself is a package.
-from .postgres import (
+from devtools import postgres
+from devtools.postgres import (
     PostgresServer,
+    PostgresUnavailable,
     _pid_alive,
     _postmaster_pid,
     describe,
     find_pg_bin,
     find_postgres,
     normalize_url,
+    wanted,
 )
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _skip_unless_ci(reason: str) -> None:
+    # A machine without PostgreSQL may skip these; CI must have it.
+    if IN_CI:
+        pytest.fail(f"CI=true: {reason}")
+    pytest.skip(reason)
+
+
+def _unused_port():
+    """A port with nothing listening: bound (so nothing else takes it) but not listening,
+    so a connection is refused at once. Close the socket when done."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
 
 
 def _unique_name() -> str:
@@ -93,10 +114,12 @@ def test_find_postgres_and_database_round_trip(monkeypatch: pytest.MonkeyPatch) 
 def test_local_server_is_found_here(monkeypatch: pytest.MonkeyPatch) -> None:
     # This machine runs PostgreSQL on 127.0.0.1:5432 (trust, database "test").
     monkeypatch.delenv("TEST_DATABASE_URL", raising=False)
-    server = find_postgres(prefer="local")
-    if server is None:
-        pytest.skip("no local PostgreSQL on 127.0.0.1:5432: " + describe(None))
-    assert server.kind == "local"
+    monkeypatch.delenv("TEST_POSTGRES_PORT", raising=False)
+    try:
+        server = find_postgres(prefer="local")
+    except PostgresUnavailable as exc:
+        _skip_unless_ci(f"no local PostgreSQL on 127.0.0.1:5432: {exc}")
+    assert server is not None and server.kind == "local"
     assert (server.host, server.port) == ("127.0.0.1", 5432)
     assert describe(server) == f"PostgreSQL {server.version} (local 127.0.0.1:5432)"
     server.stop()  # no-op for a server we don't own
@@ -116,8 +139,10 @@ def test_invalid_and_protected_names_rejected() -> None:
 
 
 # -- (b) the throwaway cluster ----------------------------------------------
-@pytest.mark.skipif(find_pg_bin() is None, reason="initdb/pg_ctl not installed")
 def test_throwaway_cluster_lifecycle() -> None:
+    # Starts initdb/pg_ctl as the postgres OS user when run as root, on a free port.
+    if find_pg_bin() is None:
+        _skip_unless_ci("initdb/pg_ctl not installed")
     started = time.monotonic()
     server = find_postgres(prefer="throwaway")
     elapsed = time.monotonic() - started
@@ -125,7 +150,13 @@ def test_throwaway_cluster_lifecycle() -> None:
     print(f"throwaway cluster started in {elapsed:.2f}s: {describe(server)}")
     try:
         assert server.kind == "throwaway"
+        assert server.host == "127.0.0.1" and server.port != 5432
         assert server.base_dir and server.data_dir
+        if os.geteuid() == 0:  # postgres refuses root: the cluster belongs to postgres
+            import pwd
+
+            owner = pwd.getpwuid(os.stat(server.data_dir).st_uid).pw_name
+            assert owner == "postgres"
         assert os.path.isdir(server.data_dir)
         pid = _postmaster_pid(server.data_dir)
         assert pid is not None and _pid_alive(pid)
@@ -165,17 +196,109 @@ def test_normalize_url_rejects_other_schemes(raw: str) -> None:
         normalize_url(raw)
 
 
-def test_env_url_unreachable_falls_through(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_url_unreachable_raises_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     # Port 1 on localhost refuses connections immediately.
     monkeypatch.setenv("TEST_DATABASE_URL", "postgres://nobody@127.0.0.1:1/x")
-    assert find_postgres(prefer="env") is None
-    assert "env: postgresql+pg8000://nobody@127.0.0.1:1/x" in describe(None)
+    with pytest.raises(PostgresUnavailable) as caught:
+        find_postgres(prefer="env")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "env: postgresql+pg8000://nobody@127.0.0.1:1/x" in message
+    assert "TEST_POSTGRES=sqlite" in message  # says how to run on SQLite on purpose
+
+
+def test_local_port_is_overridable(monkeypatch: pytest.MonkeyPatch) -> None:
+    sock, port = _unused_port()
+    try:
+        monkeypatch.setenv("TEST_POSTGRES_PORT", str(port))
+        with pytest.raises(PostgresUnavailable, match=f"local: .*@127.0.0.1:{port}: ") as caught:
+            find_postgres(prefer="local")
+    finally:
+        sock.close()
+    assert "\n" not in str(caught.value)
+    monkeypatch.setenv("TEST_POSTGRES_PORT", "54x")
+    with pytest.raises(ValueError, match="TEST_POSTGRES_PORT"):
+        find_postgres(prefer="local")
+
+
+def _nothing_anywhere(monkeypatch: pytest.MonkeyPatch):
+    sock, port = _unused_port()
+    monkeypatch.delenv("TEST_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TEST_POSTGRES", raising=False)
+    monkeypatch.setenv("TEST_POSTGRES_PORT", str(port))
+    monkeypatch.setattr(
+        postgres, "_throwaway", lambda: postgres.last_attempts.append("throwaway: no initdb")
+    )
+    return sock
+
+
+def test_auto_outside_ci_falls_back_to_sqlite_and_says_why(monkeypatch) -> None:
+    sock = _nothing_anywhere(monkeypatch)
+    monkeypatch.delenv("CI", raising=False)
+    try:
+        assert find_postgres() is None
+    finally:
+        sock.close()
+    header = describe(None)
+    assert header.startswith("SQLite (no PostgreSQL could be had: env: ")
+    assert "throwaway: no initdb" in header
+
+
+def test_auto_never_falls_back_to_sqlite_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing anywhere: no URL, nothing on the local port, no throwaway cluster.
+    monkeypatch.setenv("CI", "true")
+    sock, port = _unused_port()
+    monkeypatch.delenv("TEST_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TEST_POSTGRES", raising=False)
+    monkeypatch.setenv("TEST_POSTGRES_PORT", str(port))
+
+    def no_cluster():
+        postgres.last_attempts.append("throwaway: initdb/pg_ctl not found")
+
+    monkeypatch.setattr(postgres, "_throwaway", no_cluster)
+    try:
+        with pytest.raises(PostgresUnavailable) as caught:
+            find_postgres()
+    finally:
+        sock.close()
+    message = str(caught.value)
+    assert message.startswith("no PostgreSQL server (TEST_POSTGRES=auto): env: ")
+    assert "; local: " in message and f":{port}: " in message
+    assert "; throwaway: initdb/pg_ctl not found. " in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "choice"),
+    [
+        ("", "auto"),
+        ("auto", "auto"),
+        ("LOCAL", "local"),
+        ("env", "env"),
+        ("throwaway", "throwaway"),
+        ("sqlite", "sqlite"),
+        ("off", "sqlite"),
+        ("none", "sqlite"),
+    ],
+)
+def test_wanted(monkeypatch: pytest.MonkeyPatch, value: str, choice: str) -> None:
+    monkeypatch.setenv("TEST_POSTGRES", value)
+    assert wanted() == choice
+
+
+def test_unknown_choice_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_POSTGRES", "postgress")
+    with pytest.raises(ValueError, match="TEST_POSTGRES='postgress'"):
+        find_postgres()
 
 
 def test_env_url_is_used_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    local = find_postgres(prefer="local")
-    if local is None:
-        pytest.skip("needs the local server to point TEST_DATABASE_URL at")
+    monkeypatch.delenv("TEST_POSTGRES", raising=False)
+    monkeypatch.delenv("TEST_POSTGRES_PORT", raising=False)
+    try:
+        local = find_postgres(prefer="local")
+    except PostgresUnavailable:
+        _skip_unless_ci("needs the local server to point TEST_DATABASE_URL at")
     plain = local.admin_url.replace("postgresql+pg8000://", "postgresql://")
     monkeypatch.setenv("TEST_DATABASE_URL", plain)
     server = find_postgres()
@@ -184,7 +307,10 @@ def test_env_url_is_used_first(monkeypatch: pytest.MonkeyPatch) -> None:
     assert describe(server).endswith(f"(env TEST_DATABASE_URL {local.admin_url})")
 
 
-def test_disabled_by_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TEST_POSTGRES", "off")
+@pytest.mark.parametrize("value", ["sqlite", "off"])
+def test_sqlite_only_when_asked_for(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("TEST_POSTGRES", value)
     assert find_postgres() is None
-    assert describe(None).startswith("SQLite (no PostgreSQL: disabled")
+    assert describe(None) == (
+        "SQLite (SQLite asked for by TEST_POSTGRES): PostgreSQL-only tests are skipped"
+    )

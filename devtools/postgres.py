@@ -1,18 +1,21 @@
-"""Give the test suite a real PostgreSQL server, with no dependencies beyond
-pg8000, SQLAlchemy and the standard library.
+"""Find a real PostgreSQL server for the tests and the benchmarks, with no dependencies
+beyond pg8000, SQLAlchemy and the standard library.
 
 ``find_postgres()`` tries, in order:
 
 1. ``TEST_DATABASE_URL`` (kind ``"env"``);
-2. a local server on 127.0.0.1:5432, database ``test``, trust auth (kind ``"local"``);
-3. a throwaway cluster made with ``initdb``/``pg_ctl`` in a temp dir (kind
-   ``"throwaway"``), stopped and deleted at exit;
+2. a local server on 127.0.0.1:5432 (port: ``TEST_POSTGRES_PORT``), database ``test``,
+   trust auth (kind ``"local"``);
+3. a throwaway cluster made with ``initdb``/``pg_ctl`` in a temp dir, on a free port, as
+   the ``postgres`` OS user when run as root (kind ``"throwaway"``), stopped and deleted
+   at exit.
 
-and returns ``None`` when nothing works, so the caller can fall back to SQLite.
-``last_attempts`` then explains why each step failed.
-
-The env var ``TEST_POSTGRES`` can force a single step (``env``, ``local``,
-``throwaway``) or disable PostgreSQL altogether (``off``/``none``/``sqlite``).
+``TEST_POSTGRES`` can force a single step (``env``, ``local``, ``throwaway``) or ask for
+SQLite (``sqlite``; also ``off``/``none``). A missing server raises `PostgresUnavailable`,
+whose message is one line that says what was tried and why each step failed, in CI
+(``CI=true``) and whenever ``TEST_POSTGRES`` names a kind. Only outside CI with no choice
+made does ``find_postgres()`` return None when nothing works (the project's rule: a laptop
+without PostgreSQL still runs the suite on SQLite, and the report header says why).
 """
 
 from __future__ import annotations
@@ -38,18 +41,22 @@ from sqlalchemy.pool import NullPool
 
 __all__ = [
     "PostgresServer",
+    "PostgresUnavailable",
     "describe",
     "find_pg_bin",
     "find_postgres",
     "last_attempts",
+    "local_port",
     "normalize_url",
     "start_throwaway",
+    "wanted",
 ]
 
 KINDS = ("env", "local", "throwaway")
 LOCAL_HOST = "127.0.0.1"
 LOCAL_PORT = 5432
 LOCAL_DATABASE = "test"
+SQLITE_CHOICES = ("sqlite", "off", "none")
 PROBE_TIMEOUT = 2.0  # seconds; a dead/firewalled port must not stall the suite
 
 # Trust auth is fine for a private cluster on 127.0.0.1; --no-sync skips fsyncs.
@@ -61,6 +68,10 @@ _PROTECTED_DBS = frozenset({"postgres", "template0", "template1"})
 
 #: Why each step of the last ``find_postgres()`` call was skipped or failed.
 last_attempts: list[str] = []
+
+
+class PostgresUnavailable(RuntimeError):
+    """PostgreSQL was wanted and none could be had; the message is one line."""
 
 
 def normalize_url(url: str) -> str:
@@ -422,17 +433,29 @@ def _from_env() -> PostgresServer | None:
     return PostgresServer("env", url)
 
 
+def local_port() -> int:
+    """Port of the local step: ``TEST_POSTGRES_PORT``, else 5432 (a test points it at an
+    unused port to see a run without PostgreSQL, leaving the real server alone)."""
+    raw = os.environ.get("TEST_POSTGRES_PORT", "").strip()
+    if not raw:
+        return LOCAL_PORT
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"TEST_POSTGRES_PORT={raw!r} is not a port number")
+    return int(raw)
+
+
 def _from_local() -> PostgresServer | None:
+    port = local_port()
     users: list[str] = []
     for user in (os.environ.get("PGUSER"), _os_user(), "postgres"):
         if user and user not in users:
             users.append(user)
     for user in users:
-        url = f"postgresql+pg8000://{user}@{LOCAL_HOST}:{LOCAL_PORT}/{LOCAL_DATABASE}"
+        url = f"postgresql+pg8000://{user}@{LOCAL_HOST}:{port}/{LOCAL_DATABASE}"
         try:
             _probe(url)
         except Exception as exc:
-            last_attempts.append(f"local: {user}@{LOCAL_HOST}:{LOCAL_PORT}: {exc}")
+            last_attempts.append(f"local: {user}@{LOCAL_HOST}:{port}: {exc}")
             # Nothing listening: no point trying other user names.
             if isinstance(exc, pg8000.native.InterfaceError):
                 return None
@@ -456,36 +479,58 @@ def _throwaway() -> PostgresServer | None:
         return None
 
 
-def find_postgres(prefer: str | None = None) -> PostgresServer | None:
-    """Return the first usable PostgreSQL server, or None (use SQLite).
+def wanted(prefer: str | None = None) -> str:
+    """What the caller asks for: ``"sqlite"``, ``"auto"`` or one of `KINDS` (``prefer``,
+    else ``TEST_POSTGRES``, else ``"auto"``)."""
+    choice = (prefer or os.environ.get("TEST_POSTGRES", "") or "auto").strip().lower()
+    if choice in (*SQLITE_CHOICES, "0", "no"):
+        return "sqlite"
+    if choice != "auto" and choice not in KINDS:
+        raise ValueError(f"TEST_POSTGRES={choice!r}: expected auto, {', '.join(KINDS)} or sqlite")
+    return choice
 
-    ``prefer`` (or env ``TEST_POSTGRES``) restricts the search to one kind;
-    ``TEST_POSTGRES=off`` disables PostgreSQL entirely.
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def find_postgres(prefer: str | None = None) -> PostgresServer | None:
+    """The first usable PostgreSQL server; None when SQLite is asked for, or (outside CI,
+    with no ``TEST_POSTGRES`` choice) when no PostgreSQL can be had at all.
+
+    ``prefer`` (or env ``TEST_POSTGRES``) restricts the search to one kind, or asks for
+    SQLite (``sqlite``/``off``/``none``). Raises `PostgresUnavailable` (one line: what was
+    tried, why each step failed, how to run on SQLite) when no server can be had.
     """
     last_attempts.clear()
-    choice = (prefer or os.environ.get("TEST_POSTGRES", "") or "auto").strip().lower()
-    if choice in ("off", "none", "sqlite", "0", "no"):
-        last_attempts.append(f"disabled by TEST_POSTGRES={choice}")
+    choice = wanted(prefer)
+    if choice == "sqlite":
+        last_attempts.append("SQLite asked for by TEST_POSTGRES")
         return None
     steps = {"env": _from_env, "local": _from_local, "throwaway": _throwaway}
-    if choice == "auto":
-        order = list(KINDS)
-    elif choice in steps:
-        order = [choice]
-    else:
-        raise ValueError(f"unknown PostgreSQL preference {choice!r}")
+    order = list(KINDS) if choice == "auto" else [choice]
     for kind in order:
         server = steps[kind]()
         if server is not None:
             return server
-    return None
+    # One line, whatever the errors say.
+    why = "; ".join(" ".join(a.split()) for a in last_attempts).rstrip(".")
+    if choice == "auto" and not _in_ci():
+        # The project's rule: a developer's machine with no PostgreSQL at all still runs
+        # the suite, on SQLite, and the report header says why. CI never does.
+        last_attempts[:] = [f"no PostgreSQL could be had: {why}"]
+        return None
+    raise PostgresUnavailable(
+        f"no PostgreSQL server (TEST_POSTGRES={choice}): {why}. Start one, point "
+        "TEST_DATABASE_URL at one, or set TEST_POSTGRES=sqlite to run on SQLite on purpose"
+    )
 
 
 def describe(server: PostgresServer | None) -> str:
     """One-line description for the test-suite header."""
     if server is None:
         why = "; ".join(last_attempts) or "not searched"
-        return f"SQLite (no PostgreSQL: {why})"
+        return f"SQLite ({why}): PostgreSQL-only tests are skipped"
     try:
         version = f"PostgreSQL {server.version}"
     except Exception as exc:  # describe() must never break the header
