@@ -5,12 +5,14 @@ the refresh worker fed by SQS, and the admin command function. Each is a thin sh
 from chalice import Chalice, Rate
 
 from chalicelib.api import (
+    badges,
     docs,
     health,
     history,
     instances,
     integrations,
     oauth,
+    outbound,
     registries,
     suites,
     users,
@@ -18,6 +20,9 @@ from chalicelib.api import (
     workflows,
 )
 from chalicelib.api.middleware import http_middleware
+from chalicelib.web import account, dashboard, pages
+from chalicelib.web import email as web_email
+from chalicelib.web import oauth as web_oauth
 
 # Our JSON logging (chalicelib/logs.py) replaces Chalice's plain-text app logger.
 app = Chalice(app_name="lifemonitor", configure_logs=False)
@@ -35,6 +40,13 @@ for blueprint in (
     history,
     integrations,
     webhooks,
+    badges,
+    outbound,
+    pages,
+    account,
+    dashboard,
+    web_oauth,
+    web_email,
 ):
     app.register_blueprint(blueprint.routes)
 
@@ -58,6 +70,30 @@ def worker(event):
     remaining = getattr(event.context, "get_remaining_time_in_millis", None)
     budget = max(5.0, remaining() / 1000 - 30) if remaining else None
     return job.handle_sqs_records((record.to_dict() for record in event), time_budget=budget)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="notify")
+def notify(event):
+    """Mail pending notifications (SES, in batches) and send due webhook deliveries."""
+    from chalicelib.jobs import notify as job
+
+    return job.every_minute()
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="housekeeping")
+def housekeeping(event):
+    """Mark stale test instances (and notify), delete notifications past retention."""
+    from chalicelib.jobs import notify as job
+
+    return job.every_hour()
+
+
+@app.on_sqs_message(queue="lifemonitor-webhooks", batch_size=10, name="webhook_worker")
+def webhook_worker(event):
+    """Deliver outbound webhooks queued by the transitions and the `notify` sweep."""
+    from chalicelib.services import outbound as job
+
+    return job.handle_sqs_records([record.to_dict() for record in event])
 
 
 @app.lambda_function(name="admin")

@@ -38,6 +38,18 @@ ENV_VARS = (
     "LM_REFRESH_PER_HOST",
     "LM_LOCAL_REFRESH_INTERVAL",
     "LM_MIGRATIONS_DIR",
+    "LM_NOTIFICATION_RETENTION_DAYS",
+    "LM_STALE_AFTER_DAYS",
+    "LM_EMAIL_BACKEND",
+    "LM_EMAIL_SENDER",
+    "LM_WEBHOOK_QUEUE_URL",
+    "LM_WEBHOOK_DISABLE_AFTER",
+    "LM_REFRESH_TOKEN_EXPIRES_IN",
+    "LM_AUTH_CODE_EXPIRES_IN",
+    "LM_GITHUB_CLIENT_ID",
+    "LM_GITHUB_URL",
+    "LM_GITHUB_API_URL",
+    "LM_PROVIDER_TIMEOUT",
 )
 
 #: Stages that are deployed to AWS; development-only switches are refused there.
@@ -72,6 +84,18 @@ class Settings:
     refresh_per_host: int  # CI requests in flight per host
     local_refresh_interval: int  # seconds between in-process refreshes (make run); 0: off
     migrations_dir: Path | None  # where the Alembic scripts are, if not found by themselves
+    notification_retention_days: int  # notifications older than this are deleted
+    stale_after_days: int  # default staleness threshold of a test instance
+    email_backend: str  # "ses" (Amazon SES) | "log" (print mails to the log)
+    email_sender: str | None  # verified SES sender address
+    webhook_queue_url: str | None  # SQS queue of outbound webhook deliveries; unset: inline
+    webhook_disable_after: int  # failed attempts in a row before an endpoint is disabled
+    refresh_token_expires_in: int  # seconds a refresh token of ours stays usable
+    auth_code_expires_in: int  # seconds an authorization code stays exchangeable
+    github_client_id: str | None  # GitHub login (its secret: `oauth2/providers/github/...`)
+    github_url: str  # GitHub's web base (authorize, token); tests point it at the emulator
+    github_api_url: str  # GitHub's API base (/user, /user/emails)
+    provider_timeout: int  # seconds a login provider may take to answer
 
     @property
     def secrets_file(self) -> Path:
@@ -110,6 +134,13 @@ def _int(name: str, value: str | None, default: int, minimum: int = 0) -> int:
     return number
 
 
+def _base_url(name: str, value: str | None, default: str) -> str:
+    url = (value or default).strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+    return url
+
+
 @lru_cache(maxsize=16)
 def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
     e = dict(env)
@@ -129,6 +160,10 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
     if not external.startswith(("http://", "https://")):
         raise ConfigError(f"EXTERNAL_SERVER_URL must be an http(s) URL, got {external!r}")
     allow_private = _flag(e["ALLOW_PRIVATE_URLS"])
+    # Deployed stages send mail through SES; the embedded default prints it to the log.
+    email_backend = (e["LM_EMAIL_BACKEND"] or ("ses" if in_lambda else "log")).lower()
+    if email_backend not in {"ses", "log"}:
+        raise ConfigError(f"LM_EMAIL_BACKEND must be 'ses' or 'log', got {email_backend!r}")
     settings = Settings(
         stage=stage,
         database_url=database_url,
@@ -152,6 +187,26 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
             "LM_LOCAL_REFRESH_INTERVAL", e["LM_LOCAL_REFRESH_INTERVAL"], 60, 0
         ),
         migrations_dir=Path(e["LM_MIGRATIONS_DIR"]) if e["LM_MIGRATIONS_DIR"] else None,
+        notification_retention_days=_int(
+            "LM_NOTIFICATION_RETENTION_DAYS", e["LM_NOTIFICATION_RETENTION_DAYS"], 90, 1
+        ),
+        stale_after_days=_int("LM_STALE_AFTER_DAYS", e["LM_STALE_AFTER_DAYS"], 30, 1),
+        email_backend=email_backend,
+        email_sender=e["LM_EMAIL_SENDER"] or None,
+        webhook_queue_url=e["LM_WEBHOOK_QUEUE_URL"] or None,
+        webhook_disable_after=_int(
+            "LM_WEBHOOK_DISABLE_AFTER", e["LM_WEBHOOK_DISABLE_AFTER"], 10, 1
+        ),
+        refresh_token_expires_in=_int(
+            "LM_REFRESH_TOKEN_EXPIRES_IN", e["LM_REFRESH_TOKEN_EXPIRES_IN"], 30 * 86400, 60
+        ),
+        auth_code_expires_in=_int("LM_AUTH_CODE_EXPIRES_IN", e["LM_AUTH_CODE_EXPIRES_IN"], 300, 1),
+        github_client_id=(e["LM_GITHUB_CLIENT_ID"] or "").strip() or None,
+        github_url=_base_url("LM_GITHUB_URL", e["LM_GITHUB_URL"], "https://github.com"),
+        github_api_url=_base_url(
+            "LM_GITHUB_API_URL", e["LM_GITHUB_API_URL"], "https://api.github.com"
+        ),
+        provider_timeout=_int("LM_PROVIDER_TIMEOUT", e["LM_PROVIDER_TIMEOUT"], 10, 1),
     )
     if allow_private and settings.is_deployed:
         # The SSRF guard must never be lifted where real users reach the service.

@@ -57,6 +57,10 @@ class InstanceState:
     latest_build: Any = None  # objects with a `.status`
     last_completed_build: Any = None
     last_error: str | None = None
+    # Staleness (services/staleness.py): since when no build has completed for longer
+    # than the instance's threshold, in days.
+    stale_since: Any = None
+    stale_after_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,14 @@ class StatusResult:
     aggregate_test_status: str
     latest_builds: list[Any] = field(default_factory=list)  # one build per instance
     issues: list[str] = field(default_factory=list)
+    # Shown whatever the status (a STALE instance still counts its last build).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def reason(self) -> str | None:
-        if self.aggregate_test_status == NOT_AVAILABLE and self.issues:
-            return ", ".join(self.issues)
-        return None
+        parts = list(self.issues) if self.aggregate_test_status == NOT_AVAILABLE else []
+        parts.extend(self.warnings)
+        return ", ".join(parts) or None
 
 
 def compute(suites: Sequence[SuiteState]) -> StatusResult:
@@ -87,6 +93,11 @@ def compute(suites: Sequence[SuiteState]) -> StatusResult:
         if not suite.instances:
             result.issues.append(f"No test instances configured for suite {suite.name}")
         for instance in suite.instances:
+            if instance.stale_since is not None:
+                result.warnings.append(
+                    f"STALE: instance {instance.name} has had no completed build for over "
+                    f"{instance.stale_after_days or 30} days"
+                )
             counted = instance.last_completed_build
             if counted is None and instance.latest_build is None:
                 issue = f"No build found for instance {instance.name}"

@@ -19,6 +19,11 @@ SEEK behaviour reproduced (and where it comes from):
   (`admins`, the seeded admin person 1). `ro_crate` needs *download* access.
 * Unknown Bearer tokens answer 401 (`errors/unauthorized`), as Doorkeeper does.
 * `/people/current` without a user answers 404 `No user logged in`.
+* Doorkeeper, the OAuth provider LifeMonitor logs people in with: `/oauth/authorize` shows
+  a login form for the people of index.json (login from its `users`, password
+  `DEFAULT_PASSWORD` unless `.passwords` says otherwise), `/oauth/token` exchanges codes
+  (PKCE checked when a challenge was sent) and rotates refresh tokens; tests register our
+  OAuth app with `register_oauth_app(redirect_uris)`. Issued tokens join `.tokens`.
 * `attributes.policy` is only in workflow bodies for those who may manage the workflow.
 * `links.self` is relative, as SEEK sends it; `meta.base_url`, `versions[].url` and
   `content_blobs[].link` are absolute and point at this emulator.
@@ -38,6 +43,7 @@ from typing import Any
 
 from emulators.base import Emulator, Reply, Request
 from emulators.crates import CONTEXT_0_1, TEST_NS
+from emulators.oauth_provider import OAuthProviderMixin
 
 JSONAPI_CT = "application/vnd.api+json; charset=utf-8"
 ACCESS_NAMES = {0: "no_access", 1: "view", 2: "download", 3: "edit", 4: "manage"}
@@ -245,7 +251,10 @@ class CatalogueWorkflow:
         return source.read_bytes() if isinstance(source, Path) else source
 
 
-class WorkflowHubEmulator(Emulator):
+DEFAULT_PASSWORD = "seek-emulator"  # noqa: S105 - the emulated people's password
+
+
+class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
     """`WorkflowHubEmulator()` serves the real catalogue when the shared fixtures exist
     (`use_real_fixtures=False` forces the generated one). Use as a context manager; `.url` is
     the base URL to give a `Registry`/`SeekClient`. Tests map Bearer tokens to person ids in
@@ -262,7 +271,10 @@ class WorkflowHubEmulator(Emulator):
         index = self.seek_dir / "lifemonitor-test-instance" / "index.json"
         self.has_real_fixtures = use_real_fixtures and index.is_file()
         self.tokens: dict[str, int | str] = {}
+        self.passwords: dict[str, str] = {}  # login -> password (default DEFAULT_PASSWORD)
         self.admins: set[str | int] = {"1"}  # person ids that may see everything
+        self.oauth_title = "WorkflowHub: sign in"
+        self.reset_oauth()
         self.people: dict[str, dict] = {}
         self.projects: dict[str, str] = {}
         self.workflows: dict[str, CatalogueWorkflow] = {}
@@ -274,6 +286,8 @@ class WorkflowHubEmulator(Emulator):
         """Back to the initial state (catalogue, tokens, admins, faults, recorded requests),
         so one started emulator can serve many tests."""
         self.tokens.clear()
+        self.passwords.clear()
+        self.reset_oauth()
         self.admins = {"1"}
         self.clear_faults()
         with self._lock:
@@ -434,6 +448,14 @@ class WorkflowHubEmulator(Emulator):
         self.route("GET", r"/people(?:\.json)?", self._people)
         self.route("GET", r"/people/current(?:\.json)?", self._current)
         self.route("GET", r"/people/(?P<id>[^/.]+)(?:\.json)?", self._person)
+        self.setup_oauth_routes("/oauth/authorize", "/oauth/token")
+
+    def oauth_authenticate(self, login: str, password: str) -> str | None:
+        for pid, person in self.people.items():
+            if login and person.get("login") == login:
+                expected = self.passwords.get(login, DEFAULT_PASSWORD)
+                return pid if password == expected else None
+        return None
 
     # -- helpers for handlers ---------------------------------------------------------------
     def _caller(self, req: Request) -> tuple[str | None, Reply | None]:
@@ -444,6 +466,8 @@ class WorkflowHubEmulator(Emulator):
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() == "bearer" and token in self.tokens:
+            if not self.access_token_valid(token):
+                return None, self.error_reply("unauthorized.spec-example")
             return str(self.tokens[token]), None
         return None, self.error_reply("unauthorized.spec-example")
 

@@ -24,7 +24,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHALICE = ROOT / ".chalice"
-FUNCTIONS = ("api_handler", "refresh", "worker", "admin")
+FUNCTIONS = (
+    "api_handler",
+    "refresh",
+    "worker",
+    "admin",
+    "notify",
+    "housekeeping",
+    "webhook_worker",
+)
 
 _OWN_ACCOUNT = {"StringEquals": {"aws:ResourceAccount": "${aws:PrincipalAccount}"}}
 _PARAMS = [
@@ -39,6 +47,7 @@ _KMS_VIA_SSM = {
 }
 _QUEUE = "arn:aws:sqs:*:*:lifemonitor-refresh-{stage}"
 _CRATES = "arn:aws:s3:::lifemonitor-{stage}-crates-*"
+_WEBHOOKS = "arn:aws:sqs:*:*:lifemonitor-webhooks-{stage}"
 
 #: Sid -> (actions, resources, condition). One line per permission.
 PERMISSIONS: dict[str, tuple[list[str], list[str] | str, dict | None]] = {
@@ -61,6 +70,13 @@ PERMISSIONS: dict[str, tuple[list[str], list[str] | str, dict | None]] = {
     "ConsumeRefreshQueue": (
         ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
         _QUEUE,
+        None,
+    ),
+    # Outbound webhook deliveries: queued where transitions are found, retried with back-off.
+    "SendToWebhookQueue": (["sqs:SendMessage"], _WEBHOOKS, None),
+    "ConsumeWebhookQueue": (
+        ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+        _WEBHOOKS,
         None,
     ),
     "ReadCrates": (["s3:GetObject"], _CRATES + "/*", _OWN_ACCOUNT),
@@ -90,13 +106,26 @@ _CRATES_RW = ["ReadCrates", "WriteCrates", "DeleteCrates", "ListCrates"]
 GRANTS: dict[str, list[str]] = {
     # submissions store crates and `authorization` secrets, deletions remove both;
     # webhooks queue refreshes.
-    "api_handler": [*_BASE, *_SECRETS_RW, *_CRATES_RW, "SendToRefreshQueue"],
+    "api_handler": [
+        *_BASE,
+        *_SECRETS_RW,
+        *_CRATES_RW,
+        "SendToRefreshQueue",
+        "SendToWebhookQueue",
+    ],
     # reads the database URL, queues the due instances.
     "refresh": [*_BASE, "SendToRefreshQueue"],
     # reads CI credentials; its SQS event source receives and deletes with this role.
-    "worker": [*_BASE, "ConsumeRefreshQueue"],
+    "worker": [*_BASE, "ConsumeRefreshQueue", "SendToWebhookQueue"],
     # every admin command: registries' secrets, workflow deletion, refresh, migrations.
-    "admin": [*_BASE, *_SECRETS_RW, *_CRATES_RW, "SendToRefreshQueue"],
+    "admin": [*_BASE, *_SECRETS_RW, *_CRATES_RW, "SendToRefreshQueue", "SendToWebhookQueue"],
+    # mails pending notifications (SES: the merge template's SesSendPolicy), queues due
+    # webhook deliveries.
+    "notify": [*_BASE, "SendToWebhookQueue"],
+    # marks stale instances (their notifications may queue webhooks), prunes old rows.
+    "housekeeping": [*_BASE, "SendToWebhookQueue"],
+    # delivers webhooks; a failed delivery is queued again with a delay.
+    "webhook_worker": [*_BASE, "ConsumeWebhookQueue", "SendToWebhookQueue"],
 }
 
 

@@ -109,9 +109,11 @@ class RefreshTimer(threading.Thread):
 
 
 def _dispatch_due() -> Any:
-    from chalicelib.jobs import refresh
+    from chalicelib.jobs import notify, refresh
 
-    return refresh.dispatch_due()
+    summary = refresh.dispatch_due()
+    notify.local_tick()  # the `notify` and `housekeeping` schedules of the deployed stack
+    return summary
 
 
 def start_refresh_timer(

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-LAMBDAS = {"refresh", "worker", "admin"}
+LAMBDAS = {"refresh", "worker", "admin", "notify", "housekeeping", "webhook_worker"}
 # The views this file knows of; others are added as the API grows.
 ROUTE_VIEWS = {
     "health",
@@ -58,8 +58,11 @@ def test_api_handler_is_the_app(chalice_app):
 def test_refresh_is_a_five_minute_schedule(chalice_app):
     from chalice.app import ScheduledEventConfig
 
-    [config] = [e for e in chalice_app.event_sources if isinstance(e, ScheduledEventConfig)]
-    assert config.name == "refresh"
+    [config] = [
+        e
+        for e in chalice_app.event_sources
+        if isinstance(e, ScheduledEventConfig) and e.name == "refresh"
+    ]
     assert config.handler_string == "app.refresh"
     assert config.schedule_expression.to_string() == "rate(5 minutes)"
 
@@ -67,8 +70,9 @@ def test_refresh_is_a_five_minute_schedule(chalice_app):
 def test_worker_reads_the_refresh_queue(chalice_app):
     from chalice.app import SQSEventConfig
 
-    [config] = [e for e in chalice_app.event_sources if isinstance(e, SQSEventConfig)]
-    assert config.name == "worker"
+    [config] = [
+        e for e in chalice_app.event_sources if isinstance(e, SQSEventConfig) and e.name == "worker"
+    ]
     assert config.queue == "lifemonitor-refresh"
     assert config.batch_size == 10
     assert config.maximum_batching_window_in_seconds == 5

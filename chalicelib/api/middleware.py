@@ -96,8 +96,8 @@ def _as_problem(response, info):
     if response.status_code < 400:
         return response
     ctype = {k.lower(): v for k, v in response.headers.items()}.get("content-type", "")
-    if ctype.startswith(PROBLEM_JSON):
-        return response
+    if ctype.startswith((PROBLEM_JSON, "text/html")):
+        return response  # an HTML error page of chalicelib/web is already an answer
     body = response.body
     if isinstance(body, dict) and set(body) == {"Code", "Message"}:
         if response.status_code >= 500:

@@ -85,6 +85,9 @@ def test_instance(view, *, nested: bool = True) -> dict[str, Any]:
         # Our additions: when we last looked and what went wrong, if anything.
         "last_checked": iso(inst.last_checked_at),
         "last_error": inst.last_error,
+        # Staleness: the threshold set with PUT (days), and since when it is STALE.
+        "stale_after_days": inst.stale_after_days,
+        "stale_since": iso(inst.stale_since),
     }
     body = _drop_none(body)
     if nested:

@@ -760,7 +760,9 @@ def apply_many(session: Session, items: list[tuple[int, Fetched]], now: datetime
     every instance (plus one per rate-limited host). Elsewhere (the embedded SQLite
     default, one writer at a time) each instance goes through the ORM."""
     if not _is_postgres(session):
-        return {i: _apply_orm(session, i, f, now) for i, f in items}
+        outcomes = {i: _apply_orm(session, i, f, now) for i, f in items}
+        _record_transitions(session, outcomes, now)
+        return outcomes
     from sqlalchemy import text
 
     fetched_by_id = dict(items)
@@ -836,7 +838,15 @@ def apply_many(session: Session, items: list[tuple[int, Fetched]], now: datetime
             },
         )
     _expire_written(session, set(updates))
+    _record_transitions(session, outcomes, now)
     return outcomes
+
+
+def _record_transitions(session: Session, outcomes: dict[int, str], now: datetime) -> None:
+    """Notify BUILD_FAILED / BUILD_RECOVERED for what was just stored, in this transaction."""
+    from chalicelib.services import transitions
+
+    transitions.record(session, [i for i, o in outcomes.items() if o == UPDATED], now)
 
 
 def _expire_written(session: Session, instance_ids: set[int]) -> None:

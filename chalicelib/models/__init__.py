@@ -1,7 +1,14 @@
 """SQLAlchemy models of the whole domain; `Base.metadata` is what Alembic migrates."""
 
 from chalicelib.models.base import Base, utcnow
-from chalicelib.models.notifications import EVENTS, Notification, Subscription, UserNotification
+from chalicelib.models.notifications import (
+    EVENTS,
+    Notification,
+    Subscription,
+    UserNotification,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from chalicelib.models.oauth import OAuth2AuthorizationCode, OAuth2Client, OAuth2Token
 from chalicelib.models.registries import REGISTRY_TYPES, Registry
 from chalicelib.models.testing import (
@@ -42,6 +49,8 @@ __all__ = [
     "TestingService",
     "User",
     "UserNotification",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "Workflow",
     "WorkflowVersion",
     "utcnow",

@@ -66,6 +66,11 @@ class OAuth2Token(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # When the refresh token stops working (None: no refresh token).
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # SHA-256 of the authorization code this token (and its rotated successors) came from:
+    # a code presented twice revokes them all (RFC 6749 §4.1.2).
+    code_hash: Mapped[str | None] = mapped_column(String(64), index=True)
 
     client: Mapped[OAuth2Client] = relationship()
     user: Mapped[User | None] = relationship()
@@ -73,6 +78,24 @@ class OAuth2Token(Base):
     @property
     def scopes(self) -> frozenset[str]:
         return frozenset(self.scope.split())
+
+    # -- authlib's TokenMixin ------------------------------------------------------------
+    def check_client(self, client) -> bool:
+        return self.client_id == client.get_client_id()
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_expires_in(self) -> int:
+        return int((self.expires_at - self.issued_at).total_seconds())
+
+    def is_expired(self) -> bool:
+        from chalicelib.models.base import utcnow
+
+        return self.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return self.revoked
 
 
 class OAuth2AuthorizationCode(Base):
@@ -92,3 +115,18 @@ class OAuth2AuthorizationCode(Base):
     code_challenge_method: Mapped[str | None] = mapped_column(String(16))
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # Set (atomically) by the one exchange that may use the code.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # -- authlib's AuthorizationCodeMixin ------------------------------------------------
+    def get_redirect_uri(self) -> str | None:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.auth_time.timestamp())

@@ -94,6 +94,13 @@ class TestInstance(Timestamped, Base):
     # one transaction.
     latest_build_id: Mapped[int | None] = mapped_column(BigId)
     last_completed_build_id: Mapped[int | None] = mapped_column(BigId)
+    # The last completed build the transition detector has seen (services/transitions.py):
+    # builds completed after it are compared with it, in order.
+    transition_build_id: Mapped[int | None] = mapped_column(BigId)
+    # Staleness: days without a completed build before the instance is STALE (NULL: the
+    # default, 30), and since when it is (NULL: not stale).
+    stale_after_days: Mapped[int | None] = mapped_column(Integer)
+    stale_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     suite: Mapped[TestSuite] = relationship(back_populates="instances")
     testing_service: Mapped[TestingService] = relationship()

@@ -20,6 +20,11 @@ class User(Timestamped, Base):
     # scrypt hash ("scrypt$n$r$p$salt$hash"); None for accounts that only log in elsewhere.
     password_hash: Mapped[str | None] = mapped_column(String(256))
     notifications_enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    # E-mail verification: the SHA-256 of the code mailed, and the address it was mailed
+    # to (a code verifies that address only: changing the e-mail voids it).
+    email_verification_hash: Mapped[str | None] = mapped_column(String(64))
+    email_verification_address: Mapped[str | None] = mapped_column(String(256))
+    email_verification_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     identities: Mapped[list[Identity]] = relationship(
         back_populates="user", cascade="all, delete-orphan"

@@ -274,8 +274,7 @@ def delete_registry(session: Session, ref: str) -> Registry:
     keys = [registry.server_secret_key, registry.service_token_key, client.secret_key]
     session.delete(registry)
     session.flush()
-    session.delete(client)
-    session.flush()
+    oauth2.delete_client(session, client)
     store = get_secrets()
     for key in keys:
         store.delete(key)

@@ -25,7 +25,6 @@ from chalicelib.models import (
     Permission,
     Registry,
     RegistryWorkflowVersion,
-    Subscription,
     TestingService,
     TestInstance,
     TestSuite,
@@ -407,15 +406,10 @@ def _grant_owner(session: Session, user: User, workflow: Workflow) -> None:
         return
     session.add(Permission(user_id=user.id, workflow_id=workflow.id, roles=["owner"]))
     # The submitter is subscribed to their workflow (as in LifeMonitor).
-    if (
-        session.scalar(
-            select(Subscription.id).where(
-                Subscription.user_id == user.id, Subscription.workflow_id == workflow.id
-            )
-        )
-        is None
-    ):
-        session.add(Subscription(user_id=user.id, workflow_id=workflow.id, events=["ALL"]))
+    from chalicelib.services.subscriptions import ensure_subscribed
+
+    session.flush()  # the workflow's id
+    ensure_subscribed(session, user.id, workflow.id)
 
 
 def replace_crate(

@@ -57,6 +57,8 @@ class InstanceView:
             latest_build=self.latest_build,
             last_completed_build=self.last_completed_build,
             last_error=self.instance.last_error,
+            stale_since=self.instance.stale_since,
+            stale_after_days=self.instance.stale_after_days,
         )
 
 
@@ -266,6 +268,8 @@ _INSTANCE_COLUMNS = (
     "last_error",
     "created",
     "modified",
+    "stale_after_days",
+    "stale_since",
 )
 _SERVICE_COLUMNS = ("uuid", "type", "url")
 _BUILD_COLUMNS = ("id", "build_id", "status", "started_at", "finished_at", "duration", "url")
@@ -286,6 +290,8 @@ class InstanceRow:
     last_error: str | None
     created: Any
     modified: Any
+    stale_after_days: int | None
+    stale_since: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -770,9 +776,27 @@ def update_instance(session: Session, principal: Principal, instance_uuid: str, 
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
     name = _text(body, "name")
+    stale_after_days = body.get("stale_after_days", ...)
+    if (
+        stale_after_days is not ...
+        and stale_after_days is not None
+        and (
+            isinstance(stale_after_days, bool)
+            or not isinstance(stale_after_days, int)
+            or not 1 <= stale_after_days <= 3650
+        )
+    ):
+        raise BadRequestError(
+            "'stale_after_days' must be an integer from 1 to 3650, or null for the default",
+            field="stale_after_days",
+        )
     view = get_instance(session, principal, instance_uuid, write=True)
     if name is not None:
         view.instance.name = name
+    if stale_after_days is not ...:
+        # A new threshold is judged afresh by the next staleness check.
+        view.instance.stale_after_days = stale_after_days
+        view.instance.stale_since = None
     session.flush()
 
 

@@ -42,13 +42,16 @@ def operations(doc: dict):
 
 
 def app_routes() -> set[tuple[str, str]]:
+    """The API's routes: every route but the web pages (chalicelib/web), which are HTML for
+    browsers, not API operations."""
     import app
+    from chalicelib.web.routing import PAGES
 
     return {
         (path, method)
         for path, entries in app.app.routes.items()
         for method in entries
-        if method != "OPTIONS"
+        if method != "OPTIONS" and (path, method) not in PAGES
     }
 
 

@@ -35,6 +35,9 @@ FUNCTIONS = {  # logical id in Chalice's SAM output -> Chalice function name
     "Refresh": "refresh",
     "Worker": "worker",
     "Admin": "admin",
+    "Notify": "notify",
+    "Housekeeping": "housekeeping",
+    "WebhookWorker": "webhook_worker",
 }
 NEEDS_312 = pytest.mark.skipif(
     sys.version_info < (3, 12), reason="package.sh refuses Python < 3.12 (Lambda runtime)"
@@ -129,6 +132,19 @@ def test_worker_reports_batch_item_failures_from_the_stage_queue(sam):
 
 
 @NEEDS_312
+def test_webhook_worker_reads_the_stage_webhooks_queue(sam):
+    props = sam["Resources"]["WebhookWorker"]["Properties"]["Events"][
+        "WebhookWorkerSqsEventSource"
+    ]["Properties"]
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    template, variables = props["Queue"]["Fn::Sub"]
+    assert template == "${WebhooksQueueArn}"
+    assert variables["WebhooksQueueArn"]["Fn::ImportValue"] == {
+        "Fn::Sub": "lifemonitor-${Stage}-WebhooksQueueArn"
+    }
+
+
+@NEEDS_312
 def test_functions_are_named_wired_to_the_vpc_and_configured(sam):
     assert sam["Parameters"]["Stage"]["Default"] == STAGE
     assert sam["Parameters"]["Stage"]["AllowedValues"] == [STAGE]
@@ -139,7 +155,7 @@ def test_functions_are_named_wired_to_the_vpc_and_configured(sam):
         assert variables["LM_STAGE"] == STAGE  # from .chalice/config.json, kept by the merge
         assert variables["LM_SECRETS_BACKEND"] == "ssm"
         assert variables["LM_SSM_PREFIX"] == {"Fn::Sub": "/lifemonitor/${Stage}/"}
-        for var in ("LM_REFRESH_QUEUE_URL", "LM_CRATE_BUCKET"):
+        for var in ("LM_REFRESH_QUEUE_URL", "LM_WEBHOOK_QUEUE_URL", "LM_CRATE_BUCKET"):
             assert "Fn::ImportValue" in variables[var], var
         vpc = props["VpcConfig"]
         assert len(vpc["SubnetIds"]) == 2
@@ -194,8 +210,10 @@ def test_sam_translator_turns_the_merge_into_the_real_resources(sam, monkeypatch
     for logical_id in FUNCTIONS:
         template["Resources"][logical_id]["Properties"]["CodeUri"] = "s3://bucket/key.zip"
     out = transform(template, {}, NoManagedPolicies())["Resources"]
-    (mapping,) = [r for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
-    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    mappings = [r for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert len(mappings) == 2  # the refresh worker and the webhook worker
+    for mapping in mappings:
+        assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     (api,) = [r for r in out.values() if r["Type"] == "AWS::ApiGateway::RestApi"]
     # In the Swagger body: a changed response changes the deployment hash, so it ships.
     gateway = api["Properties"]["Body"]["x-amazon-apigateway-gateway-responses"]

@@ -657,7 +657,9 @@ def test_a_group_is_written_in_four_statements(db, fake_ci):
         outcomes = refresh.write_group([*fetched.items(), (987654, fetched[ids[0]])], NOW)
     finally:
         event.remove(engine, "before_cursor_execute", record)
-    assert seen == ["SELECT", "INSERT", "SELECT", "UPDATE"]
+    # Then the transition check (services/transitions.py): one read, and one update that
+    # sets the baseline of every instance's first completed build.
+    assert seen == ["SELECT", "INSERT", "SELECT", "UPDATE", "SELECT", "UPDATE"]
     by_id = {o.instance_id: o for o in outcomes}
     assert {by_id[i].outcome for i in ids[:37]} == {"updated"}
     assert by_id[ids[37]].outcome == "error" and by_id[ids[37]].error == "CI down"

@@ -75,7 +75,7 @@ def test_add_registry(session, wfh):
     assert client.client_secret_hash == token_hash(wfh.client_secret)
     assert set(wfh.scopes) == S.REGISTRY_CLIENT
     assert wfh.grant_types == ["client_credentials", "authorization_code", "refresh_token"]
-    assert client.client_metadata["response_types"] == ["code", "token"]
+    assert client.client_metadata["response_types"] == ["code"]  # no implicit grant
     assert wfh.redirect_uris == ["https://workflowhub.example", "https://workflowhub.example/cb"]
     assert wfh.auth_method == "client_secret_post"
     assert wfh.authorize_url == "http://lm.test/oauth2/authorize/workflow_hub"
