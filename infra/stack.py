@@ -788,6 +788,9 @@ def service_env(cfg: Config, state: dict[str, Any]) -> dict[str, str]:
         "LM_STAGE": cfg.stage,
         "LM_SECRETS_BACKEND": "ssm",
         "LM_REFRESH_QUEUE_URL": state["queue_url"],
+        "LM_WEBHOOK_QUEUE_URL": state["webhook_queue_url"],
+        "LM_EMAIL_BACKEND": "ses",  # mail goes to the emulated SES
+        "LM_EMAIL_SENDER": state["sender"],
         "LM_CRATE_BUCKET": state["bucket"],
         "LM_DATA_DIR": str(cfg.profile_dir("stack") / "data"),
         "LM_LOCAL_REFRESH_INTERVAL": "0",  # the runner fires the schedule instead
@@ -875,7 +878,7 @@ def start_stack(cfg: Config, only: tuple[str, ...] = STACK_SERVICES) -> dict[str
         if "runner" in only:
             argv = [cfg.python, "-m", "infra.runner"]
             if cfg.refresh_rate:
-                argv += ["--rate", str(cfg.refresh_rate)]
+                argv += ["--rate", f"refresh={cfg.refresh_rate:g}"]
             profile.start(Service("runner", argv, marker="infra.runner", env=child_env))
         say(
             f"LifeMonitor API on {cfg.url('PORT')} (docs at /ui); WorkflowHub on {seek_url}; "
@@ -914,6 +917,8 @@ def _start_aws_and_db(cfg: Config, profile: Profile, state: dict[str, Any]) -> d
         backend=backend,
         aws_endpoint=endpoint,
         queue_url=resources["queue_url"],
+        webhook_queue_url=resources["webhook_queue_url"],
+        sender=resources["sender"],
         dlq_url=resources["dlq_url"],
         bucket=resources["bucket"],
         database=_redact(database_url),

@@ -11,8 +11,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -96,11 +98,13 @@ def free_ports(n: int) -> list[int]:
 
 @pytest.mark.slow
 def test_the_guide_runs_against_the_local_stack(tmp_path):
-    if not stack.native_postgres():
-        pytest.skip("the local stack needs the native PostgreSQL on 127.0.0.1:5432")
     if not shutil.which("jq"):
         pytest.skip("the guide's commands need jq")
-    api, aws, seek, jenkins = free_ports(4)
+    # Without a native PostgreSQL the stack makes a private cluster (as the postgres OS user
+    # under root): its folder must be one that user can traverse, unlike pytest's tmp_path.
+    state = Path(tempfile.mkdtemp(prefix="lm-guide-test-"))
+    state.chmod(0o755)
+    api, aws, seek, jenkins, pg = free_ports(5)
     env = {
         k: v
         for k, v in os.environ.items()
@@ -108,13 +112,14 @@ def test_the_guide_runs_against_the_local_stack(tmp_path):
         and k not in {"DATABASE_URL", "EXTERNAL_SERVER_URL", "MAKEFLAGS", "MFLAGS"}
     }
     env.update(
-        STACK_DIR=str(tmp_path / "stack"),
+        STACK_DIR=str(state / "stack"),
         STACK_AWS="moto",
         STACK_DB=f"lm_guide_test_{uuid.uuid4().hex[:10]}",
         PORT=str(api),
         AWS_PORT=str(aws),
         SEEK_PORT=str(seek),
         JENKINS_PORT=str(jenkins),
+        PG_PORT=str(pg),
         REFRESH_RATE="1",
     )
     if not shutil.which("aws", path=env.get("PATH")):
@@ -154,11 +159,13 @@ def test_the_guide_runs_against_the_local_stack(tmp_path):
             timeout=120,
             check=False,
         )
+        shutil.rmtree(state, ignore_errors=True)
     # The sequence did what the guide says it does.
     assert '"status": "ok"' in out or "healthy" in out or out  # /health answered (any body)
     assert "\nall_passing\n" in out, out[-3000:]
     assert "https://lm.example.org/oauth2/token" in out
     assert "\n/lifemonitor/dev/database/url\n" in out  # the parameters, listed with the CLI
+    assert "\ndatabase.pgdump\nmanifest.json\nsecrets.json\n" in out  # the backup's archive
     assert "local stack stopped" in out
     assert "nothing is running" in out
     assert not records  # make stop removed every pid file

@@ -7,7 +7,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -72,4 +71,3 @@ def test_serves_on_the_given_port_until_terminated():
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
-    time.sleep(0)

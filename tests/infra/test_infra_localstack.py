@@ -106,7 +106,7 @@ def aws(monkeypatch):
         yield
 
 
-def test_init_creates_queue_dlq_bucket_identity_and_parameters(aws):
+def test_init_creates_queues_dlqs_bucket_identity_and_parameters(aws):
     init = load_init()
     result = init.ensure_resources(
         "dev", region=REGION, database_url="postgresql://u@h:5433/db", parameters={"a/b": "c"}
@@ -120,6 +120,14 @@ def test_init_creates_queue_dlq_bucket_identity_and_parameters(aws):
     redrive = json.loads(attrs["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"].endswith(":lifemonitor-refresh-dev-dlq")
     assert int(redrive["maxReceiveCount"]) == 5
+    webhooks = sqs.get_queue_attributes(
+        QueueUrl=result["webhook_queue_url"], AttributeNames=["All"]
+    )["Attributes"]
+    assert result["webhook_queue_url"].endswith("/lifemonitor-webhooks-dev")
+    assert int(webhooks["VisibilityTimeout"]) == 360
+    assert json.loads(webhooks["RedrivePolicy"])["deadLetterTargetArn"].endswith(
+        ":lifemonitor-webhooks-dev-dlq"
+    )
 
     s3 = boto3.client("s3", region_name=REGION)
     block = s3.get_public_access_block(Bucket="lifemonitor-dev-crates")
@@ -150,7 +158,7 @@ def test_init_is_idempotent_and_converges(aws):
     assert second["queue_url"] == first["queue_url"]
     attrs = sqs.get_queue_attributes(QueueUrl=first["queue_url"], AttributeNames=["All"])
     assert attrs["Attributes"]["VisibilityTimeout"] == "720"
-    assert len(sqs.list_queues()["QueueUrls"]) == 2
+    assert len(sqs.list_queues()["QueueUrls"]) == 4  # refresh and webhooks, each with a DLQ
     ssm = boto3.client("ssm", region_name=REGION)
     value = ssm.get_parameter(Name="/lifemonitor/dev/database/url", WithDecryption=True)
     assert value["Parameter"]["Value"] == "postgresql://two"

@@ -58,15 +58,21 @@ def queue(monkeypatch):
         yield sqs, url
 
 
-def test_rate_and_batch_size_come_from_app_py():
+def test_every_schedule_and_queue_of_app_py_is_served():
     assert runner.schedule_rate(real_app) == 300.0  # Rate(5, MINUTES)
-    assert runner.worker_batch_size(real_app) == 10
+    names = {s.name for s in runner.schedules(real_app)}
+    assert {"refresh", "notify", "housekeeping"} <= names
+    queues = {c.name: (c.queue, c.batch_size) for c in runner.consumers(real_app)}
+    assert queues["worker"] == ("lifemonitor-refresh", 10)
+    assert queues["webhook_worker"][0] == "lifemonitor-webhooks"
+    r = runner.Runner(real_app, rates={"refresh": 2})
+    assert {s.name: s.rate for s in r.schedules}["refresh"] == 2
 
 
 def test_fire_refresh_goes_through_the_schedule_wrapper(queue):
     module, seen = fake_app()
-    r = runner.Runner(module, None, region=REGION)
-    assert r.rate == 120.0
+    r = runner.Runner(module, region=REGION)
+    assert [(s.name, s.rate) for s in r.schedules] == [("refresh", 120.0)]
     assert r.fire_refresh() == {"mode": "test"}
     assert seen["refresh"] == [("Scheduled Event", "refresh")]
 
@@ -76,10 +82,10 @@ def test_drain_deletes_done_messages_and_leaves_failures(queue):
     for body in ("a", "b", "c"):
         sqs.send_message(QueueUrl=url, MessageBody=body)
     module, seen = fake_app(fail_bodies={"b"})
-    r = runner.Runner(module, url, region=REGION, wait=0)
+    r = runner.Runner(module, queue_urls={"q": url}, region=REGION, wait=0)
     handled = 0
     while handled < 3:
-        n = r.drain_once(wait=0)
+        n = r.drain_once("worker", wait=0)
         assert n, "messages vanished"
         handled += n
     bodies = sorted(b for batch, _ in seen["worker"] for b in batch)
@@ -95,8 +101,8 @@ def test_a_crashing_worker_deletes_nothing(queue):
     sqs, url = queue
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"v": 1, "instances": [1]}))
     module, _seen = fake_app(crash=True)
-    r = runner.Runner(module, url, region=REGION, wait=0)
-    assert r.drain_once(wait=0) == 1
+    r = runner.Runner(module, queue_urls={"q": url}, region=REGION, wait=0)
+    assert r.drain_once("worker", wait=0) == 1
     assert r.deleted == 0
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attrs["ApproximateNumberOfMessagesNotVisible"] == "1"
@@ -105,5 +111,16 @@ def test_a_crashing_worker_deletes_nothing(queue):
 def test_an_empty_queue_invokes_nothing(queue):
     _sqs, url = queue
     module, seen = fake_app()
-    assert runner.Runner(module, url, region=REGION).drain_once(wait=0) == 0
+    r = runner.Runner(module, queue_urls={"q": url}, region=REGION)
+    assert r.drain_once("worker", wait=0) == 0
     assert seen["worker"] == []
+
+
+def test_the_queue_is_found_by_its_stage_name(queue):
+    sqs, _url = queue
+    url = sqs.create_queue(QueueName="q-staging")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    module, seen = fake_app()
+    r = runner.Runner(module, stage="staging", region=REGION)
+    assert r.drain_once("worker", wait=0) == 1
+    assert seen["worker"][0][0] == ["x"]

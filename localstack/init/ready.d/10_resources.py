@@ -23,7 +23,10 @@ import sys
 from typing import Any
 
 DEFAULT_REGION = "eu-west-1"
-VISIBILITY_TIMEOUT = 720  # 6 x the worker's 120 s timeout, as in stateful.yaml
+#: The queues of app.py's SQS handlers (`<name>-<stage>`, each with a `-dlq`), with their
+#: visibility timeouts: 6 x the handler's timeout, as in stateful.yaml.
+QUEUES = {"lifemonitor-refresh": 720, "lifemonitor-webhooks": 360}
+VISIBILITY_TIMEOUT = QUEUES["lifemonitor-refresh"]
 MAX_RECEIVE_COUNT = 5
 DLQ_RETENTION = 14 * 24 * 3600
 DEFAULT_SENDER = "lifemonitor@localhost.localdomain"
@@ -31,8 +34,6 @@ DEFAULT_SENDER = "lifemonitor@localhost.localdomain"
 
 def names(stage: str) -> dict[str, str]:
     return {
-        "queue": f"lifemonitor-refresh-{stage}",
-        "dlq": f"lifemonitor-refresh-{stage}-dlq",
         "bucket": f"lifemonitor-{stage}-crates",
         "prefix": f"/lifemonitor/{stage}/",
     }
@@ -110,20 +111,25 @@ def ensure_resources(
     bucket = bucket or n["bucket"]
 
     sqs = _client("sqs", region)
-    dlq_url = ensure_queue(sqs, n["dlq"], {"MessageRetentionPeriod": str(DLQ_RETENTION)})
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    queue_url = ensure_queue(
-        sqs,
-        n["queue"],
-        {
-            "VisibilityTimeout": str(VISIBILITY_TIMEOUT),
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
-            ),
-        },
-    )
+    queues: dict[str, dict[str, str]] = {}
+    for base, visibility in QUEUES.items():
+        name = f"{base}-{stage}"
+        dlq_url = ensure_queue(sqs, f"{name}-dlq", {"MessageRetentionPeriod": str(DLQ_RETENTION)})
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        url = ensure_queue(
+            sqs,
+            name,
+            {
+                "VisibilityTimeout": str(visibility),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+                ),
+            },
+        )
+        queues[base] = {"url": url, "dlq_url": dlq_url, "dlq_arn": dlq_arn}
+    refresh = queues["lifemonitor-refresh"]
 
     ensure_bucket(_client("s3", region), bucket, region)
 
@@ -140,9 +146,11 @@ def ensure_resources(
     return {
         "stage": stage,
         "region": region,
-        "queue_url": queue_url,
-        "dlq_url": dlq_url,
-        "dlq_arn": dlq_arn,
+        "queue_url": refresh["url"],
+        "dlq_url": refresh["dlq_url"],
+        "dlq_arn": refresh["dlq_arn"],
+        "webhook_queue_url": queues["lifemonitor-webhooks"]["url"],
+        "queues": queues,
         "bucket": bucket,
         "sender": sender,
         "ssm_prefix": n["prefix"],
