@@ -7,6 +7,9 @@ goes through here.
   we connect to the very IP we checked, keeping the hostname for TLS and `Host`).
   `ALLOW_PRIVATE_URLS=1` lifts the address rule for development and tests; deployed stages
   refuse it (config.py).
+* **Credentials stay with their origin.** A redirect that changes scheme, host or port
+  drops `Authorization`, `PRIVATE-TOKEN`, cookies and every other credential header (as
+  browsers and `requests`' own session do); they are not sent again on later hops.
 * **Limits.** Connect/read timeouts, a cap on the body size, a cap on redirects.
 * **Retries** for idempotent requests on connection errors and 429/502/503/504, with
   exponential back-off and jitter (tenacity), honouring a short `Retry-After`.
@@ -76,6 +79,39 @@ class HttpResponse:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+
+# Header names that carry a credential, besides any name containing one of CREDENTIAL_WORDS.
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "private-token", "job-token", "apikey"}
+)
+CREDENTIAL_WORDS = ("token", "auth", "secret", "api-key", "apikey", "password")
+
+
+def _is_credential(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in CREDENTIAL_HEADERS or any(w in lowered for w in CREDENTIAL_WORDS)
+
+
+def _without_credentials(headers: dict[str, str] | None) -> dict[str, str] | None:
+    if not headers:
+        return headers
+    return {k: v for k, v in headers.items() if not _is_credential(k)}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port or default
+
+
+def _same_origin(a: str, b: str) -> bool:
+    return _origin(a) == _origin(b)
 
 
 def _host(url: str) -> str:
@@ -344,7 +380,12 @@ def _request_once(
         try:
             if allow_redirects and resp.is_redirect and resp.headers.get("location"):
                 history.append(current)
-                current = urljoin(current, resp.headers["location"])
+                target = urljoin(current, resp.headers["location"])
+                if not _same_origin(current, target):
+                    # Never hand a credential to another origin (nor back to ours later:
+                    # the chain went through a host we do not trust with it).
+                    headers = _without_credentials(headers)
+                current = target
                 if resp.status_code in (301, 302, 303) and method not in IDEMPOTENT:
                     method, data, json = "GET", None, None
                 params = None  # already part of the redirect target
