@@ -124,10 +124,18 @@ def _private_allowed() -> bool:
     return get_settings().allow_private_urls
 
 
+# IPv6 ranges Python still calls global: 6to4 (2002::/16, tunnels to any IPv4 address,
+# private ones included) and the deprecated site-local fec0::/10.
+BLOCKED_V6 = (ipaddress.ip_network("2002::/16"), ipaddress.ip_network("fec0::/10"))
+
+
 def address_allowed(ip: str) -> bool:
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        elif any(addr in net for net in BLOCKED_V6):
+            return False
     return addr.is_global and not (addr.is_multicast or addr.is_reserved)
 
 

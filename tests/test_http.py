@@ -154,6 +154,13 @@ def test_plain_http_urls_pass_the_url_check(url):
         "::ffff:10.0.0.1",
         "::ffff:169.254.169.254",
         "::ffff:192.168.0.1",
+        "2002::1",  # 6to4: embeds an IPv4 address (issue 9, defect 8)
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "fec0::1",  # deprecated site-local
+        "feff::1",
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "2001::1",  # Teredo
     ],
 )
 def test_private_and_special_addresses_are_blocked(ip):
