@@ -169,6 +169,12 @@ def read_metadata_only(
     """
     if not isinstance(metadata, dict):
         raise InvalidCrateError("Not valid RO-Crate: the metadata is not a JSON object")
+    from chalicelib import safejson
+
+    try:
+        safejson.check(metadata)
+    except safejson.JSONInputError as exc:
+        raise InvalidCrateError(f"Not valid RO-Crate: {exc.message}", field=exc.field) from None
     canonical = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return _read(
         metadata, hashlib.sha256(canonical.encode("utf-8")).hexdigest(), extra_service_types
@@ -299,11 +305,20 @@ def _find_metadata(infos: list) -> Any:
 
 
 def _parse_json(raw: bytes) -> dict:
+    from chalicelib import safejson
+
     try:
         text = raw.decode("utf-8-sig")  # tolerate a BOM, which json.loads(bytes) rejects
-        metadata = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except UnicodeDecodeError as exc:
         raise InvalidCrateError(f"Not valid RO-Crate: the metadata is not JSON ({exc})") from exc
+    try:
+        # No NUL, lone surrogate, NaN or deep nesting: the metadata is stored as JSON(B).
+        metadata = safejson.loads(text)
+    except safejson.JSONInputError as exc:
+        extra = {"field": exc.field} if exc.field else {}
+        raise InvalidCrateError(
+            f"Not valid RO-Crate: the metadata is not JSON we can store ({exc.message})", **extra
+        ) from None
     if not isinstance(metadata, dict):
         raise InvalidCrateError("Not valid RO-Crate: the metadata is not a JSON object")
     return metadata
@@ -338,6 +353,7 @@ def _crate_info(
         _suite_spec(suite, metadata.get("@context"), extra_service_types)
         for suite in _ordered_suites(crate)
     ]
+    _check_lengths(suites)
     return CrateInfo(
         metadata=metadata,
         # Declared names only: rocrate invents one for a ComputationalWorkflow without any.
@@ -352,6 +368,25 @@ def _crate_info(
         main_entity_name=_text(_declared(metadata, main_entity, "name")),
         root_name=_text(root.get("name")),
     )
+
+
+def _check_lengths(suites: list[SuiteSpec]) -> None:
+    """What will be stored must fit its column (422 naming the crate's field and entity)."""
+    from chalicelib.models import TestingService, TestInstance, TestSuite
+    from chalicelib.models.limits import check_length
+
+    def fits(value: str | None, attribute: Any, field: str, entity: str | None) -> None:
+        check_length(value, attribute, field, error=UnprocessableCrateError, entity=entity)
+
+    for suite in suites:
+        fits(suite.roc_suite, TestSuite.roc_suite, "@id", (suite.roc_suite or "")[:64])
+        fits(suite.name, TestSuite.name, "name", suite.roc_suite)
+        for inst in suite.instances:
+            where = (inst.roc_instance or "")[:64]
+            fits(inst.roc_instance, TestInstance.roc_instance, "@id", where)
+            fits(inst.name, TestInstance.name, "name", where)
+            fits(inst.service_url, TestingService.url, "url", where)
+            fits(inst.resource, TestInstance.resource, "resource", where)
 
 
 def _load_rocrate(metadata: dict) -> Any:

@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from chalicelib.models.base import Base, JSONType, Timestamped, UTCDateTime, uuid_column
+from chalicelib.models.limits import URL_MAX
 from chalicelib.models.workflows import WorkflowVersion
 
 #: CI build states (contract §2).
@@ -75,7 +76,9 @@ class TestInstance(Timestamped, Base):
     )
     roc_instance: Mapped[str | None] = mapped_column(String(512))  # e.g. "#test1_1"
     name: Mapped[str | None] = mapped_column(Text)
-    resource: Mapped[str] = mapped_column(Text, nullable=False)  # job path, workflow file, …
+    resource: Mapped[str] = mapped_column(
+        Text, nullable=False, info={"max_length": URL_MAX}
+    )  # job path, workflow file, …
     managed: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     testing_service_id: Mapped[int] = mapped_column(
         ForeignKey("testing_services.id", ondelete="RESTRICT"), nullable=False, index=True

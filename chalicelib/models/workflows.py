@@ -6,6 +6,7 @@ from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstra
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from chalicelib.models.base import Base, JSONType, Timestamped, uuid_column
+from chalicelib.models.limits import URL_MAX
 from chalicelib.models.registries import Registry
 from chalicelib.models.users import User
 
@@ -42,7 +43,8 @@ class WorkflowVersion(Timestamped, Base):
     # The crate: parsed metadata, where the bytes are stored, where they came from.
     crate_metadata: Mapped[dict | None] = mapped_column(JSONType)
     crate_location: Mapped[str | None] = mapped_column(Text)  # s3://bucket/key or file:relpath
-    crate_origin: Mapped[str | None] = mapped_column(Text)  # roc_link, registry URL, or upload
+    # roc_link (without its query), registry URL, or upload
+    crate_origin: Mapped[str | None] = mapped_column(Text, info={"max_length": URL_MAX})
     crate_sha256: Mapped[str | None] = mapped_column(String(64))
     # Parameter-store key of the `authorization` header given with a roc_link, if any.
     crate_authorization_key: Mapped[str | None] = mapped_column(String(256))

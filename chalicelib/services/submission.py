@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_CRATE_BYTES = 100 * 1024 * 1024
 _GITHUB_REPO = re.compile(r"^https://github\.com/([\w.\-]+)/([\w.\-]+?)(?:\.git)?/?$")
 UPLOADED = "local file uploaded"
+MAX_SECRET_CHARS = 4096  # an SSM standard parameter's size: where `authorization` is kept
 
 
 @dataclass
@@ -148,13 +149,26 @@ class Submission:
                 sub.uuid = str(uuidlib.UUID(sub.uuid))
             except ValueError:
                 raise BadRequestError(f"'uuid' is not a UUID: {sub.uuid!r}", field="uuid") from None
-        if sub.version is not None and len(sub.version) > 128:
-            raise BadRequestError("'version' is longer than 128 characters", field="version")
+        _check_lengths(sub)
         if sub.version is None and not sub.identifier:
             raise BadRequestError("'version' is required", field="version")
         if unknown := sorted(set(body) - known):
             log.info("submission: ignoring unknown keys %s", unknown)
         return sub
+
+
+def _check_lengths(sub: Submission) -> None:
+    """Every value that will be stored fits its column (limits from the models)."""
+    from chalicelib.models.limits import check_length
+
+    check_length(sub.version, WorkflowVersion.version, "version")
+    check_length(sub.name, Workflow.name, "name")
+    check_length(sub.identifier, RegistryWorkflowVersion.identifier, "identifier")
+    check_length(sub.roc_link, WorkflowVersion.crate_origin, "roc_link")
+    if sub.authorization is not None and len(sub.authorization) > MAX_SECRET_CHARS:
+        raise BadRequestError(
+            f"'authorization' is longer than {MAX_SECRET_CHARS} characters", field="authorization"
+        )
 
 
 @dataclass
@@ -257,6 +271,11 @@ def submit(
     name = sub.name or fetched.name or info.workflow_name
     if not name:
         raise BadRequestError("Missing attribute 'name'", field="name")
+    from chalicelib.models.limits import check_length
+
+    # From the registry or the crate rather than the body: still one column's worth.
+    check_length(version_label, WorkflowVersion.version, "version", error=UnprocessableError)
+    check_length(name, Workflow.name, "name", error=UnprocessableError)
 
     wf_uuid = fetched.workflow_uuid or sub.uuid
     workflow = None
