@@ -114,6 +114,18 @@ def _same_origin(a: str, b: str) -> bool:
     return _origin(a) == _origin(b)
 
 
+def redact(url: str) -> str:
+    """A URL as shown to readers: no credentials, query or fragment (any may hold a token).
+    Anything that is not an http(s) URL is returned unchanged."""
+    from urllib.parse import urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in {"http", "https"}:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def _host(url: str) -> str:
     return urlsplit(url).hostname or url
 

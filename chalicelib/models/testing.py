@@ -18,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from chalicelib.models.base import Base, JSONType, Timestamped, UTCDateTime, uuid_column
-from chalicelib.models.limits import URL_MAX
+from chalicelib.models.limits import NAME_MAX, URL_MAX
 from chalicelib.models.workflows import WorkflowVersion
 
 #: CI build states (contract §2).
@@ -54,7 +54,7 @@ class TestSuite(Timestamped, Base):
         ForeignKey("workflow_versions.id", ondelete="CASCADE"), nullable=False, index=True
     )
     roc_suite: Mapped[str | None] = mapped_column(String(512))  # crate @id, e.g. "#test1"
-    name: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text, info={"max_length": NAME_MAX})
     # {path, test_engine: {type, version}} from the crate's TestDefinition.
     definition: Mapped[dict | None] = mapped_column(JSONType)
 
@@ -75,7 +75,7 @@ class TestInstance(Timestamped, Base):
         ForeignKey("test_suites.id", ondelete="CASCADE"), nullable=False, index=True
     )
     roc_instance: Mapped[str | None] = mapped_column(String(512))  # e.g. "#test1_1"
-    name: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text, info={"max_length": NAME_MAX})
     resource: Mapped[str] = mapped_column(
         Text, nullable=False, info={"max_length": URL_MAX}
     )  # job path, workflow file, …

@@ -169,6 +169,18 @@ def _check_lengths(sub: Submission) -> None:
         raise BadRequestError(
             f"'authorization' is longer than {MAX_SECRET_CHARS} characters", field="authorization"
         )
+    if sub.roc_link:
+        _check_link(sub.roc_link)
+
+
+def _check_link(link: str) -> None:
+    """http(s), a host, no credentials in the URL: refused at once, not when fetched."""
+    from chalicelib import http
+
+    try:
+        http.check_url(link)
+    except http.BlockedURLError as exc:
+        raise BadRequestError(f"'roc_link' refused: {exc.reason}", field="roc_link") from None
 
 
 @dataclass
@@ -239,18 +251,19 @@ def _from_link(link: str, authorization: str | None, version: str | None) -> Fet
     except http.BlockedURLError as exc:
         raise BadRequestError(f"'roc_link' refused: {exc.reason}", field="roc_link") from None
     except http.OutboundError as exc:
-        raise UnprocessableError(
+        # 400, as LifeMonitor's spec and WorkflowHub expect for a crate that cannot be had.
+        raise BadRequestError(
             f"cannot download 'roc_link': {exc.reason}", field="roc_link"
         ) from None
     if response.status in (401, 403):
-        raise UnprocessableError(
+        raise BadRequestError(
             f"'roc_link' answered {response.status}: not authorized", field="roc_link"
         )
     if response.status == 404:
-        raise UnprocessableError("'roc_link' answered 404: RO-Crate not found", field="roc_link")
+        raise BadRequestError("'roc_link' answered 404: RO-Crate not found", field="roc_link")
     if not response.ok:
-        raise UnprocessableError(f"'roc_link' answered {response.status}", field="roc_link")
-    return FetchedCrate(data=response.content, origin=link)
+        raise BadRequestError(f"'roc_link' answered {response.status}", field="roc_link")
+    return FetchedCrate(data=response.content, origin=http.redact(link))
 
 
 def submit(
