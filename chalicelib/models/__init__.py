@@ -13,6 +13,7 @@ from chalicelib.models.testing import (
     TestSuite,
 )
 from chalicelib.models.users import ApiKey, Identity, User
+from chalicelib.models.webhooks import WebhookDelivery
 from chalicelib.models.workflows import (
     Permission,
     RegistryWorkflowVersion,
@@ -42,6 +43,7 @@ __all__ = [
     "TestingService",
     "User",
     "UserNotification",
+    "WebhookDelivery",
     "Workflow",
     "WorkflowVersion",
     "utcnow",

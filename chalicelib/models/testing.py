@@ -30,16 +30,45 @@ COMPLETED_STATUSES = frozenset({"passed", "failed", "error"})
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
+# Hosts whose CI type is a fact, not something a crate may claim (issue 9: a crate saying
+# `api.github.com` runs Jenkins must not change what every other user's crate gets).
+WELL_KNOWN_HOSTS: dict[str, str] = {
+    **dict.fromkeys(("github.com", "www.github.com", "api.github.com"), "github"),
+    **{
+        f"{prefix}travis-ci.{tld}": "travis"
+        for prefix in ("", "api.", "app.", "www.")
+        for tld in ("com", "org")
+    },
+    **dict.fromkeys(("gitlab.com", "www.gitlab.com"), "gitlab"),
+}
+
+
+def well_known_type(url: str) -> str | None:
+    """The fixed service type of a well-known CI host, else None."""
+    from urllib.parse import urlsplit
+
+    try:
+        host = (urlsplit(url.strip()).hostname or "").lower().rstrip(".")
+    except ValueError:
+        return None
+    return WELL_KNOWN_HOSTS.get(host)
+
+
 class TestingService(Timestamped, Base):
-    """A CI server (Jenkins, GitHub Actions, Travis, GitLab), shared by its instances."""
+    """A CI server (Jenkins, GitHub Actions, Travis, GitLab), shared by its instances.
+
+    A service is identified by its type **and** URL (migration 0003): two crates naming the
+    same URL with different types get two services, so no crate can change or block the
+    type another user's instances rely on."""
 
     __tablename__ = "testing_services"
+    __table_args__ = (UniqueConstraint("type", "url"),)
     __test__ = False  # not a pytest class
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[str] = uuid_column()
     type: Mapped[str] = mapped_column(String(32), nullable=False)
-    url: Mapped[str] = mapped_column(String(1024), unique=True, nullable=False)
+    url: Mapped[str] = mapped_column(String(1024), nullable=False)
     # Set when the host rate-limits us; the scheduler skips it until then.
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -394,21 +394,21 @@ def add_suites(session: Session, version: WorkflowVersion, info: CrateInfo) -> N
 
 
 def testing_service(session: Session, service_type: str, url: str) -> TestingService:
-    """Get or create the service for `url` (unique), safe under concurrent submissions."""
-    service = session.scalar(select(TestingService).where(TestingService.url == url))
-    if service is not None and service.type != service_type:
-        in_use = session.scalar(
-            select(TestInstance.id).where(TestInstance.testing_service_id == service.id).limit(1)
+    """Get or create the service of this type at `url` (a service is its type and URL), safe
+    under concurrent submissions. A well-known host (api.github.com, travis-ci, gitlab.com)
+    only ever has its own type: claiming another is this crate's error, nobody else's."""
+    from chalicelib.models.testing import well_known_type
+
+    fixed = well_known_type(url)
+    if fixed is not None and fixed != service_type:
+        raise UnprocessableError(
+            f"testing service {url} is a {fixed!r} service, not {service_type!r}",
+            field="url",
+            service_type=fixed,
         )
-        if in_use is None:  # left over from deleted workflows: take the new type
-            service.type = service_type
-            session.flush()
+    identity = (TestingService.type == service_type, TestingService.url == url)
+    service = session.scalar(select(TestingService).where(*identity))
     if service is not None:
-        if service.type != service_type:
-            raise UnprocessableError(
-                f"testing service {url} is already registered as {service.type!r}, "
-                f"not {service_type!r}"
-            )
         return service
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -425,9 +425,9 @@ def testing_service(session: Session, service_type: str, url: str) -> TestingSer
             created=now,
             modified=now,
         )
-        .on_conflict_do_nothing(index_elements=["url"])
+        .on_conflict_do_nothing(index_elements=["type", "url"])
     )
-    return session.scalar(select(TestingService).where(TestingService.url == url))
+    return session.scalar(select(TestingService).where(*identity))
 
 
 def _grant_owner(session: Session, user: User, workflow: Workflow) -> None:

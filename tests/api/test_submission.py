@@ -1073,3 +1073,88 @@ def test_over_long_names_are_refused_on_updates(world, alice):
         )
     finally:
         api_data.delete_workflow_rows(wf_uuid)
+
+
+# -- issue 9, defect 2: a testing service is its type and URL ---------------------------------
+
+GH_RESOURCE = "repos/crs4/life_monitor/actions/workflows/docs.yaml"
+
+
+def _services_at(url: str) -> list[tuple[str, str]]:
+    from chalicelib.db import session_scope
+    from chalicelib.models import TestingService
+
+    with session_scope() as s:
+        rows = s.query(TestingService.type, TestingService.url).filter_by(url=url)
+        return sorted(tuple(r) for r in rows)
+
+
+def _instance_types(wf_uuid: str) -> list[str]:
+    from chalicelib.db import session_scope
+    from chalicelib.models import TestingService, TestInstance
+
+    uuids = api_data.instance_uuids(wf_uuid)
+    with session_scope() as s:
+        rows = (
+            s.query(TestingService.type)
+            .join(TestInstance, TestInstance.testing_service_id == TestingService.id)
+            .filter(TestInstance.uuid.in_(uuids))
+        )
+        return [t for (t,) in rows]
+
+
+@pytest.mark.parametrize(
+    ("url", "real", "resource"),
+    [
+        ("https://api.github.com", "github", GH_RESOURCE),
+        ("https://github.com", "github", GH_RESOURCE),
+        ("https://api.travis-ci.com", "travis", "github/crs4/pydoop"),
+        ("https://api.travis-ci.org", "travis", "github/crs4/pydoop"),
+        ("https://gitlab.com", "gitlab", "group/project"),
+    ],
+)
+def test_a_crate_cannot_claim_another_type_for_a_well_known_host(
+    world, alice, bob, url, real, resource
+):
+    created = []
+    try:
+        bad = crate("claim", instances=[("jenkins", url, "job/x/")])
+        r = api_data.submit(world.client, bob, {"rocrate": b64(bad), "version": "1"})
+        body = assert_problem(r, 422)  # bob's own crate is refused ...
+        assert body["extra_info"]["field"] == "url"
+        assert ("jenkins", url) not in _services_at(url)
+        # ... and every other user's crate naming that host still registers.
+        good = crate("real", instances=[(real, url, resource)])
+        r = api_data.submit(world.client, alice, {"rocrate": b64(good), "version": "1"})
+        assert r.status_code == 201, r.body
+        created.append(r.json_body["uuid"])
+        assert _instance_types(created[0]) == [real]
+    finally:
+        for wf_uuid in created:
+            api_data.delete_workflow_rows(wf_uuid)
+
+
+def test_two_types_at_one_url_are_two_services_and_nobody_is_blocked(world, alice, bob):
+    url = f"https://ci-{uuidlib.uuid4().hex[:8]}.example"
+    created = []
+    try:
+        first = crate("as-jenkins", instances=[("jenkins", url, "job/x/")])
+        r = api_data.submit(world.client, bob, {"rocrate": b64(first), "version": "1"})
+        assert r.status_code == 201, r.body
+        created.append(r.json_body["uuid"])
+        second = crate("as-github", instances=[("github", url, GH_RESOURCE)])
+        r = api_data.submit(world.client, alice, {"rocrate": b64(second), "version": "1"})
+        assert r.status_code == 201, r.body  # was 422 "already registered as 'jenkins'"
+        created.append(r.json_body["uuid"])
+        assert _services_at(url) == [("github", url), ("jenkins", url)]
+        assert _instance_types(created[0]) == ["jenkins"]
+        assert _instance_types(created[1]) == ["github"]
+        # The same type and URL again shares the service.
+        third = crate("as-jenkins-too", instances=[("jenkins", url, "job/y/")])
+        r = api_data.submit(world.client, alice, {"rocrate": b64(third), "version": "1"})
+        assert r.status_code == 201, r.body
+        created.append(r.json_body["uuid"])
+        assert _services_at(url) == [("github", url), ("jenkins", url)]
+    finally:
+        for wf_uuid in created:
+            api_data.delete_workflow_rows(wf_uuid)
