@@ -499,6 +499,12 @@ def handle_github(headers: Mapping[str, str] | None, body: bytes) -> Outcome:
         action=_str(payload.get("action")),
         delivery=(h.get("x-github-delivery") or "")[:128] or None,
     )
+    if outcome.delivery and not _first_delivery("github", outcome.delivery):
+        # A replay (by an attacker holding a signed body, or a redelivery): acted on already.
+        log.info("webhooks: GitHub delivery %s is a repeat; ignored", outcome.delivery)
+        outcome.handled = False
+        outcome.extra = {"duplicate": True}
+        return outcome
     if event == "ping":
         outcome.ping = True
         outcome.extra = {"zen": _str(payload.get("zen")), "hook_id": _int(payload.get("hook_id"))}
@@ -508,6 +514,39 @@ def handle_github(headers: Mapping[str, str] | None, body: bytes) -> Outcome:
         outcome.handled = False
         return outcome
     return _match_and_refresh(outcome, matcher, payload)
+
+
+DELIVERY_MEMORY = 24 * 3600  # seconds a delivery id is remembered
+
+
+def _first_delivery(provider: str, delivery_id: str) -> bool:
+    """Record a delivery id; False when it was already recorded within DELIVERY_MEMORY.
+    In the database, so a replay is recognised whichever container receives it; ids older
+    than a day are deleted as new ones come (an indexed range delete)."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    from chalicelib.db import session_scope
+    from chalicelib.models import WebhookDelivery, utcnow
+
+    now = utcnow()
+    with session_scope() as session:
+        session.execute(
+            delete(WebhookDelivery).where(
+                WebhookDelivery.received_at < now - timedelta(seconds=DELIVERY_MEMORY)
+            )
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        result = session.execute(
+            insert(WebhookDelivery)
+            .values(provider=provider, delivery_id=delivery_id, received_at=now)
+            .on_conflict_do_nothing(index_elements=["provider", "delivery_id"])
+        )
+        return result.rowcount == 1
 
 
 def _github_payload(body: bytes, content_type: str) -> dict:
