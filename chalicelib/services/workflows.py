@@ -389,19 +389,18 @@ def list_workflows(
     with_subscriptions: bool = False,
 ) -> list[WorkflowEntry]:
     """mode: "visible" (GET /workflows), "user" (a user's own, plus subscribed ones when
-    asked), "registry" (a registry's), "user_registry" (a user's on one registry)."""
-    query = select(Workflow)
-    if mode == "visible":
-        query = query.where(access.readable_clause(principal))
-    elif mode in {"user", "user_registry"}:
+    asked), "registry" (a registry's), "user_registry" (a user's on one registry).
+
+    Every mode lists only what the caller may read, by the very clause single reads use
+    (`access.readable_clause`): a registry listing a person's workflows sees neither the
+    private ones that person submitted on their own nor their status reasons."""
+    query = select(Workflow).where(access.readable_clause(principal))
+    if mode in {"user", "user_registry"}:
         owned = exists().where(Permission.workflow_id == Workflow.id, Permission.user_id == user_id)
         if mode == "user" and with_subscriptions:
             # Subscribed workflows too — while the user may still read them.
-            owned = owned | (
-                exists().where(
-                    Subscription.workflow_id == Workflow.id, Subscription.user_id == user_id
-                )
-                & access.readable_clause(principal)
+            owned = owned | exists().where(
+                Subscription.workflow_id == Workflow.id, Subscription.user_id == user_id
             )
         query = query.where(owned)
     if mode in {"registry", "user_registry"}:
