@@ -485,6 +485,25 @@ def replace_crate(
     return True
 
 
+def _registry_linked_user(session: Session, principal: Principal, user_id: int) -> User:
+    """A registry names as submitter only a user who signed in with an account of that
+    registry (an identity on it). Nobody and somebody else's user get the same answer, so
+    ids cannot be enumerated."""
+    from chalicelib.models import Identity
+
+    submitter = session.scalar(
+        select(User)
+        .join(Identity, Identity.user_id == User.id)
+        .where(User.id == user_id, Identity.registry_id == principal.registry_id)
+        .limit(1)
+    )
+    if submitter is None:
+        raise BadRequestError(
+            f"no user with id {user_id} is linked to this registry", field="user_id"
+        )
+    return submitter
+
+
 def register(
     session: Session,
     principal: Principal,
@@ -509,9 +528,7 @@ def register(
 
             submitter = registry_user(session, principal, sub.submitter_id)
         elif sub.user_id is not None:
-            submitter = session.get(User, sub.user_id)
-            if submitter is None:
-                raise BadRequestError(f"no user with id {sub.user_id}", field="user_id")
+            submitter = _registry_linked_user(session, principal, sub.user_id)
     if submitter is None and principal.user_id is not None:
         submitter = session.get(User, principal.user_id)
     return submit(session, principal, sub, registry=registry, submitter=submitter)

@@ -665,3 +665,29 @@ def test_subscriptions_do_not_outlive_read_access(world):
         assert fresh.wf_uuid not in {i["uuid"] for i in r.json_body["items"]}
     finally:
         api_data.delete_workflow_rows(fresh.wf_uuid)
+
+
+# -- a registry names submitters among its own users only (issue 9, defect 8) ----------------
+
+
+def test_a_registry_attaches_workflows_only_to_users_linked_to_it(world):
+    d = world.data
+    before = api_data.row_counts()
+
+    def submit(actor, user_id):
+        body = {"rocrate": b64(crate("attach")), "version": "1", "user_id": user_id}
+        return api_data.submit(world.client, actor, body, path="/registries/current/workflows")
+
+    # bob has no identity on the registry, 987654 is nobody: the same answer for both, so
+    # ids cannot be enumerated.
+    refused = [submit(d[R], d[U].user_id), submit(d[R], 987654), submit(d[R2], d[O].user_id)]
+    bodies = [r.json_body for r in refused]
+    assert [r.status_code for r in refused] == [400, 400, 400], bodies
+    assert all(b["extra_info"].get("field") == "user_id" for b in bodies)
+    assert bodies[0]["detail"].replace(str(d[U].user_id), "N") == bodies[1]["detail"].replace(
+        "987654", "N"
+    )
+    assert api_data.row_counts() == before
+    ok = submit(d[R], d[O].user_id)  # alice signed in to us with her account there
+    assert ok.status_code == 201, ok.body
+    api_data.delete_workflow_rows(ok.json_body["uuid"])
