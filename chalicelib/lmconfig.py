@@ -140,15 +140,18 @@ def validate(document: bytes | str) -> Validation:
 
     if len(document) > MAX_DOCUMENT_BYTES:
         raise DocumentTooLargeError(f"document larger than {MAX_DOCUMENT_BYTES} bytes")
-    loader = _loader_class()(document)  # YAML is a superset of JSON: both parse here
+    loader = None
     try:
+        # YAML is a superset of JSON: both parse here. The reader decodes on construction.
+        loader = _loader_class()(document)
         data = loader.get_single_data()
     except RecursionError:
         raise ConfigParseError(f"document nested too deep (over {MAX_DEPTH} levels)") from None
     except yaml.YAMLError as exc:
         raise ConfigParseError(f"not valid YAML or JSON: {exc}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if data is None:
         data = {}
     try:

@@ -66,6 +66,14 @@ def test_deep_nesting_is_refused(opener):
         lmconfig.validate(doc)
 
 
+@pytest.mark.parametrize(
+    "doc", [b"\x89PNG\r\n", b"name: \xc3\x28", "name: \ud800".encode("utf-8", "surrogatepass")]
+)
+def test_undecodable_documents_are_a_parse_error(doc):
+    with pytest.raises(lmconfig.ConfigParseError):
+        lmconfig.validate(doc)
+
+
 def test_api_refuses_an_alias_bomb_with_a_400(client):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     r = client.http.post(PATH, headers=OCTET, body=wide_alias_bomb())
