@@ -1158,3 +1158,24 @@ def test_two_types_at_one_url_are_two_services_and_nobody_is_blocked(world, alic
     finally:
         for wf_uuid in created:
             api_data.delete_workflow_rows(wf_uuid)
+
+
+# -- issue 9, defect 8: downloads without an Accept header; HEAD ------------------------------
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/zip", "*/*;q=0.8"])
+def test_download_without_a_binary_accept_header_gets_the_zip(world, alice, accept):
+    data = crate("download")
+    r = api_data.submit(world.client, alice, {"rocrate": b64(data), "version": "1"})
+    wf_uuid = r.json_body["uuid"]
+    try:
+        headers = dict(alice.headers)
+        if accept is not None:
+            headers["Accept"] = accept
+        got = world.http.get(f"/workflows/{wf_uuid}/rocrate/1/download", headers=headers)
+        assert got.status_code == 200, got.body[:300]
+        assert got.body == data
+        ctype = {k.lower(): v for k, v in got.headers.items()}["content-type"]
+        assert ctype == "application/zip"
+    finally:
+        api_data.delete_workflow_rows(wf_uuid)
