@@ -54,6 +54,10 @@ def http_middleware(event, get_response):
                 instance=instance_url(info),
             )
         response = _as_problem(response, info)
+        if event.method == "HEAD":
+            # The GET answer's status and headers, never a body (bytes stay bytes: Chalice
+            # wants bytes for binary types such as the crate zip).
+            response.body = b"" if isinstance(response.body, bytes) else ""
         response.headers["X-Request-Id"] = info.request_id
         # Errors made here or by Chalice before the view lack CORS headers: browsers could
         # not read them. Every answer gets the app's CORS headers.

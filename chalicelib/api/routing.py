@@ -82,7 +82,10 @@ def endpoint(
 
                 return from_error(exc, instance_url(context.current_request_info()))
 
-        route_kwargs: dict[str, Any] = {"methods": methods, "cors": CORS}
+        # HEAD wherever GET is served (HTTP semantics): the view runs as for GET and the
+        # middleware drops the body. Not listed in ROUTES (the documented operations).
+        served = [*methods, "HEAD"] if "GET" in methods and "HEAD" not in methods else methods
+        route_kwargs: dict[str, Any] = {"methods": served, "cors": CORS}
         if content_types is not None:
             route_kwargs["content_types"] = content_types
         elif not set(methods) & {"POST", "PUT", "PATCH"}:

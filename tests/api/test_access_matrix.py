@@ -196,7 +196,9 @@ def app_routes() -> list[tuple[str, str]]:
         (method, path)
         for path, methods in app_module.app.routes.items()
         for method in methods
-        if path not in EXCLUDED_PATHS and not path.startswith(EXCLUDED_PREFIXES)
+        if path not in EXCLUDED_PATHS
+        and not path.startswith(EXCLUDED_PREFIXES)
+        and method != "HEAD"  # mirrors GET (tests/api/test_errors.py)
     )
 
 

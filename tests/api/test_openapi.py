@@ -48,7 +48,7 @@ def app_routes() -> set[tuple[str, str]]:
         (path, method)
         for path, entries in app.app.routes.items()
         for method in entries
-        if method != "OPTIONS"
+        if method not in {"OPTIONS", "HEAD"}  # HEAD mirrors every GET, undocumented
     }
 
 

@@ -1177,5 +1177,9 @@ def test_download_without_a_binary_accept_header_gets_the_zip(world, alice, acce
         assert got.body == data
         ctype = {k.lower(): v for k, v in got.headers.items()}["content-type"]
         assert ctype == "application/zip"
+        url = f"/workflows/{wf_uuid}/rocrate/1/download"
+        head = world.http.request("HEAD", url, headers=headers, body=b"")
+        assert (head.status_code, head.body) == (200, b"")
+        assert {k.lower(): v for k, v in head.headers.items()}["content-type"] == ctype
     finally:
         api_data.delete_workflow_rows(wf_uuid)
