@@ -180,6 +180,12 @@ def test_a_200_character_version_is_a_400(world):
     assert row_counts() == before
 
 
+def test_a_200_character_version_label_on_a_version_put_is_a_400(world):
+    body = json.dumps({"version": "v" * 200}).encode()
+    r = _send(world, "PUT", "/workflows/{wf_uuid}/versions/1", OWNER, body)
+    assert _named(assert_problem(r, 400), "version")
+
+
 def test_a_long_version_in_the_path_is_not_a_500(world):
     for method in ("GET", "PUT", "DELETE"):
         r = world.http.request(
