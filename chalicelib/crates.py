@@ -33,6 +33,7 @@ __all__ = [
     "ENGINE_TYPES",
     "MAX_BYTES",
     "MAX_MEMBERS",
+    "MAX_METADATA_BYTES",
     "METADATA_NAMES",
     "SERVICE_TYPES",
     "TEST_NS",
@@ -50,6 +51,9 @@ __all__ = [
 TEST_NS = "https://w3id.org/ro/terms/test#"
 MAX_BYTES = 100 * 1024 * 1024
 MAX_MEMBERS = 10_000
+# The metadata file is parsed in memory and stored as a JSON row: a crate's is a few KB to
+# a few MB; a 98 KB zip expanding to a 20 MB metadata file is refused.
+MAX_METADATA_BYTES = 8 * 1024 * 1024
 # Preferred first: RO-Crate ≥ 1.1 name, then the RO-Crate 1.0 (legacy) name.
 METADATA_NAMES = ("ro-crate-metadata.json", "ro-crate-metadata.jsonld")
 
@@ -169,6 +173,12 @@ def read_metadata_only(
     """
     if not isinstance(metadata, dict):
         raise InvalidCrateError("Not valid RO-Crate: the metadata is not a JSON object")
+    from chalicelib import safejson
+
+    try:
+        safejson.check(metadata)
+    except safejson.JSONInputError as exc:
+        raise InvalidCrateError(f"Not valid RO-Crate: {exc.message}", field=exc.field) from None
     canonical = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return _read(
         metadata, hashlib.sha256(canonical.encode("utf-8")).hexdigest(), extra_service_types
@@ -211,9 +221,18 @@ def _read_metadata_member(data: bytes, *, max_bytes: int, max_members: int) -> b
                 if _is_symlink(info):
                     _check_symlink(info, archive.read(info)[:4096])
             member = _find_metadata(infos)
+            limit = min(max_bytes, MAX_METADATA_BYTES)
+            if member.file_size > limit:
+                raise InvalidCrateError(
+                    f"Not valid RO-Crate: the metadata file is {member.file_size} bytes "
+                    f"(limit {limit})"
+                )
             with archive.open(member) as fh:
-                # ZipExtFile stops at the declared size, which _check_members bounded.
-                return fh.read(max_bytes + 1)
+                # ZipExtFile stops at the declared size, which was bounded just above.
+                raw = fh.read(limit + 1)
+            if len(raw) > limit:
+                raise InvalidCrateError(f"Not valid RO-Crate: the metadata exceeds {limit} bytes")
+            return raw
     except CrateError:
         raise
     except (
@@ -299,11 +318,20 @@ def _find_metadata(infos: list) -> Any:
 
 
 def _parse_json(raw: bytes) -> dict:
+    from chalicelib import safejson
+
     try:
         text = raw.decode("utf-8-sig")  # tolerate a BOM, which json.loads(bytes) rejects
-        metadata = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except UnicodeDecodeError as exc:
         raise InvalidCrateError(f"Not valid RO-Crate: the metadata is not JSON ({exc})") from exc
+    try:
+        # No NUL, lone surrogate, NaN or deep nesting: the metadata is stored as JSON(B).
+        metadata = safejson.loads(text)
+    except safejson.JSONInputError as exc:
+        extra = {"field": exc.field} if exc.field else {}
+        raise InvalidCrateError(
+            f"Not valid RO-Crate: the metadata is not JSON we can store ({exc.message})", **extra
+        ) from None
     if not isinstance(metadata, dict):
         raise InvalidCrateError("Not valid RO-Crate: the metadata is not a JSON object")
     return metadata
@@ -338,6 +366,7 @@ def _crate_info(
         _suite_spec(suite, metadata.get("@context"), extra_service_types)
         for suite in _ordered_suites(crate)
     ]
+    _check_lengths(suites)
     return CrateInfo(
         metadata=metadata,
         # Declared names only: rocrate invents one for a ComputationalWorkflow without any.
@@ -352,6 +381,36 @@ def _crate_info(
         main_entity_name=_text(_declared(metadata, main_entity, "name")),
         root_name=_text(root.get("name")),
     )
+
+
+def _check_lengths(suites: list[SuiteSpec]) -> None:
+    """What will be stored must fit its column (422 naming the crate's field and entity)."""
+    from chalicelib import http
+    from chalicelib.models import TestingService, TestInstance, TestSuite
+    from chalicelib.models.limits import check_length
+
+    def fits(value: str | None, attribute: Any, field: str, entity: str | None) -> None:
+        check_length(value, attribute, field, error=UnprocessableCrateError, entity=entity)
+
+    for suite in suites:
+        fits(suite.roc_suite, TestSuite.roc_suite, "@id", (suite.roc_suite or "")[:64])
+        fits(suite.name, TestSuite.name, "name", suite.roc_suite)
+        for inst in suite.instances:
+            where = (inst.roc_instance or "")[:64]
+            fits(inst.roc_instance, TestInstance.roc_instance, "@id", where)
+            fits(inst.name, TestInstance.name, "name", where)
+            fits(inst.service_url, TestingService.url, "url", where)
+            try:
+                # A service we could never fetch from (file://, gopher://, user:password@)
+                # is refused now rather than failing at every refresh.
+                http.check_url(inst.service_url)
+            except http.BlockedURLError as exc:
+                raise UnprocessableCrateError(
+                    f"Test instance {where!r}: service url refused: {exc.reason}",
+                    field="url",
+                    entity=where,
+                ) from None
+            fits(inst.resource, TestInstance.resource, "resource", where)
 
 
 def _load_rocrate(metadata: dict) -> Any:

@@ -7,6 +7,9 @@ goes through here.
   we connect to the very IP we checked, keeping the hostname for TLS and `Host`).
   `ALLOW_PRIVATE_URLS=1` lifts the address rule for development and tests; deployed stages
   refuse it (config.py).
+* **Credentials stay with their origin.** A redirect that changes scheme, host or port
+  drops `Authorization`, `PRIVATE-TOKEN`, cookies and every other credential header (as
+  browsers and `requests`' own session do); they are not sent again on later hops.
 * **Limits.** Connect/read timeouts, a cap on the body size, a cap on redirects.
 * **Retries** for idempotent requests on connection errors and 429/502/503/504, with
   exponential back-off and jitter (tenacity), honouring a short `Retry-After`.
@@ -78,6 +81,51 @@ class HttpResponse:
         return 200 <= self.status < 300
 
 
+# Header names that carry a credential, besides any name containing one of CREDENTIAL_WORDS.
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "private-token", "job-token", "apikey"}
+)
+CREDENTIAL_WORDS = ("token", "auth", "secret", "api-key", "apikey", "password")
+
+
+def _is_credential(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in CREDENTIAL_HEADERS or any(w in lowered for w in CREDENTIAL_WORDS)
+
+
+def _without_credentials(headers: dict[str, str] | None) -> dict[str, str] | None:
+    if not headers:
+        return headers
+    return {k: v for k, v in headers.items() if not _is_credential(k)}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port or default
+
+
+def _same_origin(a: str, b: str) -> bool:
+    return _origin(a) == _origin(b)
+
+
+def redact(url: str) -> str:
+    """A URL as shown to readers: no credentials, query or fragment (any may hold a token).
+    Anything that is not an http(s) URL is returned unchanged."""
+    from urllib.parse import urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in {"http", "https"}:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def _host(url: str) -> str:
     return urlsplit(url).hostname or url
 
@@ -88,10 +136,18 @@ def _private_allowed() -> bool:
     return get_settings().allow_private_urls
 
 
+# IPv6 ranges Python still calls global: 6to4 (2002::/16, tunnels to any IPv4 address,
+# private ones included) and the deprecated site-local fec0::/10.
+BLOCKED_V6 = (ipaddress.ip_network("2002::/16"), ipaddress.ip_network("fec0::/10"))
+
+
 def address_allowed(ip: str) -> bool:
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        elif any(addr in net for net in BLOCKED_V6):
+            return False
     return addr.is_global and not (addr.is_multicast or addr.is_reserved)
 
 
@@ -344,7 +400,12 @@ def _request_once(
         try:
             if allow_redirects and resp.is_redirect and resp.headers.get("location"):
                 history.append(current)
-                current = urljoin(current, resp.headers["location"])
+                target = urljoin(current, resp.headers["location"])
+                if not _same_origin(current, target):
+                    # Never hand a credential to another origin (nor back to ours later:
+                    # the chain went through a host we do not trust with it).
+                    headers = _without_credentials(headers)
+                current = target
                 if resp.status_code in (301, 302, 303) and method not in IDEMPOTENT:
                     method, data, json = "GET", None, None
                 params = None  # already part of the redirect target

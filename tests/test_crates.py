@@ -851,3 +851,48 @@ def test_import_does_not_load_rocrate_or_zipfile():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- issue 9, defect 8
+
+
+def test_a_small_zip_with_a_huge_metadata_file_is_refused():
+    metadata = wtroc_metadata()
+    metadata["@graph"][1]["description"] = " " * (20 * 1024 * 1024)  # 20 MB of padding
+    data = zip_crate(metadata)
+    assert len(data) < 100 * 1024  # about 98 KB on the wire
+    assert_400(data, f"metadata file is .* bytes \\(limit {crates.MAX_METADATA_BYTES}\\)")
+
+
+def test_a_metadata_file_lying_about_its_size_is_still_bounded(monkeypatch):
+    monkeypatch.setattr(crates, "MAX_METADATA_BYTES", 1024)
+    metadata = wtroc_metadata()
+    metadata["@graph"][1]["description"] = "x" * 4096
+    data = forge_declared_sizes(zip_crate(metadata), 100)
+    assert_400(data, "corrupt zip|exceeds|not JSON")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "gopher://ci.example/1",
+        "ftp://ci.example/jenkins",
+        "https://user:password@ci.example/jenkins",
+        "https://token@ci.example/jenkins",
+        "https:///no-host",
+    ],
+)
+def test_service_urls_we_could_never_fetch_are_422_at_reading(url):
+    data = zip_crate(wtroc_metadata(instances=[("jenkins", url, "job/x/")]))
+    with pytest.raises(UnprocessableCrateError, match="service url refused") as err:
+        read_crate(data)
+    assert err.value.extra_info["field"] == "url"
+    assert "password" not in err.value.reason
+
+
+def test_over_length_ids_and_urls_are_422_naming_the_field():
+    long_url = "https://ci.example/" + "a" * 1100
+    with pytest.raises(UnprocessableCrateError, match="'url' is longer than 1024") as err:
+        read_crate(zip_crate(wtroc_metadata(instances=[("jenkins", long_url, "job/x/")])))
+    assert err.value.extra_info["field"] == "url"

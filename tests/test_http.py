@@ -154,6 +154,13 @@ def test_plain_http_urls_pass_the_url_check(url):
         "::ffff:10.0.0.1",
         "::ffff:169.254.169.254",
         "::ffff:192.168.0.1",
+        "2002::1",  # 6to4: embeds an IPv4 address (issue 9, defect 8)
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "fec0::1",  # deprecated site-local
+        "feff::1",
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "2001::1",  # Teredo
     ],
 )
 def test_private_and_special_addresses_are_blocked(ip):
@@ -495,3 +502,78 @@ def test_sessions_are_pooled_per_address_policy_and_reset(monkeypatch):
     monkeypatch.delenv("ALLOW_PRIVATE_URLS")
     assert http.get_session() is not strict
     http.reset()
+
+
+# -- credentials never follow a redirect to another origin (issue 9, defect 3) ----------------
+
+
+CREDENTIALS = {
+    "Authorization": "Bearer secret-token",
+    "PRIVATE-TOKEN": "gl-secret",
+    "Cookie": "session=secret",
+    "Proxy-Authorization": "Basic c2VjcmV0",
+    "X-Api-Key": "secret",
+}
+
+
+def _credential_headers(request) -> set[str]:
+    names = {k.lower() for k in CREDENTIALS}
+    return {k for k in request.headers if k.lower() in names}
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://mirror.example:{port}/final",  # another host
+        "http://public.example:{other}/final",  # another port
+    ],
+    ids=["host", "port"],
+)
+def test_credentials_are_dropped_when_a_redirect_changes_origin(
+    server, dns, public_loopback, target
+):
+    dns({"public.example": ["127.0.0.1"], "mirror.example": ["127.0.0.1"]})
+    port = port_of(server)
+    with FileServer() as other:
+        other.add("/final", b"zip bytes")
+        server.add("/final", b"zip bytes")
+        server.redirect("/start", target.format(port=port, other=port_of(other)))
+        r = http.get(f"http://public.example:{port}/start", headers=CREDENTIALS, timeout=FAST)
+        assert (r.status, r.content) == (200, b"zip bytes")
+        [first] = server.received("/start")
+        assert _credential_headers(first) == {k.lower() for k in CREDENTIALS}
+        [final] = server.received("/final") or other.received("/final")
+        assert _credential_headers(final) == set()
+        assert final.headers.get("user-agent") == http.USER_AGENT  # other headers kept
+
+
+def test_credentials_are_dropped_when_a_redirect_changes_scheme():
+    # https → http on the same host and port: checked on the decision itself, as no TLS
+    # server runs here.
+    assert http._same_origin("https://ci.example/a", "https://ci.example:443/b")
+    assert not http._same_origin("https://ci.example/a", "http://ci.example:443/b")
+    assert not http._same_origin("https://ci.example/a", "https://ci.example:8443/b")
+    assert not http._same_origin("https://ci.example/a", "https://CI.example.org/b")
+    assert http._same_origin("https://CI.example/a", "https://ci.example/b")
+    headers = {"Authorization": "x", "private-token": "y", "Accept": "application/json"}
+    assert http._without_credentials(headers) == {"Accept": "application/json"}
+
+
+def test_credentials_are_kept_on_a_same_origin_redirect(server, private_ok):
+    server.redirect("/start", "/final")
+    server.add("/final", b"zip bytes", authorization="Bearer secret-token")
+    r = http.get(f"{server.url}/start", headers=CREDENTIALS, timeout=FAST)
+    assert (r.status, r.content) == (200, b"zip bytes")
+    [final] = server.received("/final")
+    assert _credential_headers(final) == {k.lower() for k in CREDENTIALS}
+
+
+def test_credentials_stay_dropped_after_coming_back_to_the_first_host(server, dns, public_loopback):
+    dns({"public.example": ["127.0.0.1"], "mirror.example": ["127.0.0.1"]})
+    port = port_of(server)
+    server.redirect("/start", f"http://mirror.example:{port}/hop")
+    server.redirect("/hop", f"http://public.example:{port}/final")
+    server.add("/final", b"zip bytes")
+    http.get(f"http://public.example:{port}/start", headers=CREDENTIALS, timeout=FAST)
+    [final] = server.received("/final")
+    assert _credential_headers(final) == set()

@@ -179,3 +179,42 @@ def test_locate_scripts_raises_when_nothing_is_found(monkeypatch, tmp_path):
     with pytest.raises(MigrationError, match="migration scripts not found") as info:
         migrate.locate_scripts()
     assert str(tmp_path / "empty") in str(info.value)
+
+
+def test_0003_services_by_type_and_url_and_back(fresh_db):
+    """Upgrade keeps the services; two types at one URL may then coexist; downgrading
+    folds them back into one service per URL, instances kept."""
+    migrate.upgrade("0002")
+    now = utcnow()
+    stamps = {"created": now, "modified": now}
+    with get_engine().begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO testing_services (uuid, type, url, created, modified) "
+                "VALUES ('s1', 'jenkins', 'https://ci.example', :created, :modified)"
+            ),
+            stamps,
+        )
+    migrate.upgrade("0003")
+    with get_engine().begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO testing_services (uuid, type, url, created, modified) "
+                "VALUES ('s2', 'github', 'https://ci.example', :created, :modified)"
+            ),
+            stamps,
+        )
+    with pytest.raises(sa.exc.IntegrityError), get_engine().begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO testing_services (uuid, type, url, created, modified) "
+                "VALUES ('s3', 'github', 'https://ci.example', :created, :modified)"
+            ),
+            stamps,
+        )
+    migrate.downgrade("0002")
+    with get_engine().connect() as conn:
+        rows = conn.execute(sa.text("SELECT uuid, type FROM testing_services")).all()
+    assert [tuple(r) for r in rows] == [("s1", "jenkins")]
+    migrate.upgrade("head")
+    assert _diff() == []

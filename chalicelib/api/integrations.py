@@ -8,7 +8,7 @@ from chalice import Blueprint, Response
 
 from chalicelib.api import serializers
 from chalicelib.api.routing import endpoint
-from chalicelib.errors import BadRequestError
+from chalicelib.errors import BadRequestError, PayloadTooLargeError
 
 routes = Blueprint(__name__)
 
@@ -61,11 +61,13 @@ def config_schema():
     content_types=["application/octet-stream"],
 )
 def validate_config():
-    from chalicelib.lmconfig import ConfigParseError, validate
+    from chalicelib.lmconfig import ConfigParseError, DocumentTooLargeError, validate
 
     raw = routes.current_request.raw_body or b""
     try:
         result = validate(raw)
+    except DocumentTooLargeError as exc:
+        raise PayloadTooLargeError(str(exc)) from None
     except ConfigParseError as exc:
         raise BadRequestError(str(exc)) from None
     if result.valid:

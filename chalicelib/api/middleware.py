@@ -37,6 +37,7 @@ def http_middleware(event, get_response):
     info = context.request_info_from(event)
     tokens = [context.request_var.set(info), logs.request_id_var.set(info.request_id)]
     principal = None
+    _default_accept(event)
     try:
         try:
             principal = _principal(event)
@@ -53,6 +54,10 @@ def http_middleware(event, get_response):
                 instance=instance_url(info),
             )
         response = _as_problem(response, info)
+        if event.method == "HEAD":
+            # The GET answer's status and headers, never a body (bytes stay bytes: Chalice
+            # wants bytes for binary types such as the crate zip).
+            response.body = b"" if isinstance(response.body, bytes) else ""
         response.headers["X-Request-Id"] = info.request_id
         # Errors made here or by Chalice before the view lack CORS headers: browsers could
         # not read them. Every answer gets the app's CORS headers.
@@ -76,6 +81,16 @@ def http_middleware(event, get_response):
         context.principal_var.set(context.ANONYMOUS)
         context.request_var.reset(tokens[0])
         logs.request_id_var.reset(tokens[1])
+
+
+def _default_accept(event) -> None:
+    """No Accept header means any type (RFC 9110 §12.5.1). Chalice refuses a binary answer
+    (the crate zip) to a request without one; clients that send none get the zip."""
+    headers = event.headers
+    if headers is not None and headers.get("accept") is None:
+        from chalice.app import CaseInsensitiveMapping
+
+        event.headers = CaseInsensitiveMapping({**dict(headers), "accept": "*/*"})
 
 
 def _principal(event):

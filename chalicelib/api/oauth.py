@@ -23,6 +23,57 @@ OAUTH_ERROR_TITLES = {
 }
 
 
+# Form fields longer than their column are refused before any lookup; others get a cap.
+MAX_FIELD_CHARS = 4096
+
+
+def _check_form(raw: bytes | str | None) -> None:
+    """NUL (Postgres refuses it), bytes that are not UTF-8 once percent-decoded, and
+    over-long values: a 400 naming the field rather than a database error."""
+    from urllib.parse import parse_qsl
+
+    from chalicelib.errors import BadRequestError
+    from chalicelib.models import OAuth2Client
+    from chalicelib.models.limits import check_length
+
+    if not raw:
+        return
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        fields = parse_qsl(text, keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequestError("request body is not UTF-8 form data") from None
+    for name, value in fields:
+        field = name[:64]
+        if "\x00" in name or "\x00" in value:
+            raise BadRequestError(f"'{field}' contains a NUL character", field=field)
+        if len(value) > MAX_FIELD_CHARS:
+            raise BadRequestError(f"'{field}' is too long", field=field)
+        if name == "client_id":
+            check_length(value, OAuth2Client.client_id, "client_id")
+
+
+def _check_basic(authorization: str | None) -> None:
+    """The same rules for client credentials sent as HTTP Basic."""
+    import base64
+    import binascii
+    from urllib.parse import unquote
+
+    from chalicelib.errors import BadRequestError
+
+    scheme, _, value = (authorization or "").partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return
+    try:
+        pair = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise BadRequestError("malformed Basic credentials") from None
+    client_id, _, secret = pair.partition(":")
+    for field, text in (("client_id", unquote(client_id)), ("client_secret", unquote(secret))):
+        if "\x00" in text or len(text) > MAX_FIELD_CHARS:
+            raise BadRequestError(f"'{field}' of the Basic credentials is not valid", field=field)
+
+
 def _endpoint_uri(headers: dict[str, str], default_path: str) -> str:
     """The URL the client called (authlib checks its scheme)."""
     from chalicelib.config import get_settings
@@ -49,6 +100,8 @@ def _oauth2_call(function, default_path: str) -> Response:
     headers = dict(request.headers)
     uri = _endpoint_uri(headers, default_path)
     try:
+        _check_form(request.raw_body)
+        _check_basic(headers.get("authorization"))
         with session_scope() as s:
             result = function(s, uri=uri, headers=headers, body=request.raw_body)
     except BadRequestError as exc:  # undecodable body: still an OAuth2 error to the client

@@ -4,7 +4,6 @@ view only parses, calls one domain function and serializes."""
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -83,7 +82,10 @@ def endpoint(
 
                 return from_error(exc, instance_url(context.current_request_info()))
 
-        route_kwargs: dict[str, Any] = {"methods": methods, "cors": CORS}
+        # HEAD wherever GET is served (HTTP semantics): the view runs as for GET and the
+        # middleware drops the body. Not listed in ROUTES (the documented operations).
+        served = [*methods, "HEAD"] if "GET" in methods and "HEAD" not in methods else methods
+        route_kwargs: dict[str, Any] = {"methods": served, "cors": CORS}
         if content_types is not None:
             route_kwargs["content_types"] = content_types
         elif not set(methods) & {"POST", "PUT", "PATCH"}:
@@ -103,30 +105,20 @@ def endpoint(
 
 
 def json_body(request, *, required: bool = True) -> Any:
-    """The JSON body; a clear 400 rather than Chalice's own error shape."""
+    """The JSON body; a clear 400 naming the field rather than Chalice's own error shape
+    or a 500 (deep nesting, NUL, lone surrogates and NaN are refused, see safejson)."""
+    from chalicelib import safejson
+
     raw = request.raw_body
     if not raw:
         if required:
             raise BadRequestError("a JSON request body is required")
         return None
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"malformed JSON body: {exc}") from None
-    if _has_nul(value):
-        raise BadRequestError("the JSON body contains a NUL character (\\u0000)")
-    return value
-
-
-def _has_nul(value: Any) -> bool:
-    """NUL cannot be stored in Postgres text: refuse it at the door with a clear 400."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        return safejson.loads(raw)
+    except safejson.JSONInputError as exc:
+        extra = {"field": exc.field} if exc.field else {}
+        raise BadRequestError(f"malformed JSON body: {exc.message}", **extra) from None
 
 
 def query_flag(request, name: str, default: bool = False) -> bool:

@@ -174,12 +174,19 @@ def suite_status(view) -> dict[str, Any]:
     return single(body, view.suite.created, view.suite.modified)
 
 
+def _origin(origin: str | None) -> str | None:
+    """A roc_link's query may hold a token: never shown (rows stored before it was cut)."""
+    from chalicelib.http import redact
+
+    return redact(origin) if origin else origin
+
+
 def ro_crate_links(version_view) -> dict[str, Any]:
     v = version_view.version
     base = get_settings().external_server_url
     wf_uuid = v.workflow.uuid
     links: dict[str, Any] = {
-        "origin": v.crate_origin,
+        "origin": _origin(v.crate_origin),
         "metadata": f"{base}/workflows/{wf_uuid}/rocrate/{v.version}/metadata",
         "download": f"{base}/workflows/{wf_uuid}/rocrate/{v.version}/download",
     }
@@ -262,7 +269,7 @@ def version_body(version_view, *, with_crate: bool = False) -> dict[str, Any]:
         "ro_crate": {"links": ro_crate_links(version_view)},
         "links": _drop_none(
             {
-                "origin": v.crate_origin,
+                "origin": _origin(v.crate_origin),
                 "based_on": v.based_on,
                 "registries": ro_crate_links(version_view)["registries"],
             }

@@ -10,6 +10,7 @@ from chalicelib.models.notifications import (
     WebhookEndpoint,
 )
 from chalicelib.models.oauth import OAuth2AuthorizationCode, OAuth2Client, OAuth2Token
+from chalicelib.models.received import ReceivedDelivery
 from chalicelib.models.registries import REGISTRY_TYPES, Registry
 from chalicelib.models.testing import (
     BUILD_STATUSES,
@@ -41,6 +42,7 @@ __all__ = [
     "OAuth2Client",
     "OAuth2Token",
     "Permission",
+    "ReceivedDelivery",
     "Registry",
     "RegistryWorkflowVersion",
     "Subscription",

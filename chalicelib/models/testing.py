@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from chalicelib.models.base import Base, JSONType, Timestamped, UTCDateTime, uuid_column
+from chalicelib.models.limits import NAME_MAX, URL_MAX
 from chalicelib.models.workflows import WorkflowVersion
 
 #: CI build states (contract §2).
@@ -29,16 +30,45 @@ COMPLETED_STATUSES = frozenset({"passed", "failed", "error"})
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
+# Hosts whose CI type is a fact, not something a crate may claim (issue 9: a crate saying
+# `api.github.com` runs Jenkins must not change what every other user's crate gets).
+WELL_KNOWN_HOSTS: dict[str, str] = {
+    **dict.fromkeys(("github.com", "www.github.com", "api.github.com"), "github"),
+    **{
+        f"{prefix}travis-ci.{tld}": "travis"
+        for prefix in ("", "api.", "app.", "www.")
+        for tld in ("com", "org")
+    },
+    **dict.fromkeys(("gitlab.com", "www.gitlab.com"), "gitlab"),
+}
+
+
+def well_known_type(url: str) -> str | None:
+    """The fixed service type of a well-known CI host, else None."""
+    from urllib.parse import urlsplit
+
+    try:
+        host = (urlsplit(url.strip()).hostname or "").lower().rstrip(".")
+    except ValueError:
+        return None
+    return WELL_KNOWN_HOSTS.get(host)
+
+
 class TestingService(Timestamped, Base):
-    """A CI server (Jenkins, GitHub Actions, Travis, GitLab), shared by its instances."""
+    """A CI server (Jenkins, GitHub Actions, Travis, GitLab), shared by its instances.
+
+    A service is identified by its type **and** URL (migration 0003): two crates naming the
+    same URL with different types get two services, so no crate can change or block the
+    type another user's instances rely on."""
 
     __tablename__ = "testing_services"
+    __table_args__ = (UniqueConstraint("type", "url"),)
     __test__ = False  # not a pytest class
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[str] = uuid_column()
     type: Mapped[str] = mapped_column(String(32), nullable=False)
-    url: Mapped[str] = mapped_column(String(1024), unique=True, nullable=False)
+    url: Mapped[str] = mapped_column(String(1024), nullable=False)
     # Set when the host rate-limits us; the scheduler skips it until then.
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -53,7 +83,7 @@ class TestSuite(Timestamped, Base):
         ForeignKey("workflow_versions.id", ondelete="CASCADE"), nullable=False, index=True
     )
     roc_suite: Mapped[str | None] = mapped_column(String(512))  # crate @id, e.g. "#test1"
-    name: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text, info={"max_length": NAME_MAX})
     # {path, test_engine: {type, version}} from the crate's TestDefinition.
     definition: Mapped[dict | None] = mapped_column(JSONType)
 
@@ -74,8 +104,10 @@ class TestInstance(Timestamped, Base):
         ForeignKey("test_suites.id", ondelete="CASCADE"), nullable=False, index=True
     )
     roc_instance: Mapped[str | None] = mapped_column(String(512))  # e.g. "#test1_1"
-    name: Mapped[str | None] = mapped_column(Text)
-    resource: Mapped[str] = mapped_column(Text, nullable=False)  # job path, workflow file, …
+    name: Mapped[str | None] = mapped_column(Text, info={"max_length": NAME_MAX})
+    resource: Mapped[str] = mapped_column(
+        Text, nullable=False, info={"max_length": URL_MAX}
+    )  # job path, workflow file, …
     managed: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     testing_service_id: Mapped[int] = mapped_column(
         ForeignKey("testing_services.id", ondelete="RESTRICT"), nullable=False, index=True

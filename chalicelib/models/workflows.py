@@ -6,6 +6,7 @@ from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstra
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from chalicelib.models.base import Base, JSONType, Timestamped, uuid_column
+from chalicelib.models.limits import NAME_MAX, URL_MAX
 from chalicelib.models.registries import Registry
 from chalicelib.models.users import User
 
@@ -16,7 +17,7 @@ class Workflow(Timestamped, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # For registry submissions this is the registry's own uuid (WorkflowHub `meta.uuid`).
     uuid: Mapped[str] = uuid_column()
-    name: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text, info={"max_length": NAME_MAX})
     # Visibility is per workflow, as in LifeMonitor: a submission's `public` flag sets it.
     public: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
 
@@ -35,14 +36,15 @@ class WorkflowVersion(Timestamped, Base):
         ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False, index=True
     )
     version: Mapped[str] = mapped_column(String(128), nullable=False)
-    name: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text, info={"max_length": NAME_MAX})
     submitter_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
     # The crate: parsed metadata, where the bytes are stored, where they came from.
     crate_metadata: Mapped[dict | None] = mapped_column(JSONType)
     crate_location: Mapped[str | None] = mapped_column(Text)  # s3://bucket/key or file:relpath
-    crate_origin: Mapped[str | None] = mapped_column(Text)  # roc_link, registry URL, or upload
+    # roc_link (without its query), registry URL, or upload
+    crate_origin: Mapped[str | None] = mapped_column(Text, info={"max_length": URL_MAX})
     crate_sha256: Mapped[str | None] = mapped_column(String(64))
     # Parameter-store key of the `authorization` header given with a roc_link, if any.
     crate_authorization_key: Mapped[str | None] = mapped_column(String(256))

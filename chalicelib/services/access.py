@@ -41,14 +41,21 @@ def owned_clause(principal: Principal):
 
 
 def readable_clause(principal: Principal):
+    """SQL condition: the principal may read the workflow. The one visibility rule: single
+    reads (`can_read`) and every listing apply this same clause."""
     owned = owned_clause(principal)
     return Workflow.public.is_(True) if owned is None else or_(Workflow.public.is_(True), owned)
 
 
 def can_read(session: Session, principal: Principal, workflow: Workflow) -> bool:
-    if workflow.public:
+    if workflow.public:  # the clause's first branch, without a query
         return True
-    return can_write(session, principal, workflow)
+    return (
+        session.execute(
+            select(Workflow.id).where(Workflow.id == workflow.id, readable_clause(principal))
+        ).first()
+        is not None
+    )
 
 
 def can_write(session: Session, principal: Principal, workflow: Workflow) -> bool:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 MAX_CRATE_BYTES = 100 * 1024 * 1024
 _GITHUB_REPO = re.compile(r"^https://github\.com/([\w.\-]+)/([\w.\-]+?)(?:\.git)?/?$")
 UPLOADED = "local file uploaded"
+MAX_SECRET_CHARS = 4096  # an SSM standard parameter's size: where `authorization` is kept
 
 
 @dataclass
@@ -147,13 +148,38 @@ class Submission:
                 sub.uuid = str(uuidlib.UUID(sub.uuid))
             except ValueError:
                 raise BadRequestError(f"'uuid' is not a UUID: {sub.uuid!r}", field="uuid") from None
-        if sub.version is not None and len(sub.version) > 128:
-            raise BadRequestError("'version' is longer than 128 characters", field="version")
+        _check_lengths(sub)
         if sub.version is None and not sub.identifier:
             raise BadRequestError("'version' is required", field="version")
         if unknown := sorted(set(body) - known):
             log.info("submission: ignoring unknown keys %s", unknown)
         return sub
+
+
+def _check_lengths(sub: Submission) -> None:
+    """Every value that will be stored fits its column (limits from the models)."""
+    from chalicelib.models.limits import check_length
+
+    check_length(sub.version, WorkflowVersion.version, "version")
+    check_length(sub.name, Workflow.name, "name")
+    check_length(sub.identifier, RegistryWorkflowVersion.identifier, "identifier")
+    check_length(sub.roc_link, WorkflowVersion.crate_origin, "roc_link")
+    if sub.authorization is not None and len(sub.authorization) > MAX_SECRET_CHARS:
+        raise BadRequestError(
+            f"'authorization' is longer than {MAX_SECRET_CHARS} characters", field="authorization"
+        )
+    if sub.roc_link:
+        _check_link(sub.roc_link)
+
+
+def _check_link(link: str) -> None:
+    """http(s), a host, no credentials in the URL: refused at once, not when fetched."""
+    from chalicelib import http
+
+    try:
+        http.check_url(link)
+    except http.BlockedURLError as exc:
+        raise BadRequestError(f"'roc_link' refused: {exc.reason}", field="roc_link") from None
 
 
 @dataclass
@@ -224,18 +250,19 @@ def _from_link(link: str, authorization: str | None, version: str | None) -> Fet
     except http.BlockedURLError as exc:
         raise BadRequestError(f"'roc_link' refused: {exc.reason}", field="roc_link") from None
     except http.OutboundError as exc:
-        raise UnprocessableError(
+        # 400, as LifeMonitor's spec and WorkflowHub expect for a crate that cannot be had.
+        raise BadRequestError(
             f"cannot download 'roc_link': {exc.reason}", field="roc_link"
         ) from None
     if response.status in (401, 403):
-        raise UnprocessableError(
+        raise BadRequestError(
             f"'roc_link' answered {response.status}: not authorized", field="roc_link"
         )
     if response.status == 404:
-        raise UnprocessableError("'roc_link' answered 404: RO-Crate not found", field="roc_link")
+        raise BadRequestError("'roc_link' answered 404: RO-Crate not found", field="roc_link")
     if not response.ok:
-        raise UnprocessableError(f"'roc_link' answered {response.status}", field="roc_link")
-    return FetchedCrate(data=response.content, origin=link)
+        raise BadRequestError(f"'roc_link' answered {response.status}", field="roc_link")
+    return FetchedCrate(data=response.content, origin=http.redact(link))
 
 
 def submit(
@@ -256,6 +283,11 @@ def submit(
     name = sub.name or fetched.name or info.workflow_name
     if not name:
         raise BadRequestError("Missing attribute 'name'", field="name")
+    from chalicelib.models.limits import check_length
+
+    # From the registry or the crate rather than the body: still one column's worth.
+    check_length(version_label, WorkflowVersion.version, "version", error=UnprocessableError)
+    check_length(name, Workflow.name, "name", error=UnprocessableError)
 
     wf_uuid = fetched.workflow_uuid or sub.uuid
     workflow = None
@@ -361,21 +393,21 @@ def add_suites(session: Session, version: WorkflowVersion, info: CrateInfo) -> N
 
 
 def testing_service(session: Session, service_type: str, url: str) -> TestingService:
-    """Get or create the service for `url` (unique), safe under concurrent submissions."""
-    service = session.scalar(select(TestingService).where(TestingService.url == url))
-    if service is not None and service.type != service_type:
-        in_use = session.scalar(
-            select(TestInstance.id).where(TestInstance.testing_service_id == service.id).limit(1)
+    """Get or create the service of this type at `url` (a service is its type and URL), safe
+    under concurrent submissions. A well-known host (api.github.com, travis-ci, gitlab.com)
+    only ever has its own type: claiming another is this crate's error, nobody else's."""
+    from chalicelib.models.testing import well_known_type
+
+    fixed = well_known_type(url)
+    if fixed is not None and fixed != service_type:
+        raise UnprocessableError(
+            f"testing service {url} is a {fixed!r} service, not {service_type!r}",
+            field="url",
+            service_type=fixed,
         )
-        if in_use is None:  # left over from deleted workflows: take the new type
-            service.type = service_type
-            session.flush()
+    identity = (TestingService.type == service_type, TestingService.url == url)
+    service = session.scalar(select(TestingService).where(*identity))
     if service is not None:
-        if service.type != service_type:
-            raise UnprocessableError(
-                f"testing service {url} is already registered as {service.type!r}, "
-                f"not {service_type!r}"
-            )
         return service
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -392,9 +424,9 @@ def testing_service(session: Session, service_type: str, url: str) -> TestingSer
             created=now,
             modified=now,
         )
-        .on_conflict_do_nothing(index_elements=["url"])
+        .on_conflict_do_nothing(index_elements=["type", "url"])
     )
-    return session.scalar(select(TestingService).where(TestingService.url == url))
+    return session.scalar(select(TestingService).where(*identity))
 
 
 def _grant_owner(session: Session, user: User, workflow: Workflow) -> None:
@@ -447,6 +479,25 @@ def replace_crate(
     return True
 
 
+def _registry_linked_user(session: Session, principal: Principal, user_id: int) -> User:
+    """A registry names as submitter only a user who signed in with an account of that
+    registry (an identity on it). Nobody and somebody else's user get the same answer, so
+    ids cannot be enumerated."""
+    from chalicelib.models import Identity
+
+    submitter = session.scalar(
+        select(User)
+        .join(Identity, Identity.user_id == User.id)
+        .where(User.id == user_id, Identity.registry_id == principal.registry_id)
+        .limit(1)
+    )
+    if submitter is None:
+        raise BadRequestError(
+            f"no user with id {user_id} is linked to this registry", field="user_id"
+        )
+    return submitter
+
+
 def register(
     session: Session,
     principal: Principal,
@@ -471,9 +522,7 @@ def register(
 
             submitter = registry_user(session, principal, sub.submitter_id)
         elif sub.user_id is not None:
-            submitter = session.get(User, sub.user_id)
-            if submitter is None:
-                raise BadRequestError(f"no user with id {sub.user_id}", field="user_id")
+            submitter = _registry_linked_user(session, principal, sub.user_id)
     if submitter is None and principal.user_id is not None:
         submitter = session.get(User, principal.user_id)
     return submit(session, principal, sub, registry=registry, submitter=submitter)

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 import time
@@ -188,10 +187,13 @@ def _like(text: str) -> str:
 
 
 def _json_object(raw: bytes | str) -> dict:
+    from chalicelib import safejson
+
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"malformed JSON body: {exc}") from None
+        payload = safejson.loads(raw)
+    except safejson.JSONInputError as exc:
+        extra = {"field": exc.field} if exc.field else {}
+        raise BadRequestError(f"malformed JSON body: {exc.message}", **extra) from None
     if not isinstance(payload, dict):
         raise BadRequestError("the webhook payload must be a JSON object")
     return payload
@@ -243,6 +245,38 @@ def _secret_for(provider: str, global_key: str, host_template: str | None, host:
         f"webhook secret not configured: set {' or '.join([*keys, global_key])} in the "
         f"parameter store to accept {provider} webhooks"
     )
+
+
+def _known_token(provider: str, global_key: str, host_template: str, given: str | None) -> None:
+    """Before the body is parsed: the token must be one of the configured ones (the global
+    key or any host's), so an unauthenticated caller never gets us to parse anything. The
+    host's own key is checked again once the payload names the host."""
+    from chalicelib.secrets import SecretError, get_secrets
+
+    prefix, _, suffix = host_template.partition("{host}")
+    try:
+        candidates = [
+            value.strip()
+            for key, value in get_secrets().all().items()
+            if value
+            and value.strip()
+            and (key == global_key or (key.startswith(prefix) and key.endswith(suffix)))
+        ]
+    except (SecretError, ValueError) as exc:
+        log.error("webhooks: cannot read the parameter store: %s", exc)
+        raise WebhookNotConfiguredError(
+            "webhook secret not configured: the parameter store cannot be read"
+        ) from None
+    if not candidates:
+        raise WebhookNotConfiguredError(
+            f"webhook secret not configured: set {host_template.replace('{host}', '<host>')} "
+            f"or {global_key} in the parameter store to accept {provider} webhooks"
+        )
+    # Every candidate is compared (constant time each): no early exit telling which matched.
+    matched = [_same(c, given) for c in candidates]
+    if not any(matched):
+        log.warning("webhooks: %s delivery refused before parsing: bad or missing token", provider)
+        raise WebhookAuthError(f"missing or invalid {provider} webhook token")
 
 
 def _same(expected: str, given: str | None) -> bool:
@@ -465,6 +499,12 @@ def handle_github(headers: Mapping[str, str] | None, body: bytes) -> Outcome:
         action=_str(payload.get("action")),
         delivery=(h.get("x-github-delivery") or "")[:128] or None,
     )
+    if outcome.delivery and not _first_delivery("github", outcome.delivery):
+        # A replay (by an attacker holding a signed body, or a redelivery): acted on already.
+        log.info("webhooks: GitHub delivery %s is a repeat; ignored", outcome.delivery)
+        outcome.handled = False
+        outcome.extra = {"duplicate": True}
+        return outcome
     if event == "ping":
         outcome.ping = True
         outcome.extra = {"zen": _str(payload.get("zen")), "hook_id": _int(payload.get("hook_id"))}
@@ -474,6 +514,39 @@ def handle_github(headers: Mapping[str, str] | None, body: bytes) -> Outcome:
         outcome.handled = False
         return outcome
     return _match_and_refresh(outcome, matcher, payload)
+
+
+DELIVERY_MEMORY = 24 * 3600  # seconds a delivery id is remembered
+
+
+def _first_delivery(provider: str, delivery_id: str) -> bool:
+    """Record a delivery id; False when it was already recorded within DELIVERY_MEMORY.
+    In the database, so a replay is recognised whichever container receives it; ids older
+    than a day are deleted as new ones come (an indexed range delete)."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    from chalicelib.db import session_scope
+    from chalicelib.models import ReceivedDelivery, utcnow
+
+    now = utcnow()
+    with session_scope() as session:
+        session.execute(
+            delete(ReceivedDelivery).where(
+                ReceivedDelivery.received_at < now - timedelta(seconds=DELIVERY_MEMORY)
+            )
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        result = session.execute(
+            insert(ReceivedDelivery)
+            .values(provider=provider, delivery_id=delivery_id, received_at=now)
+            .on_conflict_do_nothing(index_elements=["provider", "delivery_id"])
+        )
+        return result.rowcount == 1
 
 
 def _github_payload(body: bytes, content_type: str) -> dict:
@@ -545,11 +618,12 @@ def handle_jenkins(
     h = _lower_headers(headers)
     body = body or b""
     _check_size(body)
+    given = h.get(TOKEN_HEADER) or (query or {}).get("token")
+    _known_token("Jenkins", JENKINS_TOKEN_KEY, JENKINS_HOST_TOKEN_KEY, given)
     payload = _json_object(body)
     build = _obj(payload, "build")
     host = host_key(_str(build.get("full_url")))
     token = _secret_for("Jenkins", JENKINS_TOKEN_KEY, JENKINS_HOST_TOKEN_KEY, host)
-    given = h.get(TOKEN_HEADER) or (query or {}).get("token")
     if not _same(token, given):
         log.warning(
             "webhooks: Jenkins delivery for %s refused: bad or missing token",
@@ -612,6 +686,7 @@ def handle_gitlab(headers: Mapping[str, str] | None, body: bytes) -> Outcome:
     h = _lower_headers(headers)
     body = body or b""
     _check_size(body)
+    _known_token("GitLab", GITLAB_SECRET_KEY, GITLAB_HOST_SECRET_KEY, h.get("x-gitlab-token"))
     payload = _json_object(body)
     host = host_key(h.get("x-gitlab-instance")) or host_key(
         _str(_obj(payload, "project").get("web_url"))

@@ -32,6 +32,7 @@ from chalicelib.models import (
     WorkflowVersion,
     utcnow,
 )
+from chalicelib.models.limits import check_length
 from chalicelib.services import access
 
 if TYPE_CHECKING:
@@ -394,19 +395,18 @@ def list_workflows(
     with_subscriptions: bool = False,
 ) -> list[WorkflowEntry]:
     """mode: "visible" (GET /workflows), "user" (a user's own, plus subscribed ones when
-    asked), "registry" (a registry's), "user_registry" (a user's on one registry)."""
-    query = select(Workflow)
-    if mode == "visible":
-        query = query.where(access.readable_clause(principal))
-    elif mode in {"user", "user_registry"}:
+    asked), "registry" (a registry's), "user_registry" (a user's on one registry).
+
+    Every mode lists only what the caller may read, by the very clause single reads use
+    (`access.readable_clause`): a registry listing a person's workflows sees neither the
+    private ones that person submitted on their own nor their status reasons."""
+    query = select(Workflow).where(access.readable_clause(principal))
+    if mode in {"user", "user_registry"}:
         owned = exists().where(Permission.workflow_id == Workflow.id, Permission.user_id == user_id)
         if mode == "user" and with_subscriptions:
             # Subscribed workflows too — while the user may still read them.
-            owned = owned | (
-                exists().where(
-                    Subscription.workflow_id == Workflow.id, Subscription.user_id == user_id
-                )
-                & access.readable_clause(principal)
+            owned = owned | exists().where(
+                Subscription.workflow_id == Workflow.id, Subscription.user_id == user_id
             )
         query = query.where(owned)
     if mode in {"registry", "user_registry"}:
@@ -542,13 +542,16 @@ def list_versions(session: Session, principal: Principal, wf_uuid: str) -> Workf
 # --- changes ---------------------------------------------------------------------------
 
 
-def _text(body: dict, key: str) -> str | None:
+def _text(body: dict, key: str, column: Any = None) -> str | None:
+    """A non-empty string; `column` (a model attribute) bounds its length."""
+    from chalicelib.models.limits import check_length
+
     value = body.get(key)
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise BadRequestError(f"'{key}' must be a non-empty string", field=key)
-    return value.strip()
+    return check_length(value.strip(), column, key) if column is not None else value.strip()
 
 
 def _flag(body: dict, key: str) -> bool | None:
@@ -561,7 +564,7 @@ def _flag(body: dict, key: str) -> bool | None:
 def update_workflow(session: Session, principal: Principal, wf_uuid: str, body: Any) -> Workflow:
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
-    name, public = _text(body, "name"), _flag(body, "public")
+    name, public = _text(body, "name", Workflow.name), _flag(body, "public")
     workflow = access.workflow_for_write(session, principal, wf_uuid)
     if name is not None:
         workflow.name = name
@@ -633,12 +636,13 @@ def update_version(
 
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
-    name, public = _text(body, "name"), _flag(body, "public")
+    name, public = _text(body, "name", WorkflowVersion.name), _flag(body, "public")
     label = body.get("version")
     if label is not None:
         label = str(label).strip() if isinstance(label, str | int) else None
         if not label:
             raise BadRequestError("'version' must be a non-empty string", field="version")
+        check_length(label, WorkflowVersion.version, "version")
     crate_given = bool(body.get("roc_link") or body.get("rocrate"))
     sub = (
         Submission.from_body({**body, "version": label or version}, allow_identifier=False)
@@ -700,7 +704,7 @@ def get_suite(
 def update_suite(session: Session, principal: Principal, suite_uuid: str, body: Any) -> None:
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
-    name = _text(body, "name")
+    name = _text(body, "name", TestSuite.name)
     view = get_suite(session, principal, suite_uuid, write=True)
     if name is not None:
         view.suite.name = name
@@ -726,10 +730,17 @@ def add_instance(
         )
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise BadRequestError("'service.url' must be an http(s) URL", field="service.url")
-    resource = _text(body, "resource")
+    check_length(url.rstrip("/"), TestingService.url, "service.url")
+    from chalicelib import http
+
+    try:
+        http.check_url(url)  # a host, no credentials: refused now rather than at each fetch
+    except http.BlockedURLError as exc:
+        raise BadRequestError(f"'service.url' refused: {exc.reason}", field="service.url") from None
+    resource = _text(body, "resource", TestInstance.resource)
     if resource is None:
         raise BadRequestError("'resource' is required", field="resource")
-    name = _text(body, "name")
+    name = _text(body, "name", TestInstance.name)
     view = get_suite(session, principal, suite_uuid, write=True)
     instance = TestInstance(
         suite=view.suite,
@@ -775,7 +786,7 @@ def get_instance(
 def update_instance(session: Session, principal: Principal, instance_uuid: str, body: Any) -> None:
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
-    name = _text(body, "name")
+    name = _text(body, "name", TestInstance.name)
     stale_after_days = body.get("stale_after_days", ...)
     if (
         stale_after_days is not ...

@@ -28,7 +28,7 @@ def _stylesheet() -> str:
     return (STATIC / "lifemonitor.css").read_text(encoding="utf-8")
 
 
-@routes.route("/static/lifemonitor.css", methods=["GET"], content_types=["*/*"])
+@routes.route("/static/lifemonitor.css", methods=["GET", "HEAD"], content_types=["*/*"])
 def stylesheet():
     """The one stylesheet of the pages (no external assets)."""
     return Response(
@@ -40,4 +40,4 @@ def stylesheet():
     )
 
 
-PAGES.add(("/static/lifemonitor.css", "GET"))
+PAGES.update({("/static/lifemonitor.css", "GET"), ("/static/lifemonitor.css", "HEAD")})

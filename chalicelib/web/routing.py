@@ -165,7 +165,8 @@ def page(bp, path: str, methods: Iterable[str] = ("GET",), *, csrf: bool = True)
                             refused.headers.pop("Set-Cookie", None)
                             return refused
                 request = PageRequest(
-                    method=current.method,
+                    # HEAD is a GET whose body the middleware drops.
+                    method="GET" if current.method == "HEAD" else current.method,
                     headers=current.headers,
                     query=dict(current.query_params or {}),
                     form=form,
@@ -193,8 +194,10 @@ def page(bp, path: str, methods: Iterable[str] = ("GET",), *, csrf: bool = True)
 
         # Any Content-Type reaches the view (a GET has none, which Chalice takes for JSON);
         # the view checks a POST's itself, to answer with a page.
-        bp.route(path, methods=methods, content_types=["*/*"])(view)
-        PAGES.update((path, method) for method in methods)
+        # HEAD wherever GET is served (HTTP semantics), as the API's routes do.
+        served = [*methods, "HEAD"] if "GET" in methods and "HEAD" not in methods else methods
+        bp.route(path, methods=served, content_types=["*/*"])(view)
+        PAGES.update((path, method) for method in served)
         return view
 
     return decorate

@@ -243,6 +243,7 @@ def app_routes() -> list[tuple[str, str]]:
         if path not in EXCLUDED_PATHS
         and not path.startswith(EXCLUDED_PREFIXES)
         and (path, method) not in PAGES
+        and method != "HEAD"  # mirrors GET (tests/api/test_errors.py)
     )
 
 
@@ -558,47 +559,105 @@ def test_access(world, method, path, principal, target, expected):
 
 # -- what each caller sees in the lists ----------------------------------------------------------
 
+OWN = "own_private"  # the owner's private workflow submitted with their own API key
+NOTHING: set[str] = set()
+LISTS = {
+    # GET /workflows: exactly what each caller may read one by one.
+    "/workflows": {
+        A: {PUBLIC},
+        O: {PRIVATE, PUBLIC, OWN},
+        U: {PUBLIC},
+        R: {PRIVATE, PUBLIC},
+        R2: {PUBLIC},
+        S: 403,
+    },
+    "/users/current/workflows": {
+        A: 401,
+        O: {PRIVATE, PUBLIC, OWN},
+        U: NOTHING,
+        R: 403,
+        R2: 403,
+        S: 403,
+    },
+    # A registry reading a person's list sees what it may read of it: not the private
+    # workflow the owner submitted with their own key (issue 9, defect 4).
+    "/users/{person}/workflows": {
+        A: 401,
+        O: 403,
+        U: 403,
+        R: {PRIVATE, PUBLIC},
+        R2: 401,
+        S: 403,
+    },
+    "/registries/current/workflows": {
+        A: 401,
+        O: 403,
+        U: 403,
+        R: {PRIVATE, PUBLIC},
+        R2: NOTHING,
+        S: 403,
+    },
+    "/registries/{registry}/workflows": {
+        A: 401,
+        O: {PRIVATE, PUBLIC},
+        U: NOTHING,
+        R: 403,
+        R2: 403,
+        S: 403,
+    },
+}
+LIST_FLAGS = ["", "?status=true", "?versions=true", "?status=true&versions=true"]
 
-@pytest.mark.parametrize(
-    ("principal", "sees"),
-    [
-        (A, {PUBLIC}),
-        (O, {PRIVATE, PUBLIC}),
-        (U, {PUBLIC}),
-        (R, {PRIVATE, PUBLIC}),
-        (R2, {PUBLIC}),
-    ],
-)
-def test_workflow_list_shows_what_the_caller_may_read(world, principal, sees):
+
+def _own_private(world) -> Objects:
     d = world.data
-    r = world.http.get("/workflows", headers=d[principal].headers)
+    if OWN not in d:
+        r = api_data.submit(
+            world.client,
+            d[O],
+            {"rocrate": b64(crate("own-private")), "version": "1", "public": False},
+        )
+        assert r.status_code == 201, r.body
+        wf_uuid = r.json_body["uuid"]
+        [instance] = api_data.instance_uuids(wf_uuid)
+        api_data.store_builds(instance, [build("1", "failed")])
+        d[OWN] = Objects(wf_uuid, _suite_of(instance), instance)
+    return d[OWN]
+
+
+def test_every_list_route_has_expectations():
+    lists = {
+        path
+        for method, path in app_routes()
+        if method == "GET" and path.endswith("/workflows") and "{wf_uuid}" not in path
+    }
+    assert lists == {
+        p.replace("{person}", "{user_id}").replace("{registry}", "{registry_uuid}") for p in LISTS
+    }
+
+
+@pytest.mark.parametrize("flags", LIST_FLAGS)
+@pytest.mark.parametrize("principal", PRINCIPALS)
+@pytest.mark.parametrize("path", list(LISTS))
+def test_lists_show_exactly_what_single_reads_allow(world, path, principal, flags):
+    d = world.data
+    _own_private(world)
+    url = path.format(registry=d[R].registry_uuid, person=PERSON_ID) + flags
+    r = world.http.get(url, headers=d[principal].headers)
+    expected = LISTS[path][principal]
+    if isinstance(expected, int):
+        assert r.status_code == expected, (r.status_code, r.body[:300])
+        return
     assert r.status_code == 200, r.body
     shown = {i["uuid"] for i in r.json_body["items"]}
-    assert shown == {d[t].wf_uuid for t in sees}
-
-
-@pytest.mark.parametrize(
-    ("principal", "path", "sees"),
-    [
-        (O, "/users/current/workflows", {PRIVATE, PUBLIC}),
-        (U, "/users/current/workflows", set()),
-        (R, "/registries/current/workflows", {PRIVATE, PUBLIC}),
-        (R2, "/registries/current/workflows", set()),
-        (O, "/registries/{registry}/workflows", {PRIVATE, PUBLIC}),
-        (U, "/registries/{registry}/workflows", set()),
-        pytest.param(
-            R,
-            "/users/{alice}/workflows",
-            {PRIVATE, PUBLIC},
-        ),
-    ],
-)
-def test_own_lists_hold_only_own_workflows(world, principal, path, sees):
-    d = world.data
-    url = path.format(registry=d[R].registry_uuid, alice=PERSON_ID)
-    r = world.http.get(url, headers=d[principal].headers)
-    assert r.status_code == 200, r.body
-    assert {i["uuid"] for i in r.json_body["items"]} == {d[t].wf_uuid for t in sees}
+    assert shown == {d[t].wf_uuid for t in expected}
+    # The rule is the single read's: every listed workflow opens for the same caller.
+    for wf_uuid in shown:
+        single = world.http.get(f"/workflows/{wf_uuid}", headers=d[principal].headers)
+        assert single.status_code == 200, (wf_uuid, single.status_code)
+    # ... and nothing the caller may not open is listed, status reasons included.
+    for target in {PRIVATE, PUBLIC, OWN} - set(expected):
+        assert d[target].wf_uuid not in r.body.decode()
 
 
 def test_denied_changes_change_nothing(world):
@@ -684,3 +743,29 @@ def test_subscriptions_do_not_outlive_read_access(world):
         assert fresh.wf_uuid not in {i["uuid"] for i in r.json_body["items"]}
     finally:
         api_data.delete_workflow_rows(fresh.wf_uuid)
+
+
+# -- a registry names submitters among its own users only (issue 9, defect 8) ----------------
+
+
+def test_a_registry_attaches_workflows_only_to_users_linked_to_it(world):
+    d = world.data
+    before = api_data.row_counts()
+
+    def submit(actor, user_id):
+        body = {"rocrate": b64(crate("attach")), "version": "1", "user_id": user_id}
+        return api_data.submit(world.client, actor, body, path="/registries/current/workflows")
+
+    # bob has no identity on the registry, 987654 is nobody: the same answer for both, so
+    # ids cannot be enumerated.
+    refused = [submit(d[R], d[U].user_id), submit(d[R], 987654), submit(d[R2], d[O].user_id)]
+    bodies = [r.json_body for r in refused]
+    assert [r.status_code for r in refused] == [400, 400, 400], bodies
+    assert all(b["extra_info"].get("field") == "user_id" for b in bodies)
+    assert bodies[0]["detail"].replace(str(d[U].user_id), "N") == bodies[1]["detail"].replace(
+        "987654", "N"
+    )
+    assert api_data.row_counts() == before
+    ok = submit(d[R], d[O].user_id)  # alice signed in to us with her account there
+    assert ok.status_code == 201, ok.body
+    api_data.delete_workflow_rows(ok.json_body["uuid"])

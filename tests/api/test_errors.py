@@ -69,10 +69,10 @@ def test_unknown_route_problem_has_instance_and_request_id(bare_client):
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("DELETE", "/health", "GET"),
-        ("PUT", "/registries", "GET"),
+        ("DELETE", "/health", "GET,HEAD"),
+        ("PUT", "/registries", "GET,HEAD"),
         ("GET", "/oauth2/token", "POST"),
-        ("PATCH", "/registries/current", "GET"),
+        ("PATCH", "/registries/current", "GET,HEAD"),
     ],
 )
 def test_known_route_unknown_method_is_405_with_allow(bare_client, method, path, allowed):
@@ -82,7 +82,7 @@ def test_known_route_unknown_method_is_405_with_allow(bare_client, method, path,
     assert body["title"] == "Method Not Allowed"
     assert body["instance"] == f"http://lm.test{path}"
     assert header(r, "Allow") is not None
-    assert set(header(r, "Allow").replace(" ", "").split(",")) == {allowed}
+    assert set(header(r, "Allow").replace(" ", "").split(",")) == set(allowed.split(","))
     assert "Code" not in body and "Message" not in body
 
 
@@ -388,3 +388,42 @@ def test_responses_expose_request_id_to_browsers(bare_client):
     assert header(r, "Access-Control-Allow-Origin") == "*"
     exposed = {h.strip().lower() for h in header(r, "Access-Control-Expose-Headers").split(",")}
     assert "x-request-id" in exposed
+
+
+# -- HEAD (issue 9, defect 8) -------------------------------------------------------------------
+
+
+def _get_routes() -> list[str]:
+    import app
+
+    return sorted(path for path, entries in app.app.routes.items() if "GET" in entries)
+
+
+def test_every_get_route_serves_head():
+    import app
+
+    for path in _get_routes():
+        assert "HEAD" in app.app.routes[path], path
+
+
+@pytest.mark.parametrize("path", ["/health", "/registries", "/workflows/issues", "/openapi.json"])
+def test_head_answers_like_get_without_a_body(client, path):
+    get = client.http.get(path)
+    head = client.http.request("HEAD", path, headers={}, body=b"")
+    assert head.status_code == get.status_code == 200
+    assert head.body == b""
+    assert header(head, "Content-Type") == header(get, "Content-Type")
+    assert header(head, "X-Request-Id")
+
+
+def test_head_of_a_missing_resource_is_a_404_without_a_body(client):
+    head = client.http.request("HEAD", f"/workflows/{'0' * 8}-0000-0000-0000-{'0' * 12}", body=b"")
+    assert head.status_code == 404
+    assert head.body == b""
+
+
+def test_head_where_there_is_no_get_is_a_405_without_a_body(bare_client):
+    head = bare_client.http.request("HEAD", "/oauth2/token", headers={}, body=b"")
+    assert head.status_code == 405
+    assert head.body == b""
+    assert "POST" in header(head, "Allow")

@@ -51,7 +51,8 @@ def app_routes() -> set[tuple[str, str]]:
         (path, method)
         for path, entries in app.app.routes.items()
         for method in entries
-        if method != "OPTIONS" and (path, method) not in PAGES
+        if method not in {"OPTIONS", "HEAD"}  # HEAD mirrors every GET, undocumented
+        and (path, method) not in PAGES
     }
 
 

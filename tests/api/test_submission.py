@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from emulators.crates import zip_crate, zip_members
+from emulators.crates import wtroc_metadata, zip_crate, zip_members
 from tests.api.helpers import assert_problem
 from tests.support import api_data
 from tests.support.api_data import b64, build, crate, row_counts, stored_crates
@@ -670,7 +670,8 @@ def test_roc_link_to_loopback_is_refused_without_allow_private(
     snapshot.unchanged(ignore=())
 
 
-def test_roc_link_errors_are_422_with_the_reason(world, alice, files, snapshot):
+def test_roc_link_errors_are_400_with_the_reason(world, alice, files, snapshot):
+    # 400 as in LifeMonitor's spec and for WorkflowHub (issue 9, defect 8), not 422.
     files.add("/gone.zip", b"", status=404)
     files.add("/boom.zip", b"oops", status=500, content_type="text/plain")
     files.add("/secret.zip", crate("secret"), authorization="Bearer right")
@@ -682,8 +683,9 @@ def test_roc_link_errors_are_422_with_the_reason(world, alice, files, snapshot):
         (dead, "cannot connect"),
     ]:
         r = api_data.submit(world.client, alice, {"roc_link": link, "version": "1"})
-        body = assert_problem(r, 422)
+        body = assert_problem(r, 400)
         assert reason in body["detail"], (link, body)
+        assert body["extra_info"]["field"] == "roc_link"
     assert len(files.received("/boom.zip")) == 1  # a 500 is not retried
     snapshot.unchanged(ignore=())
 
@@ -988,3 +990,196 @@ def test_a_deleted_workflows_ci_url_accepts_another_type(world, alice):
     )
     assert r.status_code == 201, r.body
     delete_workflow(world, alice, r.json_body["uuid"])
+
+
+# -- issue 9, defect 8 ------------------------------------------------------------------------
+
+
+def test_roc_link_query_is_not_shown_as_origin(world, alice, files):
+    link = files.add("/crate.zip", crate("with-token")) + "?token=s3cret&x=1#frag"
+    r = api_data.submit(world.client, alice, {"roc_link": link, "version": "1"})
+    assert r.status_code == 201, r.body
+    wf_uuid = r.json_body["uuid"]
+    try:
+        assert files.received("/crate.zip")[0].query == {"token": ["s3cret"], "x": ["1"]}
+        body = world.http.get(f"/workflows/{wf_uuid}", headers=alice.headers).json_body
+        assert body["version"]["ro_crate"]["links"]["origin"] == files.url + "/crate.zip"
+        assert body["version"]["links"]["origin"] == files.url + "/crate.zip"
+        assert "s3cret" not in json.dumps(body)
+    finally:
+        api_data.delete_workflow_rows(wf_uuid)
+
+
+def test_origin_stored_with_a_query_before_is_not_shown(world, alice, files):
+    from chalicelib.db import session_scope
+    from chalicelib.models import Workflow, WorkflowVersion
+
+    r = api_data.submit(world.client, alice, {"rocrate": b64(crate("old-row")), "version": "1"})
+    wf_uuid = r.json_body["uuid"]
+    try:
+        with session_scope() as s:
+            version = s.query(WorkflowVersion).join(Workflow).filter(Workflow.uuid == wf_uuid).one()
+            version.crate_origin = "https://hub.example/crate.zip?token=s3cret"
+        body = world.http.get(f"/workflows/{wf_uuid}", headers=alice.headers).json_body
+        assert body["version"]["ro_crate"]["links"]["origin"] == "https://hub.example/crate.zip"
+    finally:
+        api_data.delete_workflow_rows(wf_uuid)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["file:///var/lib/jenkins", "gopher://ci.example/1", "https://admin:hunter2@ci.example/"],
+)
+def test_crates_naming_unfetchable_service_urls_are_refused_at_submission(
+    world, alice, snapshot, url
+):
+    data = crate("bad-url", instances=[("jenkins", url, "job/x/")])
+    r = api_data.submit(world.client, alice, {"rocrate": b64(data), "version": "1"})
+    body = assert_problem(r, 422)
+    assert body["extra_info"]["field"] == "url"
+    assert "hunter2" not in json.dumps(body)
+    snapshot.unchanged(ignore=())
+
+
+@pytest.mark.parametrize("size", [1025, 12 * 1024 * 1024], ids=["just-over", "12MB"])
+def test_over_long_workflow_names_are_refused(world, alice, snapshot, size):
+    name = "n" * size
+    r = api_data.submit(
+        world.client, alice, {"rocrate": b64(crate("short")), "version": "1", "name": name}
+    )
+    assert assert_problem(r, 400)["extra_info"]["field"] == "name"
+    metadata = wtroc_metadata(name=name)
+    metadata["@graph"][2]["name"] = name  # the main workflow's name is the one taken
+    r = api_data.submit(world.client, alice, {"rocrate": b64(zip_crate(metadata)), "version": "1"})
+    if size > 1024 * 1024:  # over the metadata cap before the name is even read
+        assert "metadata file is" in assert_problem(r, 400)["detail"]
+    else:
+        assert assert_problem(r, 422)["extra_info"]["field"] == "name"
+    snapshot.unchanged(ignore=())
+
+
+def test_over_long_names_are_refused_on_updates(world, alice):
+    r = api_data.submit(world.client, alice, {"rocrate": b64(crate("rename")), "version": "1"})
+    wf_uuid = r.json_body["uuid"]
+    try:
+        name = json.dumps({"name": "n" * 1025}).encode()
+        for path in (f"/workflows/{wf_uuid}", f"/workflows/{wf_uuid}/versions/1"):
+            r = world.http.put(path, headers=alice.json(), body=name)
+            assert assert_problem(r, 400)["extra_info"]["field"] == "name"
+        ok = json.dumps({"name": "n" * 1024}).encode()
+        assert (
+            world.http.put(f"/workflows/{wf_uuid}", headers=alice.json(), body=ok).status_code
+            == 204
+        )
+    finally:
+        api_data.delete_workflow_rows(wf_uuid)
+
+
+# -- issue 9, defect 2: a testing service is its type and URL ---------------------------------
+
+GH_RESOURCE = "repos/crs4/life_monitor/actions/workflows/docs.yaml"
+
+
+def _services_at(url: str) -> list[tuple[str, str]]:
+    from chalicelib.db import session_scope
+    from chalicelib.models import TestingService
+
+    with session_scope() as s:
+        rows = s.query(TestingService.type, TestingService.url).filter_by(url=url)
+        return sorted(tuple(r) for r in rows)
+
+
+def _instance_types(wf_uuid: str) -> list[str]:
+    from chalicelib.db import session_scope
+    from chalicelib.models import TestingService, TestInstance
+
+    uuids = api_data.instance_uuids(wf_uuid)
+    with session_scope() as s:
+        rows = (
+            s.query(TestingService.type)
+            .join(TestInstance, TestInstance.testing_service_id == TestingService.id)
+            .filter(TestInstance.uuid.in_(uuids))
+        )
+        return [t for (t,) in rows]
+
+
+@pytest.mark.parametrize(
+    ("url", "real", "resource"),
+    [
+        ("https://api.github.com", "github", GH_RESOURCE),
+        ("https://github.com", "github", GH_RESOURCE),
+        ("https://api.travis-ci.com", "travis", "github/crs4/pydoop"),
+        ("https://api.travis-ci.org", "travis", "github/crs4/pydoop"),
+        ("https://gitlab.com", "gitlab", "group/project"),
+    ],
+)
+def test_a_crate_cannot_claim_another_type_for_a_well_known_host(
+    world, alice, bob, url, real, resource
+):
+    created = []
+    try:
+        bad = crate("claim", instances=[("jenkins", url, "job/x/")])
+        r = api_data.submit(world.client, bob, {"rocrate": b64(bad), "version": "1"})
+        body = assert_problem(r, 422)  # bob's own crate is refused ...
+        assert body["extra_info"]["field"] == "url"
+        assert ("jenkins", url) not in _services_at(url)
+        # ... and every other user's crate naming that host still registers.
+        good = crate("real", instances=[(real, url, resource)])
+        r = api_data.submit(world.client, alice, {"rocrate": b64(good), "version": "1"})
+        assert r.status_code == 201, r.body
+        created.append(r.json_body["uuid"])
+        assert _instance_types(created[0]) == [real]
+    finally:
+        for wf_uuid in created:
+            api_data.delete_workflow_rows(wf_uuid)
+
+
+def test_two_types_at_one_url_are_two_services_and_nobody_is_blocked(world, alice, bob):
+    url = f"https://ci-{uuidlib.uuid4().hex[:8]}.example"
+    created = []
+    try:
+        first = crate("as-jenkins", instances=[("jenkins", url, "job/x/")])
+        r = api_data.submit(world.client, bob, {"rocrate": b64(first), "version": "1"})
+        assert r.status_code == 201, r.body
+        created.append(r.json_body["uuid"])
+        second = crate("as-github", instances=[("github", url, GH_RESOURCE)])
+        r = api_data.submit(world.client, alice, {"rocrate": b64(second), "version": "1"})
+        assert r.status_code == 201, r.body  # was 422 "already registered as 'jenkins'"
+        created.append(r.json_body["uuid"])
+        assert _services_at(url) == [("github", url), ("jenkins", url)]
+        assert _instance_types(created[0]) == ["jenkins"]
+        assert _instance_types(created[1]) == ["github"]
+        # The same type and URL again shares the service.
+        third = crate("as-jenkins-too", instances=[("jenkins", url, "job/y/")])
+        r = api_data.submit(world.client, alice, {"rocrate": b64(third), "version": "1"})
+        assert r.status_code == 201, r.body
+        created.append(r.json_body["uuid"])
+        assert _services_at(url) == [("github", url), ("jenkins", url)]
+    finally:
+        for wf_uuid in created:
+            api_data.delete_workflow_rows(wf_uuid)
+
+
+# -- issue 9, defect 8: downloads without an Accept header; HEAD ------------------------------
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/zip", "*/*;q=0.8"])
+def test_download_without_a_binary_accept_header_gets_the_zip(world, alice, accept):
+    data = crate("download")
+    r = api_data.submit(world.client, alice, {"rocrate": b64(data), "version": "1"})
+    wf_uuid = r.json_body["uuid"]
+    try:
+        headers = dict(alice.headers)
+        if accept is not None:
+            headers["Accept"] = accept
+        got = world.http.get(f"/workflows/{wf_uuid}/rocrate/1/download", headers=headers)
+        assert got.status_code == 200, got.body[:300]
+        assert got.body == data
+        ctype = {k.lower(): v for k, v in got.headers.items()}["content-type"]
+        assert ctype == "application/zip"
+        url = f"/workflows/{wf_uuid}/rocrate/1/download"
+        head = world.http.request("HEAD", url, headers=headers, body=b"")
+        assert (head.status_code, head.body) == (200, b"")
+        assert {k.lower(): v for k, v in head.headers.items()}["content-type"] == ctype
+    finally:
+        api_data.delete_workflow_rows(wf_uuid)

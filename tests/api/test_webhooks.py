@@ -158,10 +158,16 @@ def signed(
     payload: dict | bytes,
     event: str,
     secret: str = SECRET,
-    delivery: str = "d-1",
+    delivery: str | None = None,
     content_type: str = "application/json",
 ) -> tuple[dict, bytes]:
+    """Headers and body of a signed delivery; each gets a new id unless one is given (a
+    repeated id is a replay, ignored)."""
+    import uuid
+
     from chalicelib.services.webhooks import github_signature
+
+    delivery = delivery or str(uuid.uuid4())
 
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     return {
@@ -186,7 +192,7 @@ def test_workflow_run_makes_the_new_status_visible_at_once(client, gh, alice):
     assert status(client, alice, wf_uuid)["aggregate_test_status"] == "not_available"
     assert gh.requests == []  # nothing polled: registration only makes it due
 
-    r = deliver(client, run_event(gh, failing))
+    r = deliver(client, run_event(gh, failing), delivery="d-1")
     assert r.status_code == 202, r.body
     body = r.json_body
     assert body["matched"] == 1 and body["refreshed"] == [inst]
@@ -206,9 +212,14 @@ def test_workflow_run_makes_the_new_status_visible_at_once(client, gh, alice):
     assert [b["build_id"] for b in now["latest_builds"]] == [f"{passing['id']}_1"]
     assert build_count() == 2
 
-    # A replay of the same delivery is harmless: same builds, same status.
+    # A replay of the same delivery is ignored (issue 9, defect 8): nothing fetched, same
+    # builds, same status.
+    fetched = len(gh.requests)
     r = deliver(client, run_event(gh, passing), delivery="d-2")
-    assert r.status_code == 202 and r.json_body["matched"] == 1, r.body
+    assert r.status_code == 202, r.body
+    assert r.json_body["duplicate"] is True and r.json_body["ignored"] is True
+    assert r.json_body["matched"] == 0 and r.json_body["refreshed"] == []
+    assert len(gh.requests) == fetched
     assert build_count() == 2
     again = status(client, alice, wf_uuid)
     assert again["aggregate_test_status"] == "all_passing"
@@ -462,7 +473,8 @@ def test_jenkins_without_token_configured_is_503(client, jenkins):
         ).encode(),
     )
     problem = assert_problem(r, 503)
-    assert "webhooks/jenkins/ci.example/token or webhooks/jenkins/token" in problem["detail"]
+    # Said before the body is read (issue 9): the host is not known yet.
+    assert "webhooks/jenkins/<host>/token or webhooks/jenkins/token" in problem["detail"]
 
 
 # -- GitLab -------------------------------------------------------------------------------
@@ -567,3 +579,27 @@ def test_gitlab_without_secret_is_503(client, gitlab):
     )
     problem = assert_problem(r, 503)
     assert "webhook secret not configured" in problem["detail"]
+
+
+def test_replayed_deliveries_are_ignored_for_a_day_in_the_database(client, gh, alice):
+    """The memory is the database (any container sees it); ids older than a day go."""
+    from datetime import timedelta
+
+    from chalicelib.db import session_scope
+    from chalicelib.models import ReceivedDelivery, utcnow
+
+    put_secret("webhooks/github/secret", SECRET)
+    [run] = gh.set_runs(REPO, WORKFLOW, [{"conclusion": "success"}])
+    register(client, alice, [("github", gh.url, f"repos/{REPO}/actions/workflows/{WORKFLOW}")])
+    headers, body = signed(run_event(gh, run), "workflow_run", delivery="replayed")
+    first = client.http.post("/webhooks/github", headers=headers, body=body)
+    assert first.status_code == 202 and first.json_body["matched"] == 1, first.body
+    again = client.http.post("/webhooks/github", headers=headers, body=body)
+    assert again.json_body.get("duplicate") is True and again.json_body["matched"] == 0
+    with session_scope() as s:
+        [row] = s.query(ReceivedDelivery).filter_by(delivery_id="replayed").all()
+        row.received_at = utcnow() - timedelta(days=1, minutes=1)
+    later = client.http.post("/webhooks/github", headers=headers, body=body)
+    assert later.json_body["matched"] == 1 and "duplicate" not in later.json_body, later.body
+    with session_scope() as s:
+        assert s.query(ReceivedDelivery).filter_by(delivery_id="replayed").count() == 1
