@@ -78,7 +78,16 @@ def configure(level: str | None = None) -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level or get_settings().log_level)
+    if level is None:
+        from chalicelib.config import ConfigError
+
+        try:
+            level = get_settings().log_level
+        except ConfigError:
+            # A broken environment is reported by the request that meets it (a problem+json
+            # 500, logged); logging itself must still come up.
+            level = "INFO"
+    root.setLevel(level)
     _install_record_factory()
     for noisy in ("botocore", "boto3", "urllib3", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
