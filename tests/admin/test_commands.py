@@ -183,20 +183,29 @@ def fresh_sqlite(monkeypatch, tmp_path):
     dispose_engines()
 
 
+def _head_and_previous() -> tuple[str, str]:
+    """The head revision and the one before it (the lead re-chains helpers' migrations)."""
+    from chalicelib import migrate
+
+    head = migrate.head()
+    return head, migrate._script().get_revision(head).down_revision
+
+
 def test_db_upgrade_downgrade_on_a_fresh_database(fresh_sqlite):
+    head, previous = _head_and_previous()
     assert _ok("db", "current").stdout == "(empty database: no migration applied)\n"
-    assert _json("db", "current") == {"current": None, "head": "0002", "at_head": False}
-    assert _ok("db", "upgrade").stdout == "database upgraded: empty -> 0002 (head)\n"
-    assert _ok("db", "current").stdout == "0002 (head)\n"
-    assert _json("db", "upgrade") == {"from": "0002", "to": "0002", "head": "0002"}
+    assert _json("db", "current") == {"current": None, "head": head, "at_head": False}
+    assert _ok("db", "upgrade").stdout == f"database upgraded: empty -> {head} (head)\n"
+    assert _ok("db", "current").stdout == f"{head} (head)\n"
+    assert _json("db", "upgrade") == {"from": head, "to": head, "head": head}
     assert _ok("user", "list").stdout == "(none)\n"
-    assert _ok("db", "downgrade", "base").stdout == "database downgraded: 0002 -> empty (base)\n"
+    assert _ok("db", "downgrade", "base").stdout == f"database downgraded: {head} -> empty (base)\n"
     assert _json("db", "current")["current"] is None
-    assert _json("db", "upgrade", "0001") == {"from": None, "to": "0001", "head": "0002"}
+    assert _json("db", "upgrade", "0001") == {"from": None, "to": "0001", "head": head}
     assert _ok("db", "current").stdout == "0001\n"
-    assert _json("db", "upgrade", "head") == {"from": "0001", "to": "0002", "head": "0002"}
-    assert _json("db", "downgrade", "-1") == {"from": "0002", "to": "0001", "head": "0002"}
-    assert _json("db", "upgrade", "0002")["to"] == "0002"
+    assert _json("db", "upgrade", "head") == {"from": "0001", "to": head, "head": head}
+    assert _json("db", "downgrade", "-1") == {"from": head, "to": previous, "head": head}
+    assert _json("db", "upgrade", head)["to"] == head
 
 
 @pytest.mark.parametrize("command", ["upgrade", "downgrade"])
@@ -206,7 +215,7 @@ def test_db_unknown_revision(fresh_sqlite, command):
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == "error: unknown revision 'nonexistent'\n"
-    assert _ok("db", "current").stdout == "0002 (head)\n"
+    assert _ok("db", "current").stdout == f"{_head_and_previous()[0]} (head)\n"
     failed = run(["db", command, "nonexistent", "--json"])
     assert failed.exit_code == 1
     assert json.loads(failed.stdout) == {"error": "error: unknown revision 'nonexistent'"}
