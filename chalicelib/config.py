@@ -38,6 +38,8 @@ ENV_VARS = (
     "LM_REFRESH_PER_HOST",
     "LM_LOCAL_REFRESH_INTERVAL",
     "LM_MIGRATIONS_DIR",
+    "LM_MAX_SUITES_PER_CRATE",
+    "LM_MAX_INSTANCES_PER_CRATE",
 )
 
 #: Stages that are deployed to AWS; development-only switches are refused there.
@@ -72,6 +74,9 @@ class Settings:
     refresh_per_host: int  # CI requests in flight per host
     local_refresh_interval: int  # seconds between in-process refreshes (make run); 0: off
     migrations_dir: Path | None  # where the Alembic scripts are, if not found by themselves
+    # A submitted crate with more test suites or instances than this is refused (413).
+    max_suites_per_crate: int = 1000
+    max_instances_per_crate: int = 5000
 
     @property
     def secrets_file(self) -> Path:
@@ -152,6 +157,10 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
             "LM_LOCAL_REFRESH_INTERVAL", e["LM_LOCAL_REFRESH_INTERVAL"], 60, 0
         ),
         migrations_dir=Path(e["LM_MIGRATIONS_DIR"]) if e["LM_MIGRATIONS_DIR"] else None,
+        max_suites_per_crate=_int("LM_MAX_SUITES_PER_CRATE", e["LM_MAX_SUITES_PER_CRATE"], 1000, 1),
+        max_instances_per_crate=_int(
+            "LM_MAX_INSTANCES_PER_CRATE", e["LM_MAX_INSTANCES_PER_CRATE"], 5000, 1
+        ),
     )
     if allow_private and settings.is_deployed:
         # The SSRF guard must never be lifted where real users reach the service.

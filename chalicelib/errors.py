@@ -50,6 +50,11 @@ class GoneError(LifeMonitorError):
     title = "Gone"
 
 
+class PayloadTooLargeError(LifeMonitorError):
+    status = 413
+    title = "Payload Too Large"
+
+
 class UnprocessableError(LifeMonitorError):
     status = 422
     title = "Unprocessable Entity"

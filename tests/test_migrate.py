@@ -140,7 +140,7 @@ def test_known_revision():
 
 
 def test_one_head():
-    assert migrate.head() == "0002"
+    assert migrate.head() == "0004"
 
 
 def test_locate_scripts_default():
@@ -157,7 +157,7 @@ def test_locate_scripts_honours_env(monkeypatch, tmp_path):
     monkeypatch.setenv("LM_MIGRATIONS_DIR", str(copy))
     assert migrate.locate_scripts() == copy.resolve()
     assert migrate.alembic_config().get_main_option("script_location") == str(copy.resolve())
-    assert migrate.head() == "0002"
+    assert migrate.head() == "0004"
 
 
 def test_locate_scripts_env_without_scripts_falls_back(monkeypatch, tmp_path):

@@ -33,6 +33,7 @@ from chalicelib.models import (
     utcnow,
 )
 from chalicelib.services import access
+from chalicelib.services.status_upkeep import update_statuses
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -222,6 +223,8 @@ _SUITE_COLUMNS = (
     "definition",
     "created",
     "modified",
+    "status",
+    "status_reason",
 )
 
 
@@ -237,6 +240,8 @@ class SuiteRow:
     definition: dict | None
     created: Any
     modified: Any
+    status: str
+    status_reason: str | None
 
 
 def _suites_statement(dialect: str):
@@ -616,6 +621,8 @@ def delete_version(session: Session, principal: Principal, wf_uuid: str, version
     _forget_secrets([found])
     session.delete(workflow if remaining is None else found)
     session.flush()
+    if remaining is not None:  # another version may now be the latest
+        update_statuses(session, workflow_ids=[workflow.id])
     return locations
 
 
@@ -699,6 +706,7 @@ def update_suite(session: Session, principal: Principal, suite_uuid: str, body: 
     if name is not None:
         view.suite.name = name
     session.flush()
+    update_statuses(session, suite_ids=[view.suite.id])  # the reason names the suite
 
 
 def add_instance(
@@ -735,6 +743,7 @@ def add_instance(
     )
     session.add(instance)
     session.flush()
+    update_statuses(session, suite_ids=[view.suite.id])
     return instance
 
 
@@ -774,12 +783,15 @@ def update_instance(session: Session, principal: Principal, instance_uuid: str, 
     if name is not None:
         view.instance.name = name
     session.flush()
+    update_statuses(session, instance_ids=[view.instance.id])  # the reason names it
 
 
 def delete_instance(session: Session, principal: Principal, instance_uuid: str) -> None:
     view = get_instance(session, principal, instance_uuid, write=True)
+    suite_id = view.instance.suite_id
     session.delete(view.instance)
     session.flush()
+    update_statuses(session, suite_ids=[suite_id])
 
 
 def latest_builds(

@@ -185,18 +185,18 @@ def fresh_sqlite(monkeypatch, tmp_path):
 
 def test_db_upgrade_downgrade_on_a_fresh_database(fresh_sqlite):
     assert _ok("db", "current").stdout == "(empty database: no migration applied)\n"
-    assert _json("db", "current") == {"current": None, "head": "0002", "at_head": False}
-    assert _ok("db", "upgrade").stdout == "database upgraded: empty -> 0002 (head)\n"
-    assert _ok("db", "current").stdout == "0002 (head)\n"
-    assert _json("db", "upgrade") == {"from": "0002", "to": "0002", "head": "0002"}
+    assert _json("db", "current") == {"current": None, "head": "0004", "at_head": False}
+    assert _ok("db", "upgrade").stdout == "database upgraded: empty -> 0004 (head)\n"
+    assert _ok("db", "current").stdout == "0004 (head)\n"
+    assert _json("db", "upgrade") == {"from": "0004", "to": "0004", "head": "0004"}
     assert _ok("user", "list").stdout == "(none)\n"
-    assert _ok("db", "downgrade", "base").stdout == "database downgraded: 0002 -> empty (base)\n"
+    assert _ok("db", "downgrade", "base").stdout == "database downgraded: 0004 -> empty (base)\n"
     assert _json("db", "current")["current"] is None
-    assert _json("db", "upgrade", "0001") == {"from": None, "to": "0001", "head": "0002"}
+    assert _json("db", "upgrade", "0001") == {"from": None, "to": "0001", "head": "0004"}
     assert _ok("db", "current").stdout == "0001\n"
-    assert _json("db", "upgrade", "head") == {"from": "0001", "to": "0002", "head": "0002"}
-    assert _json("db", "downgrade", "-1") == {"from": "0002", "to": "0001", "head": "0002"}
-    assert _json("db", "upgrade", "0002")["to"] == "0002"
+    assert _json("db", "upgrade", "head") == {"from": "0001", "to": "0004", "head": "0004"}
+    assert _json("db", "downgrade", "-1") == {"from": "0004", "to": "0002", "head": "0004"}
+    assert _json("db", "upgrade", "0004")["to"] == "0004"
 
 
 @pytest.mark.parametrize("command", ["upgrade", "downgrade"])
@@ -206,7 +206,7 @@ def test_db_unknown_revision(fresh_sqlite, command):
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == "error: unknown revision 'nonexistent'\n"
-    assert _ok("db", "current").stdout == "0002 (head)\n"
+    assert _ok("db", "current").stdout == "0004 (head)\n"
     failed = run(["db", command, "nonexistent", "--json"])
     assert failed.exit_code == 1
     assert json.loads(failed.stdout) == {"error": "error: unknown revision 'nonexistent'"}

@@ -69,7 +69,7 @@ def test_text_output_also_carries_the_result(client):
     out = _invoke(client, {"args": ["db", "current"]})
     assert out["exit_code"] == 0
     assert out["stdout"].endswith("(head)\n")
-    assert out["result"] == {"current": "0002", "head": "0002", "at_head": True}
+    assert out["result"] == {"current": "0004", "head": "0004", "at_head": True}
 
 
 def test_help(client):
