@@ -32,10 +32,17 @@ def meta(created: datetime | None = None, modified: datetime | None = None) -> d
     }
 
 
-def self_links() -> dict[str, str | None]:
+def self_links(next_cursor: str | None = None) -> dict[str, str | None]:
+    """`self`, and `next` (this request with `cursor` set) when a page has a successor."""
     info = current_request_info()
     base = get_settings().external_server_url
-    return {"self": base + info.full_path if info else None}
+    links = {"self": base + info.full_path if info else None}
+    if next_cursor is not None and info is not None:
+        from urllib.parse import parse_qsl, urlencode
+
+        query = [(k, v) for k, v in parse_qsl(info.query, keep_blank_values=True) if k != "cursor"]
+        links["next"] = f"{base}{info.path}?{urlencode([*query, ('cursor', next_cursor)])}"
+    return links
 
 
 def single(
@@ -44,8 +51,10 @@ def single(
     return {"meta": meta(created, modified), "links": self_links(), **body}
 
 
-def listing(items: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {"meta": meta(), "links": self_links(), "items": items, **extra}
+def listing(
+    items: list[dict[str, Any]], *, next_cursor: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {"meta": meta(), "links": self_links(next_cursor), "items": items, **extra}
 
 
 def registry(r, *, nested: bool = False) -> dict[str, Any]:
@@ -187,6 +196,17 @@ def ro_crate_links(version_view) -> dict[str, Any]:
 
 
 def _version_status(version_view, *, latest_build_only: bool) -> dict[str, Any]:
+    stored = version_view.stored
+    if stored is not None and latest_build_only:  # lists: the stored status, one build
+        body = {
+            "aggregate_test_status": stored.aggregate_test_status,
+            "latest_builds": (
+                [build_summary(stored.build, stored.instance)] if stored.build is not None else []
+            ),
+        }
+        if stored.reason:
+            body["reason"] = stored.reason
+        return body
     result = version_view.status()
     builds = _builds_of(result, version_view.suites, limit=1 if latest_build_only else None)
     body = {"aggregate_test_status": result.aggregate_test_status, "latest_builds": builds}

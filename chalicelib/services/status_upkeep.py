@@ -109,40 +109,48 @@ def update_statuses(
                     )
                     workflow_ids.add(wf_id)
                     changed += 1
-            _write(session, "test_suites", suite_rows, with_build=False)
-            _write(session, "workflow_versions", version_rows, with_build=True)
+            _write(session, "test_suites", suite_rows)
+            _write(session, "workflow_versions", version_rows)
     if workflow_ids:
         _update_workflows(session, sorted(workflow_ids))
     return changed
 
 
-def _write(session: Session, table: str, rows: list[dict[str, Any]], *, with_build: bool) -> None:
-    """One statement on Postgres whatever the number of rows; `modified` is left alone (a
-    status is derived data, not an edit of the resource)."""
+# Fixed statements per table (no SQL assembled from values): Postgres takes every row in
+# one statement, SQLite one row per execution (executemany).
+_PG_WRITE = {
+    "test_suites": (
+        "UPDATE test_suites AS t SET status = u.status, status_reason = u.reason "
+        "FROM json_to_recordset(CAST(:rows AS json)) AS u(id integer, status text, "
+        "reason text) WHERE t.id = u.id"
+    ),
+    "workflow_versions": (
+        "UPDATE workflow_versions AS t SET status = u.status, status_reason = u.reason, "
+        "status_build_id = u.build_id FROM json_to_recordset(CAST(:rows AS json)) AS "
+        "u(id integer, status text, reason text, build_id bigint) WHERE t.id = u.id"
+    ),
+}
+_WRITE = {
+    "test_suites": (
+        "UPDATE test_suites SET status = :status, status_reason = :reason WHERE id = :id"
+    ),
+    "workflow_versions": (
+        "UPDATE workflow_versions SET status = :status, status_reason = :reason, "
+        "status_build_id = :build_id WHERE id = :id"
+    ),
+}
+
+
+def _write(session: Session, table: str, rows: list[dict[str, Any]]) -> None:
+    """`modified` is left alone: a status is derived data, not an edit of the resource."""
     if not rows:
         return
     from sqlalchemy import text
 
-    build_set = ", status_build_id = u.build_id" if with_build else ""
     if _postgres(session):
-        build_col = ", build_id bigint" if with_build else ""
-        session.execute(
-            text(
-                f"UPDATE {table} AS t SET status = u.status, status_reason = u.reason{build_set} "
-                "FROM json_to_recordset(CAST(:rows AS json)) AS u(id integer, status text, "
-                f"reason text{build_col}) WHERE t.id = u.id"
-            ),
-            {"rows": json.dumps(rows)},
-        )
+        session.execute(text(_PG_WRITE[table]), {"rows": json.dumps(rows)})
     else:
-        build_set = ", status_build_id = :build_id" if with_build else ""
-        session.execute(
-            text(
-                f"UPDATE {table} SET status = :status, status_reason = :reason{build_set} "
-                "WHERE id = :id"
-            ),
-            rows,
-        )
+        session.execute(text(_WRITE[table]), rows)
     _expire(session, table, {r["id"] for r in rows})
 
 

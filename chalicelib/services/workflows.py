@@ -73,15 +73,37 @@ class SuiteView:
         return status_rule.compute([self.state()])
 
 
+@dataclass(frozen=True, slots=True)
+class StoredStatus:
+    """A version's stored status (status_upkeep): what lists show, read without its
+    suites: the status, its reason, and the first of its latest builds with its instance."""
+
+    aggregate_test_status: str
+    reason: str | None
+    build: Any = None  # BuildRow
+    instance: InstanceView | None = None
+
+
 @dataclass
 class VersionView:
     version: WorkflowVersion
     is_latest: bool
     suites: list[SuiteView] = field(default_factory=list)
     registries: list[tuple[Registry, RegistryWorkflowVersion]] = field(default_factory=list)
+    stored: StoredStatus | None = None
 
     def status(self) -> status_rule.StatusResult:
         return status_rule.compute([s.state() for s in self.suites])
+
+
+@dataclass
+class Page:
+    """Optional keyset paging of lists, in workflow id order: at most `limit` workflows
+    after the id `after`; `list_workflows` sets `next_after` when more follow."""
+
+    limit: int
+    after: int | None = None
+    next_after: int | None = None
 
 
 @dataclass
@@ -391,9 +413,12 @@ def list_workflows(
     with_status: bool = False,
     all_versions: bool = False,
     with_subscriptions: bool = False,
+    page: Page | None = None,
 ) -> list[WorkflowEntry]:
     """mode: "visible" (GET /workflows), "user" (a user's own, plus subscribed ones when
-    asked), "registry" (a registry's), "user_registry" (a user's on one registry)."""
+    asked), "registry" (a registry's), "user_registry" (a user's on one registry).
+    Statuses are the stored ones (one row per version, never its suites); `page` limits
+    the list to one page (the caller builds `links.next` from `page.next_after`)."""
     query = select(Workflow)
     if mode == "visible":
         query = query.where(access.readable_clause(principal))
@@ -416,7 +441,14 @@ def list_workflows(
                 WorkflowVersion.workflow_id == Workflow.id,
             )
         )
+    if page is not None:
+        if page.after is not None:
+            query = query.where(Workflow.id > page.after)
+        query = query.limit(page.limit + 1)
     workflows = list(session.scalars(query.order_by(Workflow.id)))
+    if page is not None and len(workflows) > page.limit:
+        workflows = workflows[: page.limit]
+        page.next_after = workflows[-1].id
     versions = _versions_of(session, [w.id for w in workflows])
     entries = []
     for w in workflows:
@@ -431,9 +463,7 @@ def list_workflows(
                 v.registries = regs.get(v.version.id, [])
     if with_status:
         wanted = [v for e in entries for v in (e.versions if all_versions else e.versions[:1])]
-        suites = load_suites(session, [v.version.id for v in wanted])
-        for v in wanted:
-            v.suites = suites.get(v.version.id, [])
+        _load_stored_statuses(session, wanted)
     if with_subscriptions and principal.user_id is not None and entries:
         subs = session.scalars(
             select(Subscription).where(
@@ -447,6 +477,45 @@ def list_workflows(
         for e in entries:
             e.subscriptions = by_wf.get(e.workflow.id, [])
     return entries
+
+
+def _status_builds_statement(dialect: str):
+    return (
+        select(
+            *[getattr(Build, c) for c in _BUILD_COLUMNS],
+            *[getattr(TestInstance, c) for c in _INSTANCE_COLUMNS],
+            *[getattr(TestingService, c) for c in _SERVICE_COLUMNS],
+            TestSuite.uuid,
+        )
+        .join(TestInstance, Build.instance_id == TestInstance.id)
+        .join(TestingService, TestInstance.testing_service_id == TestingService.id)
+        .join(TestSuite, TestInstance.suite_id == TestSuite.id)
+        .where(_ids_param(dialect, Build.id))
+    )
+
+
+def _load_stored_statuses(session: Session, views: list[VersionView]) -> None:
+    """Each version's stored status, with the one build a list shows: one query by
+    primary key for the whole list."""
+    build_ids = {v.version.status_build_id for v in views} - {None}
+    found: dict[int, tuple[BuildRow, InstanceView]] = {}
+    if build_ids:
+        nb, ni, ns = len(_BUILD_COLUMNS), len(_INSTANCE_COLUMNS), len(_SERVICE_COLUMNS)
+        services: dict[tuple, ServiceRow] = {}
+        rows = _plain_rows(
+            session, "status-builds", _status_builds_statement, {"ids": list(build_ids)}
+        )
+        for row in rows:
+            build = BuildRow(*row[:nb])
+            key = tuple(row[nb + ni : nb + ni + ns])
+            service = services.get(key)
+            if service is None:
+                service = services[key] = ServiceRow(*key)
+            instance = InstanceView(InstanceRow(*row[nb : nb + ni]), service, row[nb + ni + ns])
+            found[build.id] = (build, instance)
+    for v in views:
+        build, instance = found.get(v.version.status_build_id, (None, None))
+        v.stored = StoredStatus(v.version.status, v.version.status_reason, build, instance)
 
 
 def _workflow_statement(dialect: str):

@@ -52,8 +52,6 @@ def backfill(conn) -> None:
     version_ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM workflow_versions"))]
     for start in range(0, len(version_ids), CHUNK):
         ids = version_ids[start : start + CHUNK]
-        params = {f"v{i}": v for i, v in enumerate(ids)}
-        in_list = ", ".join(f":v{i}" for i in range(len(ids)))
         rows = conn.execute(
             sa.text(
                 "SELECT s.id, s.workflow_version_id, s.name, i.id, i.name, i.resource, "
@@ -62,9 +60,9 @@ def backfill(conn) -> None:
                 "LEFT JOIN testing_services ts ON ts.id = i.testing_service_id "
                 "LEFT JOIN builds lb ON lb.id = i.latest_build_id "
                 "LEFT JOIN builds cb ON cb.id = i.last_completed_build_id "
-                f"WHERE s.workflow_version_id IN ({in_list}) ORDER BY s.id, i.id"
-            ),
-            params,
+                "WHERE s.workflow_version_id IN :ids ORDER BY s.id, i.id"
+            ).bindparams(sa.bindparam("ids", expanding=True)),
+            {"ids": ids},
         ).all()
         suites: dict[int, list] = defaultdict(list)  # version -> [(suite id, SuiteState)]
         instances: dict[int, list] = defaultdict(list)
@@ -105,8 +103,9 @@ def backfill(conn) -> None:
         sa.text(
             "UPDATE workflows SET status = coalesce((SELECT v.status FROM workflow_versions v "
             "WHERE v.workflow_id = workflows.id ORDER BY v.created DESC, v.id DESC LIMIT 1), "
-            f"'{NA}')"
-        )
+            ":na)"
+        ),
+        {"na": NA},
     )
 
 
