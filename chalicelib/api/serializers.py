@@ -3,6 +3,7 @@ Every datetime leaves here as epoch seconds (legacy) or ISO-8601 text, never raw
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,22 @@ from chalicelib.api.context import current_request_info
 from chalicelib.config import get_settings
 
 API_VERSION = "0.15.0"  # the LifeMonitor API version we are a drop-in for
+
+
+_base_var: ContextVar[tuple[Any, str] | None] = ContextVar("serializer_base", default=None)
+
+
+def base_url() -> str:
+    """Our public base URL, read once per request (a list names it thousands of times, and
+    `get_settings` reads the environment on each call)."""
+    info = current_request_info()
+    cached = _base_var.get()
+    if info is not None and cached is not None and cached[0] is info:
+        return cached[1]
+    base = get_settings().external_server_url
+    if info is not None:
+        _base_var.set((info, base))
+    return base
 
 
 def epoch(value: datetime | None) -> float | None:
@@ -180,9 +197,9 @@ def suite_status(view) -> dict[str, Any]:
     return single(body, view.suite.created, view.suite.modified)
 
 
-def ro_crate_links(version_view) -> dict[str, Any]:
+def ro_crate_links(version_view, base: str | None = None) -> dict[str, Any]:
     v = version_view.version
-    base = get_settings().external_server_url
+    base = base or base_url()
     wf_uuid = v.workflow.uuid
     links: dict[str, Any] = {
         "origin": v.crate_origin,
@@ -231,11 +248,12 @@ def workflow_list_item(
         body["subscriptions"] = [subscription(s) for s in entry.subscriptions]
     if with_versions:
         body["versions"] = []
+        base = base_url()
         for vv in entry.versions:
             item = {
                 "uuid": vv.version.uuid,
                 "version": vv.version.version,
-                "ro_crate": {"links": ro_crate_links(vv)},
+                "ro_crate": {"links": ro_crate_links(vv, base)},
                 "is_latest": vv.is_latest,
             }
             if with_status:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import aliased, defer
+from sqlalchemy.orm.attributes import set_committed_value
 
 from chalicelib import status as status_rule
 from chalicelib.auth.principals import Principal
@@ -382,6 +383,128 @@ def _load_instances(session: Session, views: dict[int, SuiteView]) -> None:
         suite.instances.append(_instance_view(row, suite, services))
 
 
+_VERSION_ROW_COLUMNS = (
+    "id",
+    "uuid",
+    "workflow_id",
+    "version",
+    "name",
+    "crate_origin",
+    "based_on",
+    "status",
+    "status_reason",
+    "status_build_id",
+)
+
+
+@dataclass(slots=True)
+class VersionRow:
+    """Read-only version columns for lists (no ORM identity-map cost per version)."""
+
+    id: int
+    uuid: str
+    workflow_id: int
+    version: str
+    name: str | None
+    crate_origin: str | None
+    based_on: str | None
+    status: str
+    status_reason: str | None
+    status_build_id: int | None
+    workflow: Any = None  # the list's workflow row (links name its uuid)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryRef:
+    client_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRef:
+    uri: str | None
+
+
+def _version_list_statement(dialect: str, registries: bool, status: bool):
+    """Versions of the listed workflows, newest first, each with (on demand) its
+    registry links and the build its stored status shows, with that build's instance,
+    service and suite: one row per version and link, primary-key joins only."""
+    from sqlalchemy import null
+
+    columns = [getattr(WorkflowVersion, c) for c in _VERSION_ROW_COLUMNS]
+    if registries:
+        columns += [RegistryWorkflowVersion.id, Registry.client_name, RegistryWorkflowVersion.uri]
+    if status:
+        unused = {"created", "modified"}  # a nested instance shows neither
+        columns += [getattr(Build, c) for c in _BUILD_COLUMNS]
+        columns += [null() if c in unused else getattr(TestInstance, c) for c in _INSTANCE_COLUMNS]
+        columns += [getattr(TestingService, c) for c in _SERVICE_COLUMNS] + [TestSuite.uuid]
+    stmt = select(*columns).where(_ids_param(dialect, WorkflowVersion.workflow_id))
+    if registries:
+        stmt = stmt.outerjoin(
+            RegistryWorkflowVersion,
+            RegistryWorkflowVersion.workflow_version_id == WorkflowVersion.id,
+        ).outerjoin(Registry, RegistryWorkflowVersion.registry_id == Registry.id)
+    if status:
+        stmt = (
+            stmt.outerjoin(Build, Build.id == WorkflowVersion.status_build_id)
+            .outerjoin(TestInstance, TestInstance.id == Build.instance_id)
+            .outerjoin(TestingService, TestingService.id == TestInstance.testing_service_id)
+            .outerjoin(TestSuite, TestSuite.id == TestInstance.suite_id)
+        )
+    order = [WorkflowVersion.workflow_id, WorkflowVersion.created.desc(), WorkflowVersion.id.desc()]
+    if registries:
+        order.append(RegistryWorkflowVersion.id)
+    return stmt.order_by(*order)
+
+
+def _version_views_of(
+    session: Session, workflows: list, *, registries: bool, status: bool
+) -> dict[int, list[VersionView]]:
+    """Each workflow's version views, newest first, read as plain rows in one query."""
+    out: dict[int, list[VersionView]] = defaultdict(list)
+    if not workflows:
+        return out
+    by_id = {w.id: w for w in workflows}
+    rows = _plain_rows(
+        session,
+        f"version-list:{int(registries)}{int(status)}",
+        lambda d: _version_list_statement(d, registries, status),
+        {"ids": list(by_id)},
+    )
+    nv = len(_VERSION_ROW_COLUMNS)
+    nb, ni, ns = len(_BUILD_COLUMNS), len(_INSTANCE_COLUMNS), len(_SERVICE_COLUMNS)
+    at = nv + (3 if registries else 0)
+    names: dict[str | None, RegistryRef] = {}
+    services: dict[tuple, ServiceRow] = {}
+    current: VersionView | None = None
+    for row in rows:
+        if current is None or current.version.id != row[0]:
+            version = VersionRow(*row[:nv], workflow=by_id[row[2]])
+            versions = out[version.workflow_id]
+            current = VersionView(version, not versions)
+            versions.append(current)
+            if status:
+                build, instance = None, None
+                if row[at] is not None:
+                    build = BuildRow(*row[at : at + nb])
+                    key = tuple(row[at + nb + ni : at + nb + ni + ns])
+                    service = services.get(key)
+                    if service is None:
+                        service = services[key] = ServiceRow(*key)
+                    instance = InstanceView(
+                        InstanceRow(*row[at + nb : at + nb + ni]), service, row[at + nb + ni + ns]
+                    )
+                current.stored = StoredStatus(
+                    version.status, version.status_reason, build, instance
+                )
+        if registries and row[nv] is not None:
+            ref = names.get(row[nv + 1])
+            if ref is None:
+                ref = names[row[nv + 1]] = RegistryRef(row[nv + 1])
+            current.registries.append((ref, LinkRef(row[nv + 2])))
+    return out
+
+
 def _registries_of(session: Session, version_ids: list[int]):
     out: dict[int, list] = defaultdict(list)
     if not version_ids:
@@ -419,7 +542,8 @@ def list_workflows(
     asked), "registry" (a registry's), "user_registry" (a user's on one registry).
     Statuses are the stored ones (one row per version, never its suites); `page` limits
     the list to one page (the caller builds `links.next` from `page.next_after`)."""
-    query = select(Workflow)
+    # Plain rows, not entities: a catalogue-wide list reads thousands of them.
+    query = select(Workflow.id, Workflow.uuid, Workflow.name, Workflow.public)
     if mode == "visible":
         query = query.where(access.readable_clause(principal))
     elif mode in {"user", "user_registry"}:
@@ -445,25 +569,13 @@ def list_workflows(
         if page.after is not None:
             query = query.where(Workflow.id > page.after)
         query = query.limit(page.limit + 1)
-    workflows = list(session.scalars(query.order_by(Workflow.id)))
+    workflows = list(session.execute(query.order_by(Workflow.id)))
     if page is not None and len(workflows) > page.limit:
         workflows = workflows[: page.limit]
         page.next_after = workflows[-1].id
-    versions = _versions_of(session, [w.id for w in workflows])
-    entries = []
-    for w in workflows:
-        vs = versions.get(w.id)
-        if not vs:
-            continue  # a workflow is never left without versions; skip if it raced
-        entries.append(WorkflowEntry(w, [VersionView(v, i == 0) for i, v in enumerate(vs)]))
-    if all_versions:  # each version's ro_crate links name its registries
-        regs = _registries_of(session, [v.version.id for e in entries for v in e.versions])
-        for e in entries:
-            for v in e.versions:
-                v.registries = regs.get(v.version.id, [])
-    if with_status:
-        wanted = [v for e in entries for v in (e.versions if all_versions else e.versions[:1])]
-        _load_stored_statuses(session, wanted)
+    versions = _version_views_of(session, workflows, registries=all_versions, status=with_status)
+    # A workflow is never left without versions; one that raced a deletion is skipped.
+    entries = [WorkflowEntry(w, versions[w.id]) for w in workflows if versions.get(w.id)]
     if with_subscriptions and principal.user_id is not None and entries:
         subs = session.scalars(
             select(Subscription).where(
@@ -477,45 +589,6 @@ def list_workflows(
         for e in entries:
             e.subscriptions = by_wf.get(e.workflow.id, [])
     return entries
-
-
-def _status_builds_statement(dialect: str):
-    return (
-        select(
-            *[getattr(Build, c) for c in _BUILD_COLUMNS],
-            *[getattr(TestInstance, c) for c in _INSTANCE_COLUMNS],
-            *[getattr(TestingService, c) for c in _SERVICE_COLUMNS],
-            TestSuite.uuid,
-        )
-        .join(TestInstance, Build.instance_id == TestInstance.id)
-        .join(TestingService, TestInstance.testing_service_id == TestingService.id)
-        .join(TestSuite, TestInstance.suite_id == TestSuite.id)
-        .where(_ids_param(dialect, Build.id))
-    )
-
-
-def _load_stored_statuses(session: Session, views: list[VersionView]) -> None:
-    """Each version's stored status, with the one build a list shows: one query by
-    primary key for the whole list."""
-    build_ids = {v.version.status_build_id for v in views} - {None}
-    found: dict[int, tuple[BuildRow, InstanceView]] = {}
-    if build_ids:
-        nb, ni, ns = len(_BUILD_COLUMNS), len(_INSTANCE_COLUMNS), len(_SERVICE_COLUMNS)
-        services: dict[tuple, ServiceRow] = {}
-        rows = _plain_rows(
-            session, "status-builds", _status_builds_statement, {"ids": list(build_ids)}
-        )
-        for row in rows:
-            build = BuildRow(*row[:nb])
-            key = tuple(row[nb + ni : nb + ni + ns])
-            service = services.get(key)
-            if service is None:
-                service = services[key] = ServiceRow(*key)
-            instance = InstanceView(InstanceRow(*row[nb : nb + ni]), service, row[nb + ni + ns])
-            found[build.id] = (build, instance)
-    for v in views:
-        build, instance = found.get(v.version.status_build_id, (None, None))
-        v.stored = StoredStatus(v.version.status, v.version.status_reason, build, instance)
 
 
 def _workflow_statement(dialect: str):
@@ -674,6 +747,8 @@ def _version_for_write(session, principal, wf_uuid, version) -> WorkflowVersion:
             resource_type="workflow_version",
             resource_identifier=f"{wf_uuid}:{version}",
         )
+    # The checked workflow object itself: a lazy load later could find it deleted since.
+    set_committed_value(found, "workflow", workflow)
     return found
 
 
