@@ -245,7 +245,9 @@ def workflow_list_item(
     if with_status:
         body["status"] = _version_status(entry.latest, latest_build_only=True)
     if with_subscriptions:
-        body["subscriptions"] = [subscription(s) for s in entry.subscriptions]
+        body["subscriptions"] = [
+            subscription(s, workflow_uuid=wf.uuid) for s in entry.subscriptions
+        ]
     if with_versions:
         body["versions"] = []
         base = base_url()
@@ -262,11 +264,11 @@ def workflow_list_item(
     return body
 
 
-def subscription(s) -> dict[str, Any]:
+def subscription(s, workflow_uuid: str | None = None) -> dict[str, Any]:
     return {
         "user": user(s.user),
         "resource": {
-            "uuid": s.workflow_id and _workflow_uuid(s),
+            "uuid": s.workflow_id and (workflow_uuid or _workflow_uuid(s)),
             "type": "workflow" if s.workflow_id else "workflow_version",
         },
         "created": str(s.created.replace(tzinfo=None)),

@@ -97,6 +97,16 @@ class VersionView:
         return status_rule.compute([s.state() for s in self.suites])
 
 
+@dataclass(frozen=True, slots=True)
+class WorkflowRow:
+    """Read-only workflow columns for lists."""
+
+    id: int
+    uuid: str
+    name: str | None
+    public: bool
+
+
 @dataclass
 class Page:
     """Optional keyset paging of lists, in workflow id order: at most `limit` workflows
@@ -157,29 +167,44 @@ def _cached(session: Session, name: str, build):
     return stmt
 
 
-def _plain_rows(session: Session, name: str, build, params: dict) -> Iterable[Sequence]:
+def _plain_rows(
+    session: Session, name: str, build, params: dict, *, document: bool = False
+) -> Iterable[Sequence]:
     """The rows of a cached column statement. On Postgres each row comes back as one JSON
     array: pg8000 decodes every column of every row in Python, which was most of a
     catalogue-wide list's time, while one `json.loads` per row runs in C. Timestamps and
-    floats are restored to what the columns' types give (aware UTC datetimes, floats)."""
+    floats are restored to what the columns' types give (aware UTC datetimes, floats).
+    `document`: the whole result as one JSON array of rows (one `json.loads` in all, no
+    per-row protocol work: for results of thousands of rows)."""
     if session.get_bind().dialect.name != "postgresql":
         return session.execute(_cached(session, name, build), params)
-    stmt, timestamps, floats = _cached(session, name + ":json", lambda d: _as_json_rows(build(d)))
-    rows = []
-    for (row,) in session.execute(stmt, params):
+    key = name + (":json-document" if document else ":json")
+    stmt, timestamps, floats = _cached(
+        session, key, lambda d: _as_json_rows(build(d), document=document)
+    )
+    return _restore(session.execute(stmt, params), timestamps, floats, document)
+
+
+def _restore(result, timestamps: list[int], floats: list[int], document: bool) -> list:
+    if document:
+        found = result.scalar()
+        rows = found if found is not None else []
+    else:
+        rows = [row for (row,) in result]
+    for row in rows:
         for i in timestamps:
             if row[i] is not None:
                 row[i] = datetime.fromisoformat(row[i]).astimezone(UTC)
         for i in floats:
             if row[i] is not None:
                 row[i] = float(row[i])
-        rows.append(row)
     return rows
 
 
-def _as_json_rows(stmt) -> tuple[Any, list[int], list[int]]:
-    """`stmt` selecting one `json_build_array` of its columns instead, and the positions
-    of its timestamp and float columns."""
+def _as_json_rows(stmt, *, document: bool = False) -> tuple[Any, list[int], list[int]]:
+    """`stmt` selecting one `json_build_array` of its columns instead (or, as a
+    `document`, one `json_agg` of them in the statement's order), and the positions of its
+    timestamp and float columns."""
     from sqlalchemy import Float, func
 
     from chalicelib.models.base import UTCDateTime
@@ -187,7 +212,22 @@ def _as_json_rows(stmt) -> tuple[Any, list[int], list[int]]:
     columns = list(stmt.selected_columns)
     timestamps = [i for i, c in enumerate(columns) if isinstance(c.type, UTCDateTime)]
     floats = [i for i, c in enumerate(columns) if isinstance(c.type, Float)]
-    return stmt.with_only_columns(func.json_build_array(*columns)), timestamps, floats
+    row = func.json_build_array(*columns)
+    if document:
+        from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+        order = list(stmt._order_by_clauses)
+        agg = func.json_agg(aggregate_order_by(row, *order) if order else row)
+        return stmt.with_only_columns(agg).order_by(None), timestamps, floats
+    return stmt.with_only_columns(row), timestamps, floats
+
+
+def _query_rows(session: Session, stmt) -> list:
+    """The rows of a statement built per request (`_plain_rows` for uncached ones)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return list(session.execute(stmt))
+    json_stmt, timestamps, floats = _as_json_rows(stmt, document=True)
+    return _restore(session.execute(json_stmt), timestamps, floats, True)
 
 
 def _versions_of(session: Session, workflow_ids: list[int]) -> dict[int, list[WorkflowVersion]]:
@@ -470,6 +510,7 @@ def _version_views_of(
         f"version-list:{int(registries)}{int(status)}",
         lambda d: _version_list_statement(d, registries, status),
         {"ids": list(by_id)},
+        document=True,
     )
     nv = len(_VERSION_ROW_COLUMNS)
     nb, ni, ns = len(_BUILD_COLUMNS), len(_INSTANCE_COLUMNS), len(_SERVICE_COLUMNS)
@@ -569,7 +610,7 @@ def list_workflows(
         if page.after is not None:
             query = query.where(Workflow.id > page.after)
         query = query.limit(page.limit + 1)
-    workflows = list(session.execute(query.order_by(Workflow.id)))
+    workflows = [WorkflowRow(*r) for r in _query_rows(session, query.order_by(Workflow.id))]
     if page is not None and len(workflows) > page.limit:
         workflows = workflows[: page.limit]
         page.next_after = workflows[-1].id
