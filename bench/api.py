@@ -241,6 +241,9 @@ def main() -> None:
             registry_headers = {"Authorization": f"Bearer {token}"}
             for n in sizes:
                 seconds = seed(engine, done + 1, n, registry_id, service_id)
+                with engine.connect() as conn:
+                    builds = conn.execute(text("SELECT count(*) FROM builds")).scalar()
+                print(f"N={n}: seeded in {seconds:.1f} s ({builds} builds)", flush=True)
                 # The seed writes builds and pointers with plain SQL: store the statuses
                 # as the write paths would have, then check every stored one.
                 t0 = time.perf_counter()
@@ -267,7 +270,6 @@ def main() -> None:
                         "ON v.id = s.workflow_version_id JOIN workflows w ON w.id = v.workflow_id "
                         "WHERE w.public ORDER BY t.id LIMIT 1")).one()
                     builds = conn.execute(text("SELECT count(*) FROM builds")).scalar()
-                print(f"N={n}: seeded in {seconds:.1f} s ({builds} builds)", flush=True)
                 big = 3 if n >= 10000 else 10
                 endpoints = [
                     ("/registries/current/workflows?status=true&versions=true",
