@@ -222,12 +222,14 @@ def _as_json_rows(stmt, *, document: bool = False) -> tuple[Any, list[int], list
     return stmt.with_only_columns(row), timestamps, floats
 
 
-def _query_rows(session: Session, stmt) -> list:
-    """The rows of a statement built per request (`_plain_rows` for uncached ones)."""
+def _query_rows(session: Session, stmt, *, document: bool = True) -> list:
+    """The rows of a statement built per request (`_plain_rows` for uncached ones). A
+    statement with a LIMIT must not be a `document`: the limit would apply to the
+    aggregate's one row, not to the rows aggregated."""
     if session.get_bind().dialect.name != "postgresql":
         return list(session.execute(stmt))
-    json_stmt, timestamps, floats = _as_json_rows(stmt, document=True)
-    return _restore(session.execute(json_stmt), timestamps, floats, True)
+    json_stmt, timestamps, floats = _as_json_rows(stmt, document=document)
+    return _restore(session.execute(json_stmt), timestamps, floats, document)
 
 
 def _versions_of(session: Session, workflow_ids: list[int]) -> dict[int, list[WorkflowVersion]]:
@@ -610,7 +612,8 @@ def list_workflows(
         if page.after is not None:
             query = query.where(Workflow.id > page.after)
         query = query.limit(page.limit + 1)
-    workflows = [WorkflowRow(*r) for r in _query_rows(session, query.order_by(Workflow.id))]
+    rows = _query_rows(session, query.order_by(Workflow.id), document=page is None)
+    workflows = [WorkflowRow(*r) for r in rows]
     if page is not None and len(workflows) > page.limit:
         workflows = workflows[: page.limit]
         page.next_after = workflows[-1].id

@@ -64,3 +64,22 @@ def test_bad_paging_parameters_are_400(client):
         problem = assert_problem(client.http.get(f"/workflows?{query}"), 400)
         if field:
             assert problem["extra_info"].get("field") == field
+
+
+def test_a_page_reads_only_its_rows(client, api_key, monkeypatch):
+    """The limit applies to the rows read, not to what the response shows."""
+    from chalicelib.services import workflows
+
+    _submit_many(client, api_key, 4)
+    read: list[int] = []
+    original = workflows._query_rows
+
+    def spy(*args, **kwargs):
+        rows = original(*args, **kwargs)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(workflows, "_query_rows", spy)
+    r = client.http.get("/workflows?limit=1")
+    assert r.status_code == 200 and len(r.json_body["items"]) == 1
+    assert read == [2]  # the page and one more, to know that a next page exists
