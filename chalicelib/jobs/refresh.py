@@ -653,6 +653,7 @@ def _record_failure(instance_id: int, reason: str, now: datetime) -> None:
             instance = lock_instance(session, instance_id)
             if instance is not None:
                 record_error(instance, reason, now)
+                _statuses_after(session, instance_id)  # a reason may name the error
     except Exception:
         log.exception("could not record the failure of instance %s", instance_id)
 
