@@ -27,24 +27,9 @@ SCRATCH_DB = f"lm_bench_submission_{os.getpid()}"
 
 def crate_with_suites(count: int) -> bytes:
     """A Workflow Testing RO-Crate whose one suite is repeated `count` times."""
-    from emulators.crates import wtroc_metadata, zip_crate
+    from emulators.crates import with_suites, wtroc_metadata, zip_crate
 
-    metadata = wtroc_metadata(name="big")
-    graph = metadata["@graph"]
-    suite = next(e for e in graph if e.get("@type") == "TestSuite")
-    instance = next(e for e in graph if e.get("@id") == suite["instance"][0]["@id"])
-    referrers = [
-        (e, k) for e in graph for k, v in e.items()
-        if isinstance(v, list) and {"@id": suite["@id"]} in v
-    ]
-    for k in range(2, count + 1):
-        graph.append({**instance, "@id": f"#s{k}_1", "name": f"s{k}_1",
-                      "resource": f"job/s{k}_1/"})
-        graph.append({**suite, "@id": f"#s{k}", "name": f"s{k}",
-                      "instance": [{"@id": f"#s{k}_1"}]})
-        for entity, key in referrers:
-            entity[key] = [*entity[key], {"@id": f"#s{k}"}]
-    return zip_crate(metadata)
+    return zip_crate(with_suites(wtroc_metadata(name="big"), count))
 
 
 def main() -> None:
