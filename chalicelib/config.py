@@ -50,6 +50,8 @@ ENV_VARS = (
     "LM_GITHUB_URL",
     "LM_GITHUB_API_URL",
     "LM_PROVIDER_TIMEOUT",
+    "LM_MAX_SUITES_PER_CRATE",
+    "LM_MAX_INSTANCES_PER_CRATE",
 )
 
 #: Stages that are deployed to AWS; development-only switches are refused there.
@@ -96,6 +98,9 @@ class Settings:
     github_url: str  # GitHub's web base (authorize, token); tests point it at the emulator
     github_api_url: str  # GitHub's API base (/user, /user/emails)
     provider_timeout: int  # seconds a login provider may take to answer
+    # A submitted crate with more test suites or instances than this is refused (413).
+    max_suites_per_crate: int = 1000
+    max_instances_per_crate: int = 5000
 
     @property
     def secrets_file(self) -> Path:
@@ -208,6 +213,10 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
             "LM_GITHUB_API_URL", e["LM_GITHUB_API_URL"], "https://api.github.com"
         ),
         provider_timeout=_int("LM_PROVIDER_TIMEOUT", e["LM_PROVIDER_TIMEOUT"], 10, 1),
+        max_suites_per_crate=_int("LM_MAX_SUITES_PER_CRATE", e["LM_MAX_SUITES_PER_CRATE"], 1000, 1),
+        max_instances_per_crate=_int(
+            "LM_MAX_INSTANCES_PER_CRATE", e["LM_MAX_INSTANCES_PER_CRATE"], 5000, 1
+        ),
     )
     if email_backend == "log" and settings.is_deployed:
         # The log backend prints verification links (their codes) and would leak them.

@@ -169,11 +169,44 @@ def session_scope() -> Iterator[Session]:
     try:
         yield session
         session.commit()
-    except BaseException:
+    except BaseException as exc:
         session.rollback()
+        conflict = conflict_error(exc)
+        if conflict is not None:
+            raise conflict from exc
         raise
     finally:
         session.close()
+
+
+# SQLSTATEs of a lost race: unique and foreign-key violations (the other request created or
+# deleted the row first), serialization failures and deadlocks (Postgres aborted one side).
+_CONFLICT_STATES = {"23505", "23503", "40001", "40P01"}
+
+
+def conflict_error(exc: BaseException):
+    """The 409 for a transaction that lost a race with a concurrent one, else None: the
+    database's constraints decide, and every writer gets the same answer from here."""
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.orm.exc import StaleDataError
+
+    from chalicelib.errors import ConflictError
+
+    if isinstance(exc, StaleDataError):
+        return ConflictError("The resource was changed or deleted by a concurrent request")
+    if not isinstance(exc, DBAPIError):
+        return None
+    orig = exc.orig
+    info = orig.args[0] if orig is not None and orig.args else None
+    code = info.get("C") if isinstance(info, dict) else None  # pg8000's error fields
+    text = str(orig).lower()
+    sqlite_unique = "unique constraint failed" in text or "foreign key constraint failed" in text
+    if code in _CONFLICT_STATES or (code is None and sqlite_unique):
+        return ConflictError(
+            "The request conflicts with a concurrent change; the resource already exists "
+            "or no longer does"
+        )
+    return None
 
 
 def dispose_engines() -> None:

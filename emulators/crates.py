@@ -201,3 +201,37 @@ def forge_declared_sizes(archive: bytes, size: int) -> bytes:
         struct.pack_into("<I", data, offset + 24, size)
         offset = data.find(b"PK\x01\x02", offset + 4)
     return bytes(data)
+
+
+def with_suites(metadata: dict, count: int) -> dict:
+    """`metadata` with its first test suite (and its instances) repeated to `count` suites
+    (`#s2`, `#s3`, ..., each instance on its own job), referenced wherever the first one is:
+    large crates for size limits and submission benchmarks."""
+    graph = [dict(e) for e in metadata["@graph"]]
+    suite = next(e for e in graph if e.get("@type") == "TestSuite")
+    by_id = {e["@id"]: e for e in graph}
+    instances = [by_id[ref["@id"]] for ref in suite.get("instance", [])]
+    referrers = [
+        (e, key)
+        for e in graph
+        for key, value in e.items()
+        if isinstance(value, list) and {"@id": suite["@id"]} in value
+    ]
+    for k in range(2, count + 1):
+        copies = []
+        for j, inst in enumerate(instances, 1):
+            copies.append(
+                {**inst, "@id": f"#s{k}_{j}", "name": f"s{k}_{j}", "resource": f"job/s{k}_{j}/"}
+            )
+        graph += copies
+        graph.append(
+            {
+                **suite,
+                "@id": f"#s{k}",
+                "name": f"s{k}",
+                "instance": [{"@id": c["@id"]} for c in copies],
+            }
+        )
+        for entity, key in referrers:
+            entity[key] = [*entity[key], {"@id": f"#s{k}"}]
+    return {**metadata, "@graph": graph}

@@ -135,15 +135,27 @@ def test_session_scope_rolls_back_on_exception(db):
 def test_session_scope_rolls_back_on_database_error(db):
     from sqlalchemy.exc import IntegrityError
 
+    from chalicelib.errors import ConflictError
+
     with session_scope() as s:
         s.add(User(username="dup"))
-    with pytest.raises(IntegrityError), session_scope() as s:
+    # A unique violation is a lost race (or a duplicate): one 409 for every writer.
+    with pytest.raises(ConflictError) as caught, session_scope() as s:
         s.add(User(username="other"))
         s.flush()
         s.add(User(username="dup"))
         s.flush()
+    assert isinstance(caught.value.__cause__, IntegrityError)
     with session_scope() as s:
         assert [u.username for u in s.query(User)] == ["dup"]
+
+
+def test_session_scope_leaves_other_database_errors_alone(db):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    with pytest.raises(DBAPIError), session_scope() as s:
+        s.execute(text("SELECT no_such_column FROM users"))
 
 
 def test_session_scope_keeps_objects_usable_after_commit(db):

@@ -218,3 +218,72 @@ def test_0003_services_by_type_and_url_and_back(fresh_db):
     assert [tuple(r) for r in rows] == [("s1", "jenkins")]
     migrate.upgrade("head")
     assert _diff() == []
+
+
+def test_0004_backfills_the_stored_statuses(fresh_db):
+    """Rows written before the stored statuses get them on upgrade, by the same rule."""
+    migrate.upgrade("0002")
+    now = utcnow()
+    stamps = {"created": now, "modified": now}
+    old_schema = sa.MetaData()
+    old_schema.reflect(get_engine())  # the tables as 0002 left them
+    t = old_schema.tables
+    with get_engine().begin() as conn:
+
+        def add(table: str, **values) -> int:
+            return conn.execute(t[table].insert().values(**values, **stamps)).inserted_primary_key[
+                0
+            ]
+
+        service = add("testing_services", uuid="s", type="jenkins", url="https://ci.example")
+        wf = add("workflows", uuid="w", name="w", public=True)
+        old = add("workflow_versions", uuid="v1", workflow_id=wf, version="1", authors=[])
+        new = add("workflow_versions", uuid="v2", workflow_id=wf, version="2", authors=[])
+        suites = [
+            add("test_suites", uuid=f"s{n}", workflow_version_id=v, name=f"s{n}")
+            for n, v in enumerate((old, new, new))
+        ]
+        instances = [
+            add(
+                "test_instances",
+                uuid=f"i{n}",
+                suite_id=suites[n],
+                resource=f"job/{n}",
+                name=f"i{n}",
+                managed=False,
+                testing_service_id=service,
+                parameters={},
+                consecutive_errors=0,
+            )
+            for n in (0, 1)
+        ]
+        passed = add("builds", instance_id=instances[0], build_id="1", status="passed", links={})
+        failed = add("builds", instance_id=instances[1], build_id="2", status="failed", links={})
+        for instance, build in zip(instances, (passed, failed), strict=True):
+            conn.execute(
+                t["test_instances"]
+                .update()
+                .where(t["test_instances"].c.id == instance)
+                .values(latest_build_id=build, last_completed_build_id=build)
+            )
+    migrate.upgrade("head")
+    with get_engine().connect() as conn:
+        versions = dict(
+            conn.execute(sa.text("SELECT version, status FROM workflow_versions")).all()
+        )
+        suite_rows = conn.execute(
+            sa.text("SELECT name, status, status_reason FROM test_suites ORDER BY name")
+        ).all()
+        workflow = conn.execute(sa.text("SELECT status FROM workflows")).scalar_one()
+        build_of_v2 = conn.execute(
+            sa.text("SELECT status_build_id FROM workflow_versions WHERE version = '2'")
+        ).scalar_one()
+    assert versions == {"1": "all_passing", "2": "all_failing"}
+    assert [tuple(r[:2]) for r in suite_rows] == [
+        ("s0", "all_passing"),
+        ("s1", "all_failing"),
+        ("s2", "not_available"),
+    ]
+    assert suite_rows[2][2] == "No test instances configured for suite s2"
+    assert workflow == "all_failing"  # the latest version's (created last, highest id)
+    assert build_of_v2 == failed

@@ -7,7 +7,7 @@ from chalice import Blueprint, Response
 
 from chalicelib.api import serializers
 from chalicelib.api.context import current_principal
-from chalicelib.api.routing import endpoint, json_body, query_flag
+from chalicelib.api.routing import endpoint, json_body, query_flag, query_page
 from chalicelib.auth import scopes as S
 
 routes = Blueprint(__name__)
@@ -18,7 +18,9 @@ def _flags():
     return {k: query_flag(req, k) for k in ("status", "versions")}
 
 
-def _listing(entries, flags):
+def _listing(entries, flags, page=None):
+    from chalicelib.api.routing import encode_cursor
+
     return serializers.listing(
         [
             serializers.workflow_list_item(
@@ -28,7 +30,8 @@ def _listing(entries, flags):
                 with_subscriptions=False,
             )
             for e in entries
-        ]
+        ],
+        next_cursor=encode_cursor(page.next_after) if page is not None else None,
     )
 
 
@@ -69,6 +72,7 @@ def current_registry_workflows():
     from chalicelib.services import workflows
 
     flags = _flags()
+    page = query_page(routes.current_request)
     principal = current_principal()
     with session_scope() as s:
         entries = workflows.list_workflows(
@@ -78,8 +82,9 @@ def current_registry_workflows():
             registry_id=principal.registry_id,
             with_status=flags["status"],
             all_versions=flags["versions"],
+            page=page,
         )
-        return _listing(entries, flags)
+        return _listing(entries, flags, page)
 
 
 @endpoint(
@@ -117,6 +122,7 @@ def user_registry_workflows(registry_uuid: str):
     from chalicelib.services import registries, workflows
 
     flags = _flags()
+    page = query_page(routes.current_request)
     principal = current_principal()
     with session_scope() as s:
         registry = registries.get_by_uuid(s, registry_uuid)
@@ -128,8 +134,9 @@ def user_registry_workflows(registry_uuid: str):
             user_id=principal.user_id,
             with_status=flags["status"],
             all_versions=flags["versions"],
+            page=page,
         )
-        return _listing(entries, flags)
+        return _listing(entries, flags, page)
 
 
 @endpoint(

@@ -156,3 +156,47 @@ def query_int(request, name: str, default: int, minimum: int = 1, maximum: int =
     if not minimum <= number <= maximum:
         raise BadRequestError(f"query parameter {name!r} must be between {minimum} and {maximum}")
     return number
+
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def query_page(request):
+    """Optional paging of a list (`limit`, `cursor`): None when the client asks for neither
+    (LifeMonitor's clients: the whole list, as before)."""
+    from chalicelib.services.workflows import Page
+
+    params = request.query_params or {}
+    cursor = params.get("cursor")
+    if params.get("limit") is None and cursor is None:
+        return None
+    limit = query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    after = None
+    if cursor:
+        after = decode_cursor(cursor)
+    return Page(limit=limit, after=after)
+
+
+def encode_cursor(after: int | None) -> str | None:
+    """Opaque to clients: where the next page starts."""
+    import base64
+
+    if after is None:
+        return None
+    return base64.urlsafe_b64encode(f"w{after}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    import base64
+    import binascii
+
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        if len(cursor) > 32 or not text.startswith("w") or not text[1:].isdigit():
+            raise ValueError
+        return int(text[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequestError(
+            "query parameter 'cursor' is not a cursor of this list", field="cursor"
+        ) from None

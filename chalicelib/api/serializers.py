@@ -3,6 +3,7 @@ Every datetime leaves here as epoch seconds (legacy) or ISO-8601 text, never raw
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,22 @@ from chalicelib.api.context import current_request_info
 from chalicelib.config import get_settings
 
 API_VERSION = "0.15.0"  # the LifeMonitor API version we are a drop-in for
+
+
+_base_var: ContextVar[tuple[Any, str] | None] = ContextVar("serializer_base", default=None)
+
+
+def base_url() -> str:
+    """Our public base URL, read once per request (a list names it thousands of times, and
+    `get_settings` reads the environment on each call)."""
+    info = current_request_info()
+    cached = _base_var.get()
+    if info is not None and cached is not None and cached[0] is info:
+        return cached[1]
+    base = get_settings().external_server_url
+    if info is not None:
+        _base_var.set((info, base))
+    return base
 
 
 def epoch(value: datetime | None) -> float | None:
@@ -32,10 +49,17 @@ def meta(created: datetime | None = None, modified: datetime | None = None) -> d
     }
 
 
-def self_links() -> dict[str, str | None]:
+def self_links(next_cursor: str | None = None) -> dict[str, str | None]:
+    """`self`, and `next` (this request with `cursor` set) when a page has a successor."""
     info = current_request_info()
     base = get_settings().external_server_url
-    return {"self": base + info.full_path if info else None}
+    links = {"self": base + info.full_path if info else None}
+    if next_cursor is not None and info is not None:
+        from urllib.parse import parse_qsl, urlencode
+
+        query = [(k, v) for k, v in parse_qsl(info.query, keep_blank_values=True) if k != "cursor"]
+        links["next"] = f"{base}{info.path}?{urlencode([*query, ('cursor', next_cursor)])}"
+    return links
 
 
 def single(
@@ -44,8 +68,10 @@ def single(
     return {"meta": meta(created, modified), "links": self_links(), **body}
 
 
-def listing(items: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {"meta": meta(), "links": self_links(), "items": items, **extra}
+def listing(
+    items: list[dict[str, Any]], *, next_cursor: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {"meta": meta(), "links": self_links(next_cursor), "items": items, **extra}
 
 
 def registry(r, *, nested: bool = False) -> dict[str, Any]:
@@ -181,9 +207,9 @@ def _origin(origin: str | None) -> str | None:
     return redact(origin) if origin else origin
 
 
-def ro_crate_links(version_view) -> dict[str, Any]:
+def ro_crate_links(version_view, base: str | None = None) -> dict[str, Any]:
     v = version_view.version
-    base = get_settings().external_server_url
+    base = base or base_url()
     wf_uuid = v.workflow.uuid
     links: dict[str, Any] = {
         "origin": _origin(v.crate_origin),
@@ -197,6 +223,17 @@ def ro_crate_links(version_view) -> dict[str, Any]:
 
 
 def _version_status(version_view, *, latest_build_only: bool) -> dict[str, Any]:
+    stored = version_view.stored
+    if stored is not None and latest_build_only:  # lists: the stored status, one build
+        body = {
+            "aggregate_test_status": stored.aggregate_test_status,
+            "latest_builds": (
+                [build_summary(stored.build, stored.instance)] if stored.build is not None else []
+            ),
+        }
+        if stored.reason:
+            body["reason"] = stored.reason
+        return body
     result = version_view.status()
     builds = _builds_of(result, version_view.suites, limit=1 if latest_build_only else None)
     body = {"aggregate_test_status": result.aggregate_test_status, "latest_builds": builds}
@@ -218,14 +255,17 @@ def workflow_list_item(
     if with_status:
         body["status"] = _version_status(entry.latest, latest_build_only=True)
     if with_subscriptions:
-        body["subscriptions"] = [subscription(s) for s in entry.subscriptions]
+        body["subscriptions"] = [
+            subscription(s, workflow_uuid=wf.uuid) for s in entry.subscriptions
+        ]
     if with_versions:
         body["versions"] = []
+        base = base_url()
         for vv in entry.versions:
             item = {
                 "uuid": vv.version.uuid,
                 "version": vv.version.version,
-                "ro_crate": {"links": ro_crate_links(vv)},
+                "ro_crate": {"links": ro_crate_links(vv, base)},
                 "is_latest": vv.is_latest,
             }
             if with_status:
@@ -234,11 +274,11 @@ def workflow_list_item(
     return body
 
 
-def subscription(s) -> dict[str, Any]:
+def subscription(s, workflow_uuid: str | None = None) -> dict[str, Any]:
     return {
         "user": user(s.user),
         "resource": {
-            "uuid": s.workflow_id and _workflow_uuid(s),
+            "uuid": s.workflow_id and (workflow_uuid or _workflow_uuid(s)),
             "type": "workflow" if s.workflow_id else "workflow_version",
         },
         "created": str(s.created.replace(tzinfo=None)),

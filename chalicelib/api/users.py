@@ -7,7 +7,7 @@ from chalice import Blueprint, Response
 
 from chalicelib.api import serializers
 from chalicelib.api.context import current_principal
-from chalicelib.api.routing import endpoint, json_body, query_flag
+from chalicelib.api.routing import endpoint, json_body, query_flag, query_page
 from chalicelib.auth import scopes as S
 
 routes = Blueprint(__name__)
@@ -18,7 +18,9 @@ def _flags():
     return {k: query_flag(req, k) for k in ("status", "versions", "subscriptions")}
 
 
-def _listing(entries, flags):
+def _listing(entries, flags, page=None):
+    from chalicelib.api.routing import encode_cursor
+
     return serializers.listing(
         [
             serializers.workflow_list_item(
@@ -28,7 +30,8 @@ def _listing(entries, flags):
                 with_subscriptions=flags["subscriptions"],
             )
             for e in entries
-        ]
+        ],
+        next_cursor=encode_cursor(page.next_after) if page is not None else None,
     )
 
 
@@ -47,6 +50,7 @@ def current_user_workflows():
     from chalicelib.services import workflows
 
     flags = _flags()
+    page = query_page(routes.current_request)
     principal = current_principal()
     with session_scope() as s:
         entries = workflows.list_workflows(
@@ -57,8 +61,9 @@ def current_user_workflows():
             with_status=flags["status"],
             all_versions=flags["versions"],
             with_subscriptions=flags["subscriptions"],
+            page=page,
         )
-        return _listing(entries, flags)
+        return _listing(entries, flags, page)
 
 
 @endpoint(
@@ -151,6 +156,7 @@ def registry_user_workflows(user_id: str):
     from chalicelib.services import users, workflows
 
     flags = _flags()
+    page = query_page(routes.current_request)
     principal = current_principal()
     with session_scope() as s:
         user = users.registry_user(s, principal, user_id)
@@ -161,8 +167,9 @@ def registry_user_workflows(user_id: str):
             user_id=user.id,
             with_status=flags["status"],
             all_versions=flags["versions"],
+            page=page,
         )
-        return _listing(entries, {**flags, "subscriptions": False})
+        return _listing(entries, {**flags, "subscriptions": False}, page)
 
 
 @endpoint(

@@ -6,7 +6,14 @@ from chalice import Blueprint, Response
 
 from chalicelib.api import serializers
 from chalicelib.api.context import current_principal
-from chalicelib.api.routing import endpoint, json_body, query_flag, query_text
+from chalicelib.api.routing import (
+    encode_cursor,
+    endpoint,
+    json_body,
+    query_flag,
+    query_page,
+    query_text,
+)
 from chalicelib.auth import scopes as S
 
 routes = Blueprint(__name__)
@@ -26,6 +33,7 @@ def list_workflows():
 
     req = _request()
     flags = {k: query_flag(req, k) for k in ("status", "versions", "subscriptions")}
+    page = query_page(req)
     with session_scope() as s:
         entries = workflows.list_workflows(
             s,
@@ -34,6 +42,7 @@ def list_workflows():
             with_status=flags["status"],
             all_versions=flags["versions"],
             with_subscriptions=flags["subscriptions"],
+            page=page,
         )
         items = [
             serializers.workflow_list_item(
@@ -44,7 +53,9 @@ def list_workflows():
             )
             for e in entries
         ]
-    return serializers.listing(items)
+    return serializers.listing(
+        items, next_cursor=encode_cursor(page.next_after) if page is not None else None
+    )
 
 
 @endpoint(routes, "/workflows/{wf_uuid}", scopes=READ, anonymous=True)

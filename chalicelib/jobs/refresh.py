@@ -653,6 +653,7 @@ def _record_failure(instance_id: int, reason: str, now: datetime) -> None:
             instance = lock_instance(session, instance_id)
             if instance is not None:
                 record_error(instance, reason, now)
+                _statuses_after(session, instance_id)  # a reason may name the error
     except Exception:
         log.exception("could not record the failure of instance %s", instance_id)
 
@@ -759,8 +760,11 @@ def apply_many(session: Session, items: list[tuple[int, Fetched]], now: datetime
     concurrent groups never deadlock), upsert every build, read the new pointers, update
     every instance (plus one per rate-limited host). Elsewhere (the embedded SQLite
     default, one writer at a time) each instance goes through the ORM."""
+    from chalicelib.services.status_upkeep import update_statuses
+
     if not _is_postgres(session):
         outcomes = {i: _apply_orm(session, i, f, now) for i, f in items}
+        update_statuses(session, instance_ids=[i for i, o in outcomes.items() if o != MISSING])
         _record_transitions(session, outcomes, now)
         return outcomes
     from sqlalchemy import text
@@ -838,6 +842,7 @@ def apply_many(session: Session, items: list[tuple[int, Fetched]], now: datetime
             },
         )
     _expire_written(session, set(updates))
+    update_statuses(session, instance_ids=list(updates))
     _record_transitions(session, outcomes, now)
     return outcomes
 
@@ -1069,7 +1074,9 @@ def store_builds(
         _lock_row(session, instance.id)  # first, so concurrent writers never deadlock
         if builds:
             _upsert_builds(session, [(instance.id, builds, stamp)])
-        return update_pointers(session, instance)
+        latest_status = update_pointers(session, instance)
+        _statuses_after(session, instance.id)
+        return latest_status
     if builds:
         from sqlalchemy.dialects.sqlite import insert
 
@@ -1094,7 +1101,15 @@ def store_builds(
             where=table.c.modified <= stmt.excluded.modified,
         )
         session.execute(stmt)
-    return update_pointers(session, instance)
+    latest_status = update_pointers(session, instance)
+    _statuses_after(session, instance.id)
+    return latest_status
+
+
+def _statuses_after(session: Session, instance_id: int) -> None:
+    from chalicelib.services.status_upkeep import update_statuses
+
+    update_statuses(session, instance_ids=[instance_id])
 
 
 def _lock_row(session: Session, instance_id: int) -> None:

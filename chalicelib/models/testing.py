@@ -20,6 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from chalicelib.models.base import Base, JSONType, Timestamped, UTCDateTime, uuid_column
 from chalicelib.models.limits import NAME_MAX, URL_MAX
 from chalicelib.models.workflows import WorkflowVersion
+from chalicelib.status import NOT_AVAILABLE
 
 #: CI build states (contract §2).
 BUILD_STATUSES = ("passed", "failed", "error", "aborted", "running", "waiting")
@@ -86,6 +87,11 @@ class TestSuite(Timestamped, Base):
     name: Mapped[str | None] = mapped_column(Text, info={"max_length": NAME_MAX})
     # {path, test_engine: {type, version}} from the crate's TestDefinition.
     definition: Mapped[dict | None] = mapped_column(JSONType)
+    # Stored aggregate status of this suite alone (services/status_upkeep.py).
+    status: Mapped[str] = mapped_column(
+        String(16), default=NOT_AVAILABLE, server_default=NOT_AVAILABLE, nullable=False
+    )
+    status_reason: Mapped[str | None] = mapped_column(Text)
 
     workflow_version: Mapped[WorkflowVersion] = relationship()
     instances: Mapped[list[TestInstance]] = relationship(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from chalicelib.models.base import Base, JSONType, Timestamped, uuid_column
 from chalicelib.models.limits import NAME_MAX, URL_MAX
 from chalicelib.models.registries import Registry
 from chalicelib.models.users import User
+from chalicelib.status import NOT_AVAILABLE
 
 
 class Workflow(Timestamped, Base):
@@ -20,6 +21,10 @@ class Workflow(Timestamped, Base):
     name: Mapped[str | None] = mapped_column(Text, info={"max_length": NAME_MAX})
     # Visibility is per workflow, as in LifeMonitor: a submission's `public` flag sets it.
     public: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # The latest version's aggregate status, stored (services/status_upkeep.py keeps it).
+    status: Mapped[str] = mapped_column(
+        String(16), default=NOT_AVAILABLE, server_default=NOT_AVAILABLE, nullable=False
+    )
 
     versions: Mapped[list[WorkflowVersion]] = relationship(
         back_populates="workflow", cascade="all, delete-orphan", passive_deletes=True
@@ -50,6 +55,16 @@ class WorkflowVersion(Timestamped, Base):
     crate_authorization_key: Mapped[str | None] = mapped_column(String(256))
     authors: Mapped[list] = mapped_column(JSONType, default=list, nullable=False)
     based_on: Mapped[str | None] = mapped_column(Text)  # the crate's isBasedOn
+    # The aggregate status (chalicelib/status.py) stored in the transactions that change
+    # its inputs (services/status_upkeep.py), so lists never fold over instances: the
+    # status, its reason when not available, and the first of its latest builds.
+    status: Mapped[str] = mapped_column(
+        String(16), default=NOT_AVAILABLE, server_default=NOT_AVAILABLE, nullable=False
+    )
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    status_build_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite")
+    )
 
     workflow: Mapped[Workflow] = relationship(back_populates="versions")
     submitter: Mapped[User | None] = relationship()

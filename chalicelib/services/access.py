@@ -78,9 +78,21 @@ def workflow_for_read(session: Session, principal: Principal, uuid: str) -> Work
     return workflow
 
 
+def _deleted_meanwhile(session: Session, workflow: Workflow) -> None:
+    """A check that failed because a concurrent request deleted the workflow since it was
+    read: gone (404), not forbidden."""
+    if session.scalar(select(Workflow.id).where(Workflow.id == workflow.id)) is None:
+        raise NotFoundError(
+            f"Workflow '{workflow.uuid}' not found",
+            resource_type="workflow",
+            resource_identifier=workflow.uuid,
+        )
+
+
 def check_read(session: Session, principal: Principal, workflow: Workflow) -> None:
     uuid = workflow.uuid
     if not can_read(session, principal, workflow):
+        _deleted_meanwhile(session, workflow)
         if principal.is_anonymous:
             raise ForbiddenError(
                 "No user nor registry found in the current session",
@@ -102,6 +114,7 @@ def workflow_for_write(session: Session, principal: Principal, uuid: str) -> Wor
 
 def require_write(session: Session, principal: Principal, workflow: Workflow) -> None:
     if not can_write(session, principal, workflow):
+        _deleted_meanwhile(session, workflow)
         raise ForbiddenError(
             f"Only the owner or the submitting registry may change workflow '{workflow.uuid}'",
             resource_type="workflow",

@@ -20,7 +20,12 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from chalicelib.auth.principals import Principal
-from chalicelib.errors import BadRequestError, UnprocessableError, WorkflowVersionConflictError
+from chalicelib.errors import (
+    BadRequestError,
+    PayloadTooLargeError,
+    UnprocessableError,
+    WorkflowVersionConflictError,
+)
 from chalicelib.models import (
     Permission,
     Registry,
@@ -33,6 +38,7 @@ from chalicelib.models import (
     WorkflowVersion,
     utcnow,
 )
+from chalicelib.services.status_upkeep import update_statuses
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -290,10 +296,8 @@ def submit(
     check_length(name, Workflow.name, "name", error=UnprocessableError)
 
     wf_uuid = fetched.workflow_uuid or sub.uuid
-    workflow = None
-    if wf_uuid is not None:
-        workflow = session.scalar(select(Workflow).where(Workflow.uuid == wf_uuid))
-    if workflow is not None:
+    workflow, created = _workflow_for_submission(session, wf_uuid, name, sub.public)
+    if not created:
         from chalicelib.services.access import require_write
 
         # Ownership first: a conflict must not reveal someone else's private versions.
@@ -315,11 +319,6 @@ def submit(
         if sub.name:
             workflow.name = sub.name
         workflow.public = sub.public or workflow.public
-    else:
-        workflow = Workflow(name=name, public=sub.public)
-        if wf_uuid:
-            workflow.uuid = wf_uuid
-        session.add(workflow)
 
     version = WorkflowVersion(
         workflow=workflow,
@@ -364,32 +363,120 @@ def submit(
         version.crate_authorization_key = key
     version.crate_location = storage.put_crate(workflow.uuid, version.uuid, fetched.data)
     session.flush()
+    update_statuses(session, version_ids=[version.id], workflow_ids=[workflow.id])
     return version
 
 
-def add_suites(session: Session, version: WorkflowVersion, info: CrateInfo) -> None:
+def _workflow_for_submission(
+    session: Session, wf_uuid: str | None, name: str, public: bool
+) -> tuple[Workflow, bool]:
+    """The workflow to add a version to, and whether this submission created it.
+
+    Insert-or-nothing on the uuid, then the row locked: of concurrent submissions naming
+    one new uuid, one creates it and the others wait for its commit and then see it (and
+    its owner) like any existing workflow; their versions are serialised on the row, so a
+    duplicate version is a clean 409, never a unique violation."""
+    if wf_uuid is None:
+        workflow = Workflow(name=name, public=public)
+        session.add(workflow)
+        session.flush()
+        return workflow, True
     now = utcnow()
-    for spec in info.suites:
-        suite = TestSuite(
-            workflow_version=version,
-            roc_suite=spec.roc_suite,
-            name=spec.name,
-            definition=spec.definition,
+    inserted = session.execute(
+        _insert(session, Workflow)
+        .values(uuid=wf_uuid, name=name, public=public, created=now, modified=now)
+        .on_conflict_do_nothing(index_elements=["uuid"])
+    ).rowcount
+    query = select(Workflow).where(Workflow.uuid == wf_uuid)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(of=Workflow)
+    workflow = session.scalar(query.execution_options(populate_existing=True))
+    if workflow is None:  # deleted between the two statements
+        raise WorkflowVersionConflictError(f"Workflow '{wf_uuid}' was deleted concurrently")
+    return workflow, inserted == 1
+
+
+def _insert(session: Session, model):
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model)
+
+
+def check_crate_size(info: CrateInfo) -> None:
+    """The configured bounds on what one crate may declare (413, nothing written)."""
+    from chalicelib.config import get_settings
+
+    settings = get_settings()
+    suites = len(info.suites)
+    instances = sum(len(spec.instances) for spec in info.suites)
+    if suites > settings.max_suites_per_crate:
+        raise PayloadTooLargeError(
+            f"the crate declares {suites} test suites; at most "
+            f"{settings.max_suites_per_crate} are accepted",
+            field="suites",
+            limit=settings.max_suites_per_crate,
         )
-        session.add(suite)
+    if instances > settings.max_instances_per_crate:
+        raise PayloadTooLargeError(
+            f"the crate declares {instances} test instances; at most "
+            f"{settings.max_instances_per_crate} are accepted",
+            field="instances",
+            limit=settings.max_instances_per_crate,
+        )
+
+
+def add_suites(session: Session, version: WorkflowVersion, info: CrateInfo) -> None:
+    """The version's suites and instances in a fixed number of statements (bulk inserts:
+    linear in the crate's size), services resolved once per distinct URL."""
+    from sqlalchemy import insert
+
+    check_crate_size(info)
+    if not info.suites:
+        return
+    now = utcnow()
+    services: dict[tuple[str, str], int] = {}
+    for spec in info.suites:
         for inst in spec.instances:
-            service = testing_service(session, inst.service_type, inst.service_url)
-            session.add(
-                TestInstance(
-                    suite=suite,
-                    roc_instance=inst.roc_instance,
-                    name=inst.name,
-                    resource=inst.resource,
-                    managed=False,
-                    testing_service=service,
-                    next_check_at=now,  # due at once: the next refresh fetches its builds
-                )
-            )
+            key = (inst.service_type, inst.service_url)
+            if key not in services:
+                services[key] = testing_service(session, *key).id
+    suite_ids = session.scalars(
+        insert(TestSuite).returning(TestSuite.id, sort_by_parameter_order=True),
+        [
+            {
+                "uuid": str(uuidlib.uuid4()),
+                "workflow_version_id": version.id,
+                "roc_suite": spec.roc_suite,
+                "name": spec.name,
+                "definition": spec.definition,
+                "created": now,
+                "modified": now,
+            }
+            for spec in info.suites
+        ],
+    ).all()
+    rows = [
+        {
+            "uuid": str(uuidlib.uuid4()),
+            "suite_id": suite_id,
+            "roc_instance": inst.roc_instance,
+            "name": inst.name,
+            "resource": inst.resource,
+            "managed": False,
+            "testing_service_id": services[(inst.service_type, inst.service_url)],
+            "parameters": {},
+            "consecutive_errors": 0,
+            "next_check_at": now,  # due at once: the next refresh fetches its builds
+            "created": now,
+            "modified": now,
+        }
+        for suite_id, spec in zip(suite_ids, info.suites, strict=True)
+        for inst in spec.instances
+    ]
+    if rows:
+        session.execute(insert(TestInstance), rows)
 
 
 def testing_service(session: Session, service_type: str, url: str) -> TestingService:
@@ -476,6 +563,7 @@ def replace_crate(
         version.crate_authorization_key = key
     version.crate_location = storage.put_crate(version.workflow.uuid, version.uuid, fetched.data)
     session.flush()
+    update_statuses(session, version_ids=[version.id], workflow_ids=[version.workflow_id])
     return True
 
 

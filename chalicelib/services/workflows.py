@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import aliased, defer
+from sqlalchemy.orm.attributes import set_committed_value
 
 from chalicelib import status as status_rule
 from chalicelib.auth.principals import Principal
@@ -34,6 +35,7 @@ from chalicelib.models import (
 )
 from chalicelib.models.limits import check_length
 from chalicelib.services import access
+from chalicelib.services.status_upkeep import update_statuses
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -75,15 +77,47 @@ class SuiteView:
         return status_rule.compute([self.state()])
 
 
+@dataclass(frozen=True, slots=True)
+class StoredStatus:
+    """A version's stored status (status_upkeep): what lists show, read without its
+    suites: the status, its reason, and the first of its latest builds with its instance."""
+
+    aggregate_test_status: str
+    reason: str | None
+    build: Any = None  # BuildRow
+    instance: InstanceView | None = None
+
+
 @dataclass
 class VersionView:
     version: WorkflowVersion
     is_latest: bool
     suites: list[SuiteView] = field(default_factory=list)
     registries: list[tuple[Registry, RegistryWorkflowVersion]] = field(default_factory=list)
+    stored: StoredStatus | None = None
 
     def status(self) -> status_rule.StatusResult:
         return status_rule.compute([s.state() for s in self.suites])
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRow:
+    """Read-only workflow columns for lists."""
+
+    id: int
+    uuid: str
+    name: str | None
+    public: bool
+
+
+@dataclass
+class Page:
+    """Optional keyset paging of lists, in workflow id order: at most `limit` workflows
+    after the id `after`; `list_workflows` sets `next_after` when more follow."""
+
+    limit: int
+    after: int | None = None
+    next_after: int | None = None
 
 
 @dataclass
@@ -136,29 +170,44 @@ def _cached(session: Session, name: str, build):
     return stmt
 
 
-def _plain_rows(session: Session, name: str, build, params: dict) -> Iterable[Sequence]:
+def _plain_rows(
+    session: Session, name: str, build, params: dict, *, document: bool = False
+) -> Iterable[Sequence]:
     """The rows of a cached column statement. On Postgres each row comes back as one JSON
     array: pg8000 decodes every column of every row in Python, which was most of a
     catalogue-wide list's time, while one `json.loads` per row runs in C. Timestamps and
-    floats are restored to what the columns' types give (aware UTC datetimes, floats)."""
+    floats are restored to what the columns' types give (aware UTC datetimes, floats).
+    `document`: the whole result as one JSON array of rows (one `json.loads` in all, no
+    per-row protocol work: for results of thousands of rows)."""
     if session.get_bind().dialect.name != "postgresql":
         return session.execute(_cached(session, name, build), params)
-    stmt, timestamps, floats = _cached(session, name + ":json", lambda d: _as_json_rows(build(d)))
-    rows = []
-    for (row,) in session.execute(stmt, params):
+    key = name + (":json-document" if document else ":json")
+    stmt, timestamps, floats = _cached(
+        session, key, lambda d: _as_json_rows(build(d), document=document)
+    )
+    return _restore(session.execute(stmt, params), timestamps, floats, document)
+
+
+def _restore(result, timestamps: list[int], floats: list[int], document: bool) -> list:
+    if document:
+        found = result.scalar()
+        rows = found if found is not None else []
+    else:
+        rows = [row for (row,) in result]
+    for row in rows:
         for i in timestamps:
             if row[i] is not None:
                 row[i] = datetime.fromisoformat(row[i]).astimezone(UTC)
         for i in floats:
             if row[i] is not None:
                 row[i] = float(row[i])
-        rows.append(row)
     return rows
 
 
-def _as_json_rows(stmt) -> tuple[Any, list[int], list[int]]:
-    """`stmt` selecting one `json_build_array` of its columns instead, and the positions
-    of its timestamp and float columns."""
+def _as_json_rows(stmt, *, document: bool = False) -> tuple[Any, list[int], list[int]]:
+    """`stmt` selecting one `json_build_array` of its columns instead (or, as a
+    `document`, one `json_agg` of them in the statement's order), and the positions of its
+    timestamp and float columns."""
     from sqlalchemy import Float, func
 
     from chalicelib.models.base import UTCDateTime
@@ -166,7 +215,24 @@ def _as_json_rows(stmt) -> tuple[Any, list[int], list[int]]:
     columns = list(stmt.selected_columns)
     timestamps = [i for i, c in enumerate(columns) if isinstance(c.type, UTCDateTime)]
     floats = [i for i, c in enumerate(columns) if isinstance(c.type, Float)]
-    return stmt.with_only_columns(func.json_build_array(*columns)), timestamps, floats
+    row = func.json_build_array(*columns)
+    if document:
+        from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+        order = list(stmt._order_by_clauses)
+        agg = func.json_agg(aggregate_order_by(row, *order) if order else row)
+        return stmt.with_only_columns(agg).order_by(None), timestamps, floats
+    return stmt.with_only_columns(row), timestamps, floats
+
+
+def _query_rows(session: Session, stmt, *, document: bool = True) -> list:
+    """The rows of a statement built per request (`_plain_rows` for uncached ones). A
+    statement with a LIMIT must not be a `document`: the limit would apply to the
+    aggregate's one row, not to the rows aggregated."""
+    if session.get_bind().dialect.name != "postgresql":
+        return list(session.execute(stmt))
+    json_stmt, timestamps, floats = _as_json_rows(stmt, document=document)
+    return _restore(session.execute(json_stmt), timestamps, floats, document)
 
 
 def _versions_of(session: Session, workflow_ids: list[int]) -> dict[int, list[WorkflowVersion]]:
@@ -225,6 +291,8 @@ _SUITE_COLUMNS = (
     "definition",
     "created",
     "modified",
+    "status",
+    "status_reason",
 )
 
 
@@ -240,6 +308,8 @@ class SuiteRow:
     definition: dict | None
     created: Any
     modified: Any
+    status: str
+    status_reason: str | None
 
 
 def _suites_statement(dialect: str):
@@ -362,6 +432,129 @@ def _load_instances(session: Session, views: dict[int, SuiteView]) -> None:
         suite.instances.append(_instance_view(row, suite, services))
 
 
+_VERSION_ROW_COLUMNS = (
+    "id",
+    "uuid",
+    "workflow_id",
+    "version",
+    "name",
+    "crate_origin",
+    "based_on",
+    "status",
+    "status_reason",
+    "status_build_id",
+)
+
+
+@dataclass(slots=True)
+class VersionRow:
+    """Read-only version columns for lists (no ORM identity-map cost per version)."""
+
+    id: int
+    uuid: str
+    workflow_id: int
+    version: str
+    name: str | None
+    crate_origin: str | None
+    based_on: str | None
+    status: str
+    status_reason: str | None
+    status_build_id: int | None
+    workflow: Any = None  # the list's workflow row (links name its uuid)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryRef:
+    client_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRef:
+    uri: str | None
+
+
+def _version_list_statement(dialect: str, registries: bool, status: bool):
+    """Versions of the listed workflows, newest first, each with (on demand) its
+    registry links and the build its stored status shows, with that build's instance,
+    service and suite: one row per version and link, primary-key joins only."""
+    from sqlalchemy import null
+
+    columns = [getattr(WorkflowVersion, c) for c in _VERSION_ROW_COLUMNS]
+    if registries:
+        columns += [RegistryWorkflowVersion.id, Registry.client_name, RegistryWorkflowVersion.uri]
+    if status:
+        unused = {"created", "modified"}  # a nested instance shows neither
+        columns += [getattr(Build, c) for c in _BUILD_COLUMNS]
+        columns += [null() if c in unused else getattr(TestInstance, c) for c in _INSTANCE_COLUMNS]
+        columns += [getattr(TestingService, c) for c in _SERVICE_COLUMNS] + [TestSuite.uuid]
+    stmt = select(*columns).where(_ids_param(dialect, WorkflowVersion.workflow_id))
+    if registries:
+        stmt = stmt.outerjoin(
+            RegistryWorkflowVersion,
+            RegistryWorkflowVersion.workflow_version_id == WorkflowVersion.id,
+        ).outerjoin(Registry, RegistryWorkflowVersion.registry_id == Registry.id)
+    if status:
+        stmt = (
+            stmt.outerjoin(Build, Build.id == WorkflowVersion.status_build_id)
+            .outerjoin(TestInstance, TestInstance.id == Build.instance_id)
+            .outerjoin(TestingService, TestingService.id == TestInstance.testing_service_id)
+            .outerjoin(TestSuite, TestSuite.id == TestInstance.suite_id)
+        )
+    order = [WorkflowVersion.workflow_id, WorkflowVersion.created.desc(), WorkflowVersion.id.desc()]
+    if registries:
+        order.append(RegistryWorkflowVersion.id)
+    return stmt.order_by(*order)
+
+
+def _version_views_of(
+    session: Session, workflows: list, *, registries: bool, status: bool
+) -> dict[int, list[VersionView]]:
+    """Each workflow's version views, newest first, read as plain rows in one query."""
+    out: dict[int, list[VersionView]] = defaultdict(list)
+    if not workflows:
+        return out
+    by_id = {w.id: w for w in workflows}
+    rows = _plain_rows(
+        session,
+        f"version-list:{int(registries)}{int(status)}",
+        lambda d: _version_list_statement(d, registries, status),
+        {"ids": list(by_id)},
+        document=True,
+    )
+    nv = len(_VERSION_ROW_COLUMNS)
+    nb, ni, ns = len(_BUILD_COLUMNS), len(_INSTANCE_COLUMNS), len(_SERVICE_COLUMNS)
+    at = nv + (3 if registries else 0)
+    names: dict[str | None, RegistryRef] = {}
+    services: dict[tuple, ServiceRow] = {}
+    current: VersionView | None = None
+    for row in rows:
+        if current is None or current.version.id != row[0]:
+            version = VersionRow(*row[:nv], workflow=by_id[row[2]])
+            versions = out[version.workflow_id]
+            current = VersionView(version, not versions)
+            versions.append(current)
+            if status:
+                build, instance = None, None
+                if row[at] is not None:
+                    build = BuildRow(*row[at : at + nb])
+                    key = tuple(row[at + nb + ni : at + nb + ni + ns])
+                    service = services.get(key)
+                    if service is None:
+                        service = services[key] = ServiceRow(*key)
+                    instance = InstanceView(
+                        InstanceRow(*row[at + nb : at + nb + ni]), service, row[at + nb + ni + ns]
+                    )
+                current.stored = StoredStatus(
+                    version.status, version.status_reason, build, instance
+                )
+        if registries and row[nv] is not None:
+            ref = names.get(row[nv + 1])
+            if ref is None:
+                ref = names[row[nv + 1]] = RegistryRef(row[nv + 1])
+            current.registries.append((ref, LinkRef(row[nv + 2])))
+    return out
+
+
 def _registries_of(session: Session, version_ids: list[int]):
     out: dict[int, list] = defaultdict(list)
     if not version_ids:
@@ -393,14 +586,19 @@ def list_workflows(
     with_status: bool = False,
     all_versions: bool = False,
     with_subscriptions: bool = False,
+    page: Page | None = None,
 ) -> list[WorkflowEntry]:
     """mode: "visible" (GET /workflows), "user" (a user's own, plus subscribed ones when
     asked), "registry" (a registry's), "user_registry" (a user's on one registry).
-
     Every mode lists only what the caller may read, by the very clause single reads use
     (`access.readable_clause`): a registry listing a person's workflows sees neither the
-    private ones that person submitted on their own nor their status reasons."""
-    query = select(Workflow).where(access.readable_clause(principal))
+    private ones that person submitted on their own nor their status reasons. Statuses are
+    the stored ones (one row per version, never its suites); `page` limits the list to one
+    page (the caller builds `links.next` from `page.next_after`)."""
+    # Plain rows, not entities: a catalogue-wide list reads thousands of them.
+    query = select(Workflow.id, Workflow.uuid, Workflow.name, Workflow.public).where(
+        access.readable_clause(principal)
+    )
     if mode in {"user", "user_registry"}:
         owned = exists().where(Permission.workflow_id == Workflow.id, Permission.user_id == user_id)
         if mode == "user" and with_subscriptions:
@@ -417,24 +615,18 @@ def list_workflows(
                 WorkflowVersion.workflow_id == Workflow.id,
             )
         )
-    workflows = list(session.scalars(query.order_by(Workflow.id)))
-    versions = _versions_of(session, [w.id for w in workflows])
-    entries = []
-    for w in workflows:
-        vs = versions.get(w.id)
-        if not vs:
-            continue  # a workflow is never left without versions; skip if it raced
-        entries.append(WorkflowEntry(w, [VersionView(v, i == 0) for i, v in enumerate(vs)]))
-    if all_versions:  # each version's ro_crate links name its registries
-        regs = _registries_of(session, [v.version.id for e in entries for v in e.versions])
-        for e in entries:
-            for v in e.versions:
-                v.registries = regs.get(v.version.id, [])
-    if with_status:
-        wanted = [v for e in entries for v in (e.versions if all_versions else e.versions[:1])]
-        suites = load_suites(session, [v.version.id for v in wanted])
-        for v in wanted:
-            v.suites = suites.get(v.version.id, [])
+    if page is not None:
+        if page.after is not None:
+            query = query.where(Workflow.id > page.after)
+        query = query.limit(page.limit + 1)
+    rows = _query_rows(session, query.order_by(Workflow.id), document=page is None)
+    workflows = [WorkflowRow(*r) for r in rows]
+    if page is not None and len(workflows) > page.limit:
+        workflows = workflows[: page.limit]
+        page.next_after = workflows[-1].id
+    versions = _version_views_of(session, workflows, registries=all_versions, status=with_status)
+    # A workflow is never left without versions; one that raced a deletion is skipped.
+    entries = [WorkflowEntry(w, versions[w.id]) for w in workflows if versions.get(w.id)]
     if with_subscriptions and principal.user_id is not None and entries:
         subs = session.scalars(
             select(Subscription).where(
@@ -609,6 +801,8 @@ def _version_for_write(session, principal, wf_uuid, version) -> WorkflowVersion:
             resource_type="workflow_version",
             resource_identifier=f"{wf_uuid}:{version}",
         )
+    # The checked workflow object itself: a lazy load later could find it deleted since.
+    set_committed_value(found, "workflow", workflow)
     return found
 
 
@@ -625,6 +819,8 @@ def delete_version(session: Session, principal: Principal, wf_uuid: str, version
     _forget_secrets([found])
     session.delete(workflow if remaining is None else found)
     session.flush()
+    if remaining is not None:  # another version may now be the latest
+        update_statuses(session, workflow_ids=[workflow.id])
     return locations
 
 
@@ -709,6 +905,7 @@ def update_suite(session: Session, principal: Principal, suite_uuid: str, body: 
     if name is not None:
         view.suite.name = name
     session.flush()
+    update_statuses(session, suite_ids=[view.suite.id])  # the reason names the suite
 
 
 def add_instance(
@@ -752,6 +949,7 @@ def add_instance(
     )
     session.add(instance)
     session.flush()
+    update_statuses(session, suite_ids=[view.suite.id])
     return instance
 
 
@@ -809,12 +1007,15 @@ def update_instance(session: Session, principal: Principal, instance_uuid: str, 
         view.instance.stale_after_days = stale_after_days
         view.instance.stale_since = None
     session.flush()
+    update_statuses(session, instance_ids=[view.instance.id])  # the reason names it
 
 
 def delete_instance(session: Session, principal: Principal, instance_uuid: str) -> None:
     view = get_instance(session, principal, instance_uuid, write=True)
+    suite_id = view.instance.suite_id
     session.delete(view.instance)
     session.flush()
+    update_statuses(session, suite_ids=[suite_id])
 
 
 def latest_builds(

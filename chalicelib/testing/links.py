@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 _GITHUB = re.compile(r"(?:https?://[^/]+/)?repos/([^/]+)/([^/]+)/actions/workflows/([^/?#]+)")
 
 
+# Pure, and asked for again by every list naming the instance: remembered per container.
+@lru_cache(maxsize=65536)
 def instance_link(service_type: str, service_url: str, resource: str) -> str | None:
     base = (service_url or "").rstrip("/")
     resource = (resource or "").strip()
