@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.suites.split(",")]
 
-    from tests.support.postgres import find_postgres
+    from devtools.postgres import find_postgres
 
     if args.database_url:
         os.environ["TEST_DATABASE_URL"] = args.database_url

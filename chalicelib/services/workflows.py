@@ -1051,3 +1051,23 @@ def get_build(
             resource_identifier=build_id,
         )
     return view, build
+
+
+def version_sizes(session: Session, version_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Suites and test instances of each version, counted in one query (lists read stored
+    statuses and load no suites; the dashboard still shows their number)."""
+    from sqlalchemy import distinct, func
+
+    if not version_ids:
+        return {}
+    rows = session.execute(
+        select(
+            TestSuite.workflow_version_id,
+            func.count(distinct(TestSuite.id)),
+            func.count(TestInstance.id),
+        )
+        .outerjoin(TestInstance, TestInstance.suite_id == TestSuite.id)
+        .where(_in(session, TestSuite.workflow_version_id, version_ids))
+        .group_by(TestSuite.workflow_version_id)
+    )
+    return {version_id: (suites, instances) for version_id, suites, instances in rows}
