@@ -210,7 +210,11 @@ def main() -> None:
     from sqlalchemy import text
 
     import app as app_module
-    from chalicelib import migrate
+    from chalicelib import logs, migrate
+
+    # The test client applies .chalice/config.json's LOG_LEVEL=INFO inside each request;
+    # configure the (once per process) logging first, at the level asked for above.
+    logs.configure("WARNING")
     from chalicelib.auth import scopes as S
     from chalicelib.db import get_engine, session_scope
     from chalicelib.services import registries, status_upkeep
