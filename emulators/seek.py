@@ -541,33 +541,35 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
         person, error = self._preamble(req)
         if error:
             return error
-        identifier = req.match["id"]
-        wf = self.workflows.get(identifier)
-        if wf is None:
-            return self._not_found(identifier)
-        if not self._can(person, wf, VIEW):
-            return self._forbidden("view", identifier)
-        version = req.arg("version") or wf.latest_version
-        if version not in wf.crates:
-            return self._not_found(version, "Workflow::Version")
+        wf, version, error = self._version_for(req, person, VIEW, "view")
+        if error:
+            return error
         return self._json(
             {"data": self._workflow_data(wf, version, person), "jsonapi": {"version": "1.0"}}
         )
+
+    def _version_for(self, req: Request, person, permission, verb: str):
+        """The asked workflow and version (`?version`, else the latest) if `person` may
+        `permission` it: (workflow, version, None), or (None, None, the error reply)."""
+        identifier = req.match["id"]
+        wf = self.workflows.get(identifier)
+        if wf is None:
+            return None, None, self._not_found(identifier)
+        if not self._can(person, wf, permission):
+            return None, None, self._forbidden(verb, identifier)
+        version = req.arg("version") or wf.latest_version
+        if version not in wf.crates:
+            return None, None, self._not_found(version, "Workflow::Version")
+        return wf, version, None
 
     def _ro_crate(self, req: Request) -> Reply:
         # The crate answers whatever the Accept header says (LifeMonitor sends JSON:API's).
         person, error = self._caller(req)
         if error:
             return error
-        identifier = req.match["id"]
-        wf = self.workflows.get(identifier)
-        if wf is None:
-            return self._not_found(identifier)
-        if not self._can(person, wf, DOWNLOAD):
-            return self._forbidden("download", identifier)
-        version = req.arg("version") or wf.latest_version
-        if version not in wf.crates:
-            return self._not_found(version, "Workflow::Version")
+        wf, version, error = self._version_for(req, person, DOWNLOAD, "download")
+        if error:
+            return error
         filename = f"workflow-{wf.id}-{version}.crate.zip"
         return Reply(
             200,
