@@ -302,6 +302,10 @@ def test_bad_settings_are_named(name, value, message):
 def test_a_recycled_pid_is_not_taken_for_ours():
     proc = subprocess.Popen(["sleep", "30"])
     try:
+        # Until the child has exec'd, its command line is still the forking Python's.
+        deadline = time.monotonic() + 5
+        while not stack.pid_alive(proc.pid, "sleep") and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert stack.pid_alive(proc.pid, "sleep")
         assert not stack.pid_alive(proc.pid, "infra.runner")
     finally:
