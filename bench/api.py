@@ -95,9 +95,16 @@ def seed(engine, start: int, stop: int, registry_id: int, service_id: int) -> fl
     with engine.begin() as conn:
         last_wf = conn.execute(text("SELECT coalesce(max(id), 0) FROM workflows")).scalar()
         last_instance = conn.execute(
-            text("SELECT coalesce(max(id), 0) FROM test_instances")).scalar()
-        params = {"start": start, "stop": stop, "registry_id": registry_id,
-                  "service_id": service_id, "last_wf": last_wf, "last_instance": last_instance}
+            text("SELECT coalesce(max(id), 0) FROM test_instances")
+        ).scalar()
+        params = {
+            "start": start,
+            "stop": stop,
+            "registry_id": registry_id,
+            "service_id": service_id,
+            "last_wf": last_wf,
+            "last_instance": last_instance,
+        }
         for sql in SEED_SQL:
             conn.execute(text(sql), {k: v for k, v in params.items() if f":{k}" in sql})
         conn.execute(text("ANALYZE"))
@@ -147,14 +154,17 @@ def list_shape(count: int, versions: bool):
     return check
 
 
-def page_shape(limit: int):
+def page_shape(limit: int, total: int):
+    """The first page of `limit` items (of `total`), with a `next` link when more follow."""
+
     def check(body) -> bool:
         items = body.get("items") if isinstance(body, dict) else None
+        more = "cursor=" in (body.get("links") or {}).get("next", "")
         return (
             isinstance(items, list)
-            and len(items) == limit
+            and len(items) == min(limit, total)
             and all(_status_ok(i.get("status")) for i in items)
-            and "cursor=" in (body.get("links") or {}).get("next", "")
+            and more == (total > limit)
         )
 
     return check
@@ -195,17 +205,25 @@ def measure(client, path: str, headers: dict, counter: QueryCounter, runs: int, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--database-url")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
     url, server = database_url(args.database_url)
-    os.environ.update({"DATABASE_URL": url, "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
-                       "LM_SECRETS_BACKEND": "file", "EXTERNAL_SERVER_URL": "http://bench",
-                       "LOG_LEVEL": "WARNING", "LM_DB_TIMEOUT": "900"})
+    os.environ.update(
+        {
+            "DATABASE_URL": url,
+            "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
+            "LM_SECRETS_BACKEND": "file",
+            "EXTERNAL_SERVER_URL": "http://bench",
+            "LOG_LEVEL": "WARNING",
+            "LM_DB_TIMEOUT": "900",
+        }
+    )
     from chalice.test import Client
     from sqlalchemy import text
 
@@ -224,8 +242,13 @@ def main() -> None:
     engine = get_engine()
     with session_scope() as s:
         creds = registries.add_registry(
-            s, name="bench", type="seek", client_id="x", client_secret="y",  # noqa: S106
-            api_url="https://workflowhub.example")
+            s,
+            name="bench",
+            type="seek",
+            client_id="x",
+            client_secret="y",  # noqa: S106
+            api_url="https://workflowhub.example",
+        )
         registry_id = creds.registry.id
         service_id = testing_service(s, "jenkins", "https://ci.example").id
     counter = QueryCounter(engine)
@@ -237,10 +260,17 @@ def main() -> None:
             from urllib.parse import urlencode
 
             r = client.http.post(
-                "/oauth2/token", headers={"Content-Type": "application/x-www-form-urlencoded"},
-                body=urlencode({"grant_type": "client_credentials", "client_id": creds.client_id,
-                                "client_secret": creds.client_secret,
-                                "scope": S.WORKFLOWHUB_REQUEST}).encode())
+                "/oauth2/token",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                body=urlencode(
+                    {
+                        "grant_type": "client_credentials",
+                        "client_id": creds.client_id,
+                        "client_secret": creds.client_secret,
+                        "scope": S.WORKFLOWHUB_REQUEST,
+                    }
+                ).encode(),
+            )
             token = r.json_body["access_token"]
             registry_headers = {"Authorization": f"Bearer {token}"}
             for n in sizes:
@@ -258,49 +288,96 @@ def main() -> None:
                     conn.execute(text("ANALYZE workflow_versions"))
                 with session_scope() as s:
                     wrong = status_upkeep.mismatches(s)
-                    counts = s.execute(text(
-                        "SELECT (SELECT count(*) FROM workflow_versions), "
-                        "(SELECT count(*) FROM test_suites), "
-                        "(SELECT count(*) FROM workflows WHERE public)")).one()
+                    counts = s.execute(
+                        text(
+                            "SELECT (SELECT count(*) FROM workflow_versions), "
+                            "(SELECT count(*) FROM test_suites), "
+                            "(SELECT count(*) FROM workflows WHERE public)"
+                        )
+                    ).one()
                 checks.append((n, counts, wrong))
-                print(f"N={n}: stored statuses written in {upkeep:.1f} s; stored = computed "
-                      f"for {counts[0]} versions and {counts[1]} suites: "
-                      f"{'yes' if not wrong else 'NO ' + '; '.join(wrong[:5])}", flush=True)
+                print(
+                    f"N={n}: stored statuses written in {upkeep:.1f} s; stored = computed "
+                    f"for {counts[0]} versions and {counts[1]} suites: "
+                    f"{'yes' if not wrong else 'NO ' + '; '.join(wrong[:5])}",
+                    flush=True,
+                )
                 done = n
                 with engine.connect() as conn:
-                    wf_uuid = conn.execute(text(
-                        "SELECT uuid FROM workflows WHERE public ORDER BY id LIMIT 1")).scalar()
-                    suite_uuid, inst_uuid = conn.execute(text(
-                        "SELECT s.uuid, t.uuid FROM test_instances t JOIN test_suites s "
-                        "ON s.id = t.suite_id JOIN workflow_versions v "
-                        "ON v.id = s.workflow_version_id JOIN workflows w ON w.id = v.workflow_id "
-                        "WHERE w.public ORDER BY t.id LIMIT 1")).one()
+                    wf_uuid = conn.execute(
+                        text("SELECT uuid FROM workflows WHERE public ORDER BY id LIMIT 1")
+                    ).scalar()
+                    suite_uuid, inst_uuid = conn.execute(
+                        text(
+                            "SELECT s.uuid, t.uuid FROM test_instances t JOIN test_suites s "
+                            "ON s.id = t.suite_id JOIN workflow_versions v "
+                            "ON v.id = s.workflow_version_id "
+                            "JOIN workflows w ON w.id = v.workflow_id "
+                            "WHERE w.public ORDER BY t.id LIMIT 1"
+                        )
+                    ).one()
                     builds = conn.execute(text("SELECT count(*) FROM builds")).scalar()
                 big = 3 if n >= 10000 else 10
                 endpoints = [
-                    ("/registries/current/workflows?status=true&versions=true",
-                     registry_headers, big, list_shape(n, versions=True)),
-                    ("/registries/current/workflows?status=true&versions=true&limit=100",
-                     registry_headers, 50, page_shape(100)),
+                    (
+                        "/registries/current/workflows?status=true&versions=true",
+                        registry_headers,
+                        big,
+                        list_shape(n, versions=True),
+                    ),
+                    (
+                        "/registries/current/workflows?status=true&versions=true&limit=100",
+                        registry_headers,
+                        50,
+                        page_shape(100, n),
+                    ),
                     ("/workflows?status=true", {}, big, list_shape(counts[2], versions=False)),
-                    (f"/workflows/{wf_uuid}/status", {}, 200,
-                     keys_shape("aggregate_test_status", "latest_builds", "version")),
+                    (
+                        f"/workflows/{wf_uuid}/status",
+                        {},
+                        200,
+                        keys_shape("aggregate_test_status", "latest_builds", "version"),
+                    ),
                     (f"/workflows/{wf_uuid}", {}, 200, keys_shape("uuid", "version")),
-                    (f"/workflows/{wf_uuid}/versions", registry_headers, 200,
-                     keys_shape("workflow", "versions")),
-                    (f"/suites/{suite_uuid}/status", {}, 200,
-                     keys_shape("aggregate_test_status", "latest_builds")),
-                    (f"/instances/{inst_uuid}/latest-builds?limit=10", {}, 200,
-                     keys_shape("items")),
+                    (
+                        f"/workflows/{wf_uuid}/versions",
+                        registry_headers,
+                        200,
+                        keys_shape("workflow", "versions"),
+                    ),
+                    (
+                        f"/suites/{suite_uuid}/status",
+                        {},
+                        200,
+                        keys_shape("aggregate_test_status", "latest_builds"),
+                    ),
+                    (
+                        f"/instances/{inst_uuid}/latest-builds?limit=10",
+                        {},
+                        200,
+                        keys_shape("items"),
+                    ),
                 ]
                 for path, headers, runs, shape in endpoints:
                     p50, p95, queries = measure(client, path, headers, counter, runs, shape)
-                    rows.append((n, path.split("?")[0].replace(wf_uuid, "{uuid}")
-                                 .replace(suite_uuid, "{uuid}").replace(inst_uuid, "{uuid}")
-                                 + ("?" + path.split("?")[1] if "?" in path else ""),
-                                 p50, p95, queries))
-                    print(f"  {rows[-1][1]:<58} p50 {p50:9.2f} ms  p95 {p95:9.2f} ms  "
-                          f"queries {queries}", flush=True)
+                    rows.append(
+                        (
+                            n,
+                            path.split("?")[0]
+                            .replace(wf_uuid, "{uuid}")
+                            .replace(suite_uuid, "{uuid}")
+                            .replace(inst_uuid, "{uuid}")
+                            + ("?" + path.split("?")[1] if "?" in path else ""),
+                            p50,
+                            p95,
+                            queries,
+                        )
+                    )
+                    print(
+                        f"  {rows[-1][1]:<58} p50 {p50:9.2f} ms  p95 {p95:9.2f} ms  "
+                        f"queries {queries}",
+                        flush=True,
+                    )
     finally:
         from chalicelib.db import dispose_engines
 
@@ -311,14 +388,18 @@ def main() -> None:
     for _n, path, _p50, _p95, q in rows:
         by_path.setdefault(path, set()).add(q)
     same = all(len(v) == 1 for v in by_path.values())
-    status_p50 = [p50 for n, path, p50, _, _ in rows if n == max(sizes)
-                  and path == "/workflows/{uuid}/status"]
+    status_p50 = [
+        p50 for n, path, p50, _, _ in rows if n == max(sizes) and path == "/workflows/{uuid}/status"
+    ]
     if status_p50:
-        print(f"status of one workflow at N={max(sizes)}: p50 {status_p50[0]:.2f} ms "
-              f"(target <= 2 ms)")
+        print(
+            f"status of one workflow at N={max(sizes)}: p50 {status_p50[0]:.2f} ms (target <= 2 ms)"
+        )
     wrong = sum(len(w) for *_, w in checks)
-    print(f"stored status = computed status for every row: "
-          f"{'yes' if not wrong else f'NO ({wrong} rows differ): INVALID'}")
+    print(
+        f"stored status = computed status for every row: "
+        f"{'yes' if not wrong else f'NO ({wrong} rows differ): INVALID'}"
+    )
     sweep = "/registries/current/workflows?status=true&versions=true"
     for n in sizes:
         p50 = next((p for m, path, p, _, _ in rows if m == n and path == sweep), None)
@@ -327,8 +408,10 @@ def main() -> None:
     p50 = next((p for m, path, p, _, _ in rows if m == 1000 and path == sweep), None)
     if p50 is not None:
         print(f"registry sweep at N=1000: p50 {p50:.0f} ms")
-    print(f"max SQL queries per request: {max(q for *_, q in rows)} "
-          f"(same at every N: {'yes' if same else 'no'})")
+    print(
+        f"max SQL queries per request: {max(q for *_, q in rows)} "
+        f"(same at every N: {'yes' if same else 'no'})"
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ print(json.dumps({"import": t1 - t0, "first": t3 - t2, "warm": t4 - t3}))
 
 def _time_import(stmt: str, env: dict) -> float:
     code = f"import time; t=time.perf_counter(); {stmt}; print(time.perf_counter()-t)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -58,16 +59,24 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     data_dir = tempfile.mkdtemp(prefix="lm-bench-")
-    env = {**os.environ, "LM_DATA_DIR": data_dir, "LM_SECRETS_BACKEND": "file",
-           "PYTHONDONTWRITEBYTECODE": "0"}
+    env = {
+        **os.environ,
+        "LM_DATA_DIR": data_dir,
+        "LM_SECRETS_BACKEND": "file",
+        "PYTHONDONTWRITEBYTECODE": "0",
+    }
     env.pop("DATABASE_URL", None)
     # Warm the OS page cache and .pyc files once, so every probe measures imports alone.
     _time_import(PROBES["eager imports (baseline)"] + "; import app", env)
-    subprocess.run([sys.executable, "-m", "chalicelib.admin", "db", "upgrade"], cwd=ROOT,
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "chalicelib.admin", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
 
-    print(f"python {sys.version.split()[0]}, {args.runs} fresh interpreters per probe "
-          "(median, ms)")
+    print(f"python {sys.version.split()[0]}, {args.runs} fresh interpreters per probe (median, ms)")
     medians = {}
     for name, stmt in PROBES.items():
         samples = [_time_import(stmt, env) for _ in range(args.runs)]
@@ -79,13 +88,21 @@ def main() -> None:
 
     firsts, warms = [], []
     for _ in range(args.runs):
-        out = subprocess.run([sys.executable, "-c", FIRST_REQUEST % str(ROOT)], cwd=ROOT,
-                             env=env, check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", FIRST_REQUEST % str(ROOT)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         figures = json.loads(out.stdout.strip().splitlines()[-1])
         firsts.append(figures["first"] * 1000)
         warms.append(figures["warm"] * 1000)
-    print(f"  first GET /health (embedded)  {statistics.median(firsts):8.1f}   "
-          "(lazy imports + engine + query)")
+    print(
+        f"  first GET /health (embedded)  {statistics.median(firsts):8.1f}   "
+        "(lazy imports + engine + query)"
+    )
     print(f"  warm  GET /health             {statistics.median(warms):8.1f}")
     verdict = "met" if app_ms <= 300 else "MISSED"
     print(f"import app: {app_ms:.1f} ms (target <= 300 ms: {verdict})")

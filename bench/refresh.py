@@ -135,8 +135,9 @@ def make_bench_jenkins(latency: float, backlog: int, fail_every: int = 0):
             super().__init__(latency=latency, replay=False)
             self.templates = [f"benchtpl{chr(97 + i)}" for i in range(len(SEQUENCES))]
             for name, seq in zip(self.templates, SEQUENCES, strict=True):
-                self.set_builds(f"job/{name}", [{**b, "sha": f"{i:040x}"}
-                                                for i, b in enumerate(seq)])
+                self.set_builds(
+                    f"job/{name}", [{**b, "sha": f"{i:040x}"} for i, b in enumerate(seq)]
+                )
             self.rendered: dict[tuple, Reply] = {}
             self.count = Counter()
             self.in_flight = self.peak_in_flight = self.peak_threads = 0
@@ -171,10 +172,16 @@ def make_bench_jenkins(latency: float, backlog: int, fail_every: int = 0):
 
         def _stats(self, req: Request) -> Reply:
             with self.stats_lock:
-                return Reply(200, {"requests": dict(self.count),
-                                   "peak_in_flight": self.peak_in_flight,
-                                   "peak_threads": self.peak_threads, "backlog": backlog,
-                                   "cpu_seconds": sum(os.times()[:2])})
+                return Reply(
+                    200,
+                    {
+                        "requests": dict(self.count),
+                        "peak_in_flight": self.peak_in_flight,
+                        "peak_threads": self.peak_threads,
+                        "backlog": backlog,
+                        "cpu_seconds": sum(os.times()[:2]),
+                    },
+                )
 
         def _renamed(self, req: Request, kind: str, handler) -> Reply:
             path = normalise(req.match["job"])
@@ -185,8 +192,7 @@ def make_bench_jenkins(latency: float, backlog: int, fail_every: int = 0):
                 return Reply(500, b"injected fault", content_type="text/plain")
             template = self.templates[template_of(name)]
             ref = req.match["ref"] if kind == "build" else None
-            key = (kind, template, ref, tuple(sorted((k, tuple(v))
-                                                      for k, v in req.query.items())))
+            key = (kind, template, ref, tuple(sorted((k, tuple(v)) for k, v in req.query.items())))
             with self.stats_lock:
                 self.count[kind] += 1
                 reply = self.rendered.get(key)
@@ -221,9 +227,22 @@ def serve_jenkins(latency: float, backlog: int, fail_every: int = 0) -> None:
 class JenkinsProcess:
     def __init__(self, latency: float, backlog: int = 1024, fail_every: int = 0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-jenkins", "--latency", str(latency),
-             "--backlog", str(backlog), "--fail-every", str(fail_every)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+            [
+                sys.executable,
+                __file__,
+                "--serve-jenkins",
+                "--latency",
+                str(latency),
+                "--backlog",
+                str(backlog),
+                "--fail-every",
+                str(fail_every),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(ROOT),
+        )
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http://"):
@@ -272,9 +291,12 @@ def seed(engine, n: int, service_id: int, fmt: str, tag: str) -> list[int]:
         params = {"n": n, "tag": tag, "last_wf": last_wf, "fmt": fmt, "service_id": service_id}
         for sql in SEED_SQL:
             conn.execute(text(sql), {k: v for k, v in params.items() if f":{k}" in sql})
-        ids = list(conn.execute(text(
-            "SELECT id FROM test_instances WHERE testing_service_id = :s ORDER BY id"),
-            {"s": service_id}).scalars())
+        ids = list(
+            conn.execute(
+                text("SELECT id FROM test_instances WHERE testing_service_id = :s ORDER BY id"),
+                {"s": service_id},
+            ).scalars()
+        )
     vacuum(engine)
     return ids
 
@@ -298,12 +320,15 @@ def reset(engine, service_id: int) -> None:
 
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE builds"))
-        conn.execute(text(
-            "UPDATE test_instances SET latest_build_id = NULL, last_completed_build_id = NULL,"
-            " next_check_at = NULL, lease_until = NULL, last_checked_at = NULL, etag = NULL,"
-            " last_error = NULL, consecutive_errors = 0, transition_build_id = NULL,"
-            " stale_since = NULL WHERE testing_service_id = :s"),
-            {"s": service_id})
+        conn.execute(
+            text(
+                "UPDATE test_instances SET latest_build_id = NULL, last_completed_build_id = NULL,"
+                " next_check_at = NULL, lease_until = NULL, last_checked_at = NULL, etag = NULL,"
+                " last_error = NULL, consecutive_errors = 0, transition_build_id = NULL,"
+                " stale_since = NULL WHERE testing_service_id = :s"
+            ),
+            {"s": service_id},
+        )
     vacuum(engine)
 
 
@@ -384,8 +409,10 @@ class PhaseClock:
         parts = []
         n = max(1, instances)
         for name in self.PHASES:
-            parts.append(f"{name} {self.wall[name] / n * 1000:.2f} ms "
-                         f"(CPU {self.cpu[name] / n * 1000:.2f}; {self.calls[name]} calls)")
+            parts.append(
+                f"{name} {self.wall[name] / n * 1000:.2f} ms "
+                f"(CPU {self.cpu[name] / n * 1000:.2f}; {self.calls[name]} calls)"
+            )
         return ", ".join(parts)
 
 
@@ -408,27 +435,45 @@ def profile(n: int) -> None:
     for (filename, _line, func), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
         by_area[_area(filename, func)] += tottime
     busy = sum(v for k, v in by_area.items() if k != "socket recv (waiting)")
-    print(f"profile (cProfile, one thread, {done} instances; cProfile roughly doubles the "
-          f"CPU): {busy / done * 1000:.1f} ms of CPU per instance, by library:")
+    print(
+        f"profile (cProfile, one thread, {done} instances; cProfile roughly doubles the "
+        f"CPU): {busy / done * 1000:.1f} ms of CPU per instance, by library:"
+    )
     for area, seconds in by_area.most_common(12):
         print(f"    {seconds / done * 1000:7.2f} ms  {area}")
     print("  cumulative (waits included), per instance:")
     for (filename, line, func), (_cc, ncalls, _tt, cumtime, _callers) in sorted(
-            stats.stats.items(), key=lambda kv: -kv[1][3]):
-        if func in HOT and ("chalicelib" in filename or "pg8000" in filename
-                            or "sqlalchemy" in filename):
-            print(f"    {cumtime / done * 1000:7.2f} ms  {ncalls / done:6.1f} calls  "
-                  f"{_short(filename)}:{line}({func})")
+        stats.stats.items(), key=lambda kv: -kv[1][3]
+    ):
+        if func in HOT and (
+            "chalicelib" in filename or "pg8000" in filename or "sqlalchemy" in filename
+        ):
+            print(
+                f"    {cumtime / done * 1000:7.2f} ms  {ncalls / done:6.1f} calls  "
+                f"{_short(filename)}:{line}({func})"
+            )
     print("  top functions by own time:")
     rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:12]
     for (filename, line, func), (_cc, ncalls, tottime, _ct, _callers) in rows:
-        print(f"    {tottime / done * 1000:7.2f} ms  {ncalls / done:6.1f} calls  "
-              f"{_short(filename)}:{line}({func})")
+        print(
+            f"    {tottime / done * 1000:7.2f} ms  {ncalls / done:6.1f} calls  "
+            f"{_short(filename)}:{line}({func})"
+        )
 
 
-HOT = {"load_targets", "fetch", "apply_many", "write_group", "_upsert_builds",
-       "_recent_builds", "fetch_builds", "_compile_w_cache", "convert_paramstyle", "do_ping",
-       "commit"}
+HOT = {
+    "load_targets",
+    "fetch",
+    "apply_many",
+    "write_group",
+    "_upsert_builds",
+    "_recent_builds",
+    "fetch_builds",
+    "_compile_w_cache",
+    "convert_paramstyle",
+    "do_ping",
+    "commit",
+}
 
 
 def _area(filename: str, func: str) -> str:
@@ -451,7 +496,7 @@ def _short(filename: str) -> str:
     parts = Path(filename).parts
     for marker in ("site-packages", "main"):
         if marker in parts:
-            return "/".join(parts[parts.index(marker) + 1:])
+            return "/".join(parts[parts.index(marker) + 1 :])
     return filename
 
 
@@ -472,8 +517,9 @@ def set_concurrency(c: int) -> None:
     os.environ["LM_REFRESH_PER_HOST"] = str(c)
 
 
-def ours(n: int, c: int, statements: StatementCounter | None = None,
-         clock: PhaseClock | None = None) -> dict:
+def ours(
+    n: int, c: int, statements: StatementCounter | None = None, clock: PhaseClock | None = None
+) -> dict:
     """One scheduler cycle (`dispatch_due`, inline) over n due instances, concurrency c."""
     from chalicelib.jobs.refresh import dispatch_due
 
@@ -489,10 +535,16 @@ def ours(n: int, c: int, statements: StatementCounter | None = None,
     cpu = cpu_seconds() - cpu0
     outcomes = summary.get("outcomes", {})
     done = refreshed(outcomes)
-    return {"n": done, "claimed": summary.get("claimed", 0), "seconds": elapsed,
-            "rate": done / elapsed, "cpu": cpu, "outcomes": outcomes,
-            "errors": summary.get("claimed", 0) - done,
-            "statements": (statements.count - before_sql) / max(1, done) if statements else 0}
+    return {
+        "n": done,
+        "claimed": summary.get("claimed", 0),
+        "seconds": elapsed,
+        "rate": done / elapsed,
+        "cpu": cpu,
+        "outcomes": outcomes,
+        "errors": summary.get("claimed", 0) - done,
+        "statements": (statements.count - before_sql) / max(1, done) if statements else 0,
+    }
 
 
 OK_OUTCOMES = ("updated", "unchanged")  # refreshed without error; anything else is not
@@ -515,14 +567,14 @@ def baseline(jenkins_url: str, resources: list[str]) -> dict:
     for res in resources:
         made = 0
         try:
-            job = session.get(f"{jenkins_url}/{res}/api/json", params={"depth": 0},
-                              timeout=15)
+            job = session.get(f"{jenkins_url}/{res}/api/json", params={"depth": 0}, timeout=15)
             made += 1
             job.raise_for_status()
             builds = []
             for ref in job.json()["builds"][:BUILDS]:
-                r = session.get(f"{jenkins_url}/{res}/{ref['number']}/api/json",
-                                params={"depth": 0}, timeout=15)
+                r = session.get(
+                    f"{jenkins_url}/{res}/{ref['number']}/api/json", params={"depth": 0}, timeout=15
+                )
                 made += 1
                 r.raise_for_status()
                 builds.append(r.json())
@@ -535,9 +587,14 @@ def baseline(jenkins_url: str, resources: list[str]) -> dict:
             ok_requests += made
     elapsed = time.perf_counter() - t0
     session.close()
-    return {"n": ok, "errors": len(resources) - ok, "rate": ok / elapsed,
-            "requests": requests_made, "requests_per_instance": ok_requests / max(1, ok),
-            "seconds": elapsed}
+    return {
+        "n": ok,
+        "errors": len(resources) - ok,
+        "rate": ok / elapsed,
+        "requests": requests_made,
+        "requests_per_instance": ok_requests / max(1, ok),
+        "seconds": elapsed,
+    }
 
 
 def github_idle(engine, n: int, latency: float) -> dict:
@@ -558,9 +615,14 @@ def github_idle(engine, n: int, latency: float) -> dict:
             service_id = testing_service(s, "github", gh.url).id
         ids = seed(engine, n, service_id, "repos/bench/r%s/actions/workflows/ci.yml", "gh")
         with engine.connect() as conn:
-            resources = conn.execute(text(
-                "SELECT resource FROM test_instances WHERE testing_service_id = :s"),
-                {"s": service_id}).scalars().all()
+            resources = (
+                conn.execute(
+                    text("SELECT resource FROM test_instances WHERE testing_service_id = :s"),
+                    {"s": service_id},
+                )
+                .scalars()
+                .all()
+            )
         for i, res in enumerate(resources):
             repo = "/".join(res.split("/")[1:3])
             runs = [{"conclusion": "success"}, {"conclusion": "failure"}, {}]
@@ -572,10 +634,15 @@ def github_idle(engine, n: int, latency: float) -> dict:
             used, not_modified, sent = gh.rate_used, gh.not_modified, len(gh.requests)
             t0 = time.perf_counter()
             outcomes = Counter(r.outcome for r in run_refresh(ids))
-            cycles.append({"units": gh.rate_used - used, "seconds": time.perf_counter() - t0,
-                           "requests": len(gh.requests) - sent,
-                           "not_modified": gh.not_modified - not_modified,
-                           "outcomes": dict(outcomes)})
+            cycles.append(
+                {
+                    "units": gh.rate_used - used,
+                    "seconds": time.perf_counter() - t0,
+                    "requests": len(gh.requests) - sent,
+                    "not_modified": gh.not_modified - not_modified,
+                    "outcomes": dict(outcomes),
+                }
+            )
     return {"n": len(ids), "cycles": cycles}
 
 
@@ -588,8 +655,13 @@ def _worker_process(jobs, results, concurrency: int) -> None:
     """One worker Lambda container: its own process (its own GIL and pools), taking batches
     of SQS records from the shared queue until a None, each through the real entry point
     `handle_sqs_records` (one invocation per batch)."""
-    os.environ.update({"LM_REFRESH_CONCURRENCY": str(concurrency),
-                       "LM_REFRESH_PER_HOST": str(concurrency), "LM_DB_POOL_SIZE": "2"})
+    os.environ.update(
+        {
+            "LM_REFRESH_CONCURRENCY": str(concurrency),
+            "LM_REFRESH_PER_HOST": str(concurrency),
+            "LM_DB_POOL_SIZE": "2",
+        }
+    )
     logging.getLogger("urllib3.connectionpool").addFilter(PoolFullCounter())
     from chalicelib import http
     from chalicelib.db import get_engine
@@ -620,9 +692,17 @@ def _worker_process(jobs, results, concurrency: int) -> None:
         failures += len(handle_sqs_records(batch)["batchItemFailures"])
         busy += time.perf_counter() - t0
         handed += sum(len(json.loads(r["body"])["instances"]) for r in batch)
-    results.put({"instances": refreshed(outcomes), "handed": handed, "failures": failures,
-                 "outcomes": dict(outcomes), "busy": busy, "cpu": cpu_seconds() - cpu0,
-                 "rss": rss_peak_mb()})
+    results.put(
+        {
+            "instances": refreshed(outcomes),
+            "handed": handed,
+            "failures": failures,
+            "outcomes": dict(outcomes),
+            "busy": busy,
+            "cpu": cpu_seconds() - cpu0,
+            "rss": rss_peak_mb(),
+        }
+    )
 
 
 def scale_out(n: int, workers: int, concurrency: int) -> dict:
@@ -638,8 +718,10 @@ def scale_out(n: int, workers: int, concurrency: int) -> dict:
 
     ctx = multiprocessing.get_context("spawn")
     jobs, results = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_worker_process, args=(jobs, results, concurrency))
-             for _ in range(workers)]
+    procs = [
+        ctx.Process(target=_worker_process, args=(jobs, results, concurrency))
+        for _ in range(workers)
+    ]
     for proc in procs:
         proc.start()
     for _ in procs:
@@ -647,8 +729,9 @@ def scale_out(n: int, workers: int, concurrency: int) -> dict:
     t0 = time.perf_counter()
     with session_scope() as session:
         rows = claim_due(session, utcnow(), limit=n)
-    records = [{"messageId": str(k), "body": json.dumps(m)}
-               for k, m in enumerate(build_messages(rows))]
+    records = [
+        {"messageId": str(k), "body": json.dumps(m)} for k, m in enumerate(build_messages(rows))
+    ]
     for k in range(0, len(records), SQS_BATCH):
         jobs.put(records[k : k + SQS_BATCH])
     for _ in procs:
@@ -661,10 +744,17 @@ def scale_out(n: int, workers: int, concurrency: int) -> dict:
     outcomes: Counter[str] = Counter()
     for r in reports:
         outcomes.update(r["outcomes"])
-    return {"n": done, "claimed": len(rows), "seconds": elapsed, "rate": done / elapsed,
-            "messages": len(records), "reports": reports, "outcomes": dict(outcomes),
-            "errors": len(rows) - done,
-            "failed_messages": sum(r["failures"] for r in reports)}
+    return {
+        "n": done,
+        "claimed": len(rows),
+        "seconds": elapsed,
+        "rate": done / elapsed,
+        "messages": len(records),
+        "reports": reports,
+        "outcomes": dict(outcomes),
+        "errors": len(rows) - done,
+        "failed_messages": sum(r["failures"] for r in reports),
+    }
 
 
 def builds_differing(engine, service_id: int) -> int:
@@ -674,10 +764,13 @@ def builds_differing(engine, service_id: int) -> int:
 
     stored: dict[str, set[tuple[str, str]]] = {}
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT t.resource, b.build_id, b.status FROM test_instances t"
-            " LEFT JOIN builds b ON b.instance_id = t.id WHERE t.testing_service_id = :s"),
-            {"s": service_id})
+        rows = conn.execute(
+            text(
+                "SELECT t.resource, b.build_id, b.status FROM test_instances t"
+                " LEFT JOIN builds b ON b.instance_id = t.id WHERE t.testing_service_id = :s"
+            ),
+            {"s": service_id},
+        )
         for resource, build_id, status in rows:
             builds = stored.setdefault(resource, set())
             if build_id is not None:
@@ -689,28 +782,56 @@ def builds_differing(engine, service_id: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
-    parser.add_argument("--workers", type=int, default=4,
-                        help="worker processes of the main run (worker Lambdas)")
-    parser.add_argument("--concurrency", type=int, default=8,
-                        help="LM_REFRESH_CONCURRENCY and LM_REFRESH_PER_HOST of each worker")
-    parser.add_argument("--sweep", default="4,8,16,32",
-                        help="concurrency values of one in-process refresh, on subsets")
-    parser.add_argument("--sweep-instances", type=int, default=0,
-                        help="instances per sweep value (default: 60 x C, at least 200)")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="worker processes of the main run (worker Lambdas)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="LM_REFRESH_CONCURRENCY and LM_REFRESH_PER_HOST of each worker",
+    )
+    parser.add_argument(
+        "--sweep",
+        default="4,8,16,32",
+        help="concurrency values of one in-process refresh, on subsets",
+    )
+    parser.add_argument(
+        "--sweep-instances",
+        type=int,
+        default=0,
+        help="instances per sweep value (default: 60 x C, at least 200)",
+    )
     parser.add_argument("--baseline-sample", type=int, default=20)
     parser.add_argument("--github-instances", type=int, default=200)
-    parser.add_argument("--profile", type=int, nargs="?", const=300, default=0,
-                        metavar="N", help="also cProfile a one-thread refresh of N instances")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=300,
+        default=0,
+        metavar="N",
+        help="also cProfile a one-thread refresh of N instances",
+    )
     parser.add_argument("--database-url")
-    parser.add_argument("--database-name", default=DB_NAME,
-                        help="scratch database, created and dropped (default %(default)s)")
-    parser.add_argument("--fail-every", type=int, default=0, metavar="K",
-                        help="fault injection: the emulated Jenkins answers 500 for every "
-                             "K-th job (the verdict must then say INVALID)")
+    parser.add_argument(
+        "--database-name",
+        default=DB_NAME,
+        help="scratch database, created and dropped (default %(default)s)",
+    )
+    parser.add_argument(
+        "--fail-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="fault injection: the emulated Jenkins answers 500 for every "
+        "K-th job (the verdict must then say INVALID)",
+    )
     parser.add_argument("--serve-jenkins", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backlog", type=int, default=1024, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -722,18 +843,27 @@ def main() -> None:
     sweep = [int(x) for x in args.sweep.split(",") if x.strip()]
     bound = p * c / args.latency
     url, server = database_url(args.database_url, args.database_name)
-    os.environ.update({
-        "DATABASE_URL": url, "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
-        "LM_SECRETS_BACKEND": "file", "EXTERNAL_SERVER_URL": "http://bench",
-        "LOG_LEVEL": "WARNING", "LM_DB_TIMEOUT": "900", "ALLOW_PRIVATE_URLS": "1",
-        "LM_DB_POOL_SIZE": "4",
-    })
+    os.environ.update(
+        {
+            "DATABASE_URL": url,
+            "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
+            "LM_SECRETS_BACKEND": "file",
+            "EXTERNAL_SERVER_URL": "http://bench",
+            "LOG_LEVEL": "WARNING",
+            "LM_DB_TIMEOUT": "900",
+            "ALLOW_PRIVATE_URLS": "1",
+            "LM_DB_POOL_SIZE": "4",
+        }
+    )
     os.environ.pop("LM_REFRESH_QUEUE_URL", None)  # inline mode for the in-process runs
     pool_full = PoolFullCounter()
     logging.getLogger("urllib3.connectionpool").addFilter(pool_full)
     jenkins = JenkinsProcess(args.latency, fail_every=args.fail_every)
-    print(f"emulated Jenkins at {jenkins.url} (own process), {args.latency * 1000:.0f} ms "
-          f"per request, {BUILDS} builds per job; {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"emulated Jenkins at {jenkins.url} (own process), {args.latency * 1000:.0f} ms "
+        f"per request, {BUILDS} builds per job; {os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     from sqlalchemy import text
 
@@ -749,8 +879,9 @@ def main() -> None:
             service_id = testing_service(s, "jenkins", jenkins.url).id
         t0 = time.perf_counter()
         ids = seed(engine, args.instances, service_id, "job/j%s", "jk")
-        print(f"seeded {len(ids)} Jenkins instances in {time.perf_counter() - t0:.1f} s",
-              flush=True)
+        print(
+            f"seeded {len(ids)} Jenkins instances in {time.perf_counter() - t0:.1f} s", flush=True
+        )
         statements = StatementCounter(engine)
 
         # The main run: the deployed shape, scheduler -> queue -> worker processes.
@@ -760,11 +891,14 @@ def main() -> None:
         results["main"] = main_run
         main_run["builds_differ"] = builds_differing(engine, service_id)
         with engine.connect() as conn:
-            builds, pointed, errors = conn.execute(text(
-                "SELECT (SELECT count(*) FROM builds), (SELECT count(*) FROM test_instances"
-                " WHERE latest_build_id IS NOT NULL AND testing_service_id = :s),"
-                " (SELECT count(*) FROM test_instances WHERE last_error IS NOT NULL)"),
-                {"s": service_id}).one()
+            builds, pointed, errors = conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM builds), (SELECT count(*) FROM test_instances"
+                    " WHERE latest_build_id IS NOT NULL AND testing_service_id = :s),"
+                    " (SELECT count(*) FROM test_instances WHERE last_error IS NOT NULL)"
+                ),
+                {"s": service_id},
+            ).one()
         job_requests = stats1["requests"].get("job", 0) - stats0["requests"].get("job", 0)
         build_requests = stats1["requests"].get("build", 0) - stats0["requests"].get("build", 0)
         n = main_run["n"]
@@ -772,27 +906,48 @@ def main() -> None:
         main_run["peak_in_flight"] = stats1["peak_in_flight"]
         reports = main_run["reports"]
         cpu = sum(r["cpu"] for r in reports)
-        print(f"our refresh, {p} worker processes x C={c} (per host {c}), "
-              f"{main_run['messages']} SQS messages in batches of {SQS_BATCH}: {n} of "
-              f"{main_run['claimed']} instances refreshed without error in "
-              f"{main_run['seconds']:.1f} s = {main_run['rate']:.0f} instances/s "
-              f"({main_run['rate'] / bound:.0%} of the bound {p} x {c} / "
-              f"{args.latency * 1000:.0f} ms = {bound:.0f}/s)", flush=True)
-        print(f"  {builds} builds stored, {pointed} instances with a latest build, {errors} "
-              f"with an error; failed messages {main_run['failed_messages']}; outcomes "
-              f"{main_run['outcomes']}; {main_run['builds_differ']} instances whose stored "
-              f"builds differ from the emulator's", flush=True)
-        print(f"  CI requests: {job_requests} job + {build_requests} build = "
-              f"{(job_requests + build_requests) / max(1, n):.2f} per instance", flush=True)
-        print(f"  worker CPU: {cpu / max(1, n) * 1000:.2f} ms per instance; per worker "
-              + ", ".join(f"{r['instances']} instances, {r['cpu'] / main_run['seconds']:.0%} "
-                          f"of a core" for r in reports), flush=True)
-        print(f"  emulator: peak {stats1['peak_in_flight']} requests in flight, peak "
-              f"{stats1['peak_threads']} threads, CPU "
-              f"{stats1['cpu_seconds'] - stats0['cpu_seconds']:.1f} s", flush=True)
+        print(
+            f"our refresh, {p} worker processes x C={c} (per host {c}), "
+            f"{main_run['messages']} SQS messages in batches of {SQS_BATCH}: {n} of "
+            f"{main_run['claimed']} instances refreshed without error in "
+            f"{main_run['seconds']:.1f} s = {main_run['rate']:.0f} instances/s "
+            f"({main_run['rate'] / bound:.0%} of the bound {p} x {c} / "
+            f"{args.latency * 1000:.0f} ms = {bound:.0f}/s)",
+            flush=True,
+        )
+        print(
+            f"  {builds} builds stored, {pointed} instances with a latest build, {errors} "
+            f"with an error; failed messages {main_run['failed_messages']}; outcomes "
+            f"{main_run['outcomes']}; {main_run['builds_differ']} instances whose stored "
+            f"builds differ from the emulator's",
+            flush=True,
+        )
+        print(
+            f"  CI requests: {job_requests} job + {build_requests} build = "
+            f"{(job_requests + build_requests) / max(1, n):.2f} per instance",
+            flush=True,
+        )
+        print(
+            f"  worker CPU: {cpu / max(1, n) * 1000:.2f} ms per instance; per worker "
+            + ", ".join(
+                f"{r['instances']} instances, {r['cpu'] / main_run['seconds']:.0%} of a core"
+                for r in reports
+            ),
+            flush=True,
+        )
+        print(
+            f"  emulator: peak {stats1['peak_in_flight']} requests in flight, peak "
+            f"{stats1['peak_threads']} threads, CPU "
+            f"{stats1['cpu_seconds'] - stats0['cpu_seconds']:.1f} s",
+            flush=True,
+        )
         peak = max(r["rss"] for r in reports)
-        print(f"  worker peak memory: {peak:.0f} MB RSS (ru_maxrss of each worker: "
-              + ", ".join(f"{r['rss']:.0f}" for r in reports) + " MB)", flush=True)
+        print(
+            f"  worker peak memory: {peak:.0f} MB RSS (ru_maxrss of each worker: "
+            + ", ".join(f"{r['rss']:.0f}" for r in reports)
+            + " MB)",
+            flush=True,
+        )
         results["peak_rss"] = peak
 
         # One process: where the time goes, and how far one GIL carries.
@@ -804,15 +959,21 @@ def main() -> None:
             run = ours(count, value, statements if detailed else None, clock)
             results["sweeps"].append({"c": value, "errors": run["errors"]})
             b = value / args.latency
-            print(f"one process, C={value}: {run['n']} instances in {run['seconds']:.1f} s = "
-                  f"{run['rate']:.0f} instances/s ({run['rate'] / b:.0%} of {b:.0f}/s; "
-                  f"CPU {run['cpu'] / max(1, run['n']) * 1000:.2f} ms per instance, "
-                  f"{run['cpu'] / run['seconds']:.0%} of one core"
-                  + (f"; {run['errors']} not refreshed: {run['outcomes']}" if run["errors"]
-                     else "") + ")", flush=True)
+            print(
+                f"one process, C={value}: {run['n']} instances in {run['seconds']:.1f} s = "
+                f"{run['rate']:.0f} instances/s ({run['rate'] / b:.0%} of {b:.0f}/s; "
+                f"CPU {run['cpu'] / max(1, run['n']) * 1000:.2f} ms per instance, "
+                f"{run['cpu'] / run['seconds']:.0%} of one core"
+                + (f"; {run['errors']} not refreshed: {run['outcomes']}" if run["errors"] else "")
+                + ")",
+                flush=True,
+            )
             if clock is not None:
-                print(f"  per instance: {clock.report(run['n'])}; SQL statements per "
-                      f"instance: {run['statements']:.2f}", flush=True)
+                print(
+                    f"  per instance: {clock.report(run['n'])}; SQL statements per "
+                    f"instance: {run['statements']:.2f}",
+                    flush=True,
+                )
         if pool_full.count:
             print(f"  urllib3 discarded {pool_full.count} connections (pool full)", flush=True)
         if args.profile:
@@ -821,28 +982,39 @@ def main() -> None:
 
         # The baseline, on a sample (sequential: its rate does not depend on N).
         with engine.connect() as conn:
-            sample = conn.execute(text(
-                "SELECT resource FROM test_instances WHERE testing_service_id = :s "
-                "ORDER BY id LIMIT :n"), {"s": service_id, "n": args.baseline_sample}
-            ).scalars().all()
+            sample = (
+                conn.execute(
+                    text(
+                        "SELECT resource FROM test_instances WHERE testing_service_id = :s "
+                        "ORDER BY id LIMIT :n"
+                    ),
+                    {"s": service_id, "n": args.baseline_sample},
+                )
+                .scalars()
+                .all()
+            )
         base = baseline(jenkins.url, sample)
         results["baseline"] = base
-        print(f"baseline (LifeMonitor: sequential, job + 1 request per build, keep-alive, no "
-              f"DB writes): {base['n']} of {len(sample)} instances read in full"
-              + (f" ({base['errors']} errors)" if base["errors"] else "")
-              + f", {base['requests']} requests in {base['seconds']:.1f} s = "
-              f"{base['rate']:.2f} instances/s (extrapolated: "
-              f"{len(ids) / max(base['rate'], 1e-9) / 60:.0f} min for {len(ids)})",
-              flush=True)
+        print(
+            f"baseline (LifeMonitor: sequential, job + 1 request per build, keep-alive, no "
+            f"DB writes): {base['n']} of {len(sample)} instances read in full"
+            + (f" ({base['errors']} errors)" if base["errors"] else "")
+            + f", {base['requests']} requests in {base['seconds']:.1f} s = "
+            f"{base['rate']:.2f} instances/s (extrapolated: "
+            f"{len(ids) / max(base['rate'], 1e-9) / 60:.0f} min for {len(ids)})",
+            flush=True,
+        )
 
         # GitHub: what an idle cycle costs.
         gh = github_idle(engine, args.github_instances, args.latency)
         results["github"] = gh
         for i, cycle in enumerate(gh["cycles"], 1):
-            print(f"GitHub cycle {i} ({'first' if i == 1 else 'idle'}), {gh['n']} instances: "
-                  f"{cycle['units']} rate-limit units, {cycle['requests']} requests, "
-                  f"{cycle['not_modified']} answered 304, outcomes {cycle['outcomes']}",
-                  flush=True)
+            print(
+                f"GitHub cycle {i} ({'first' if i == 1 else 'idle'}), {gh['n']} instances: "
+                f"{cycle['units']} rate-limit units, {cycle['requests']} requests, "
+                f"{cycle['not_modified']} answered 304, outcomes {cycle['outcomes']}",
+                flush=True,
+            )
     finally:
         dispose_engines()
         jenkins.stop()
@@ -868,20 +1040,24 @@ def verdict(results: dict) -> list[str]:
 
     problems = []
     if main_run["errors"]:
-        problems.append(f"{main_run['errors']} of {main_run['claimed']} instances errored "
-                        f"{main_run['outcomes']}")
+        problems.append(
+            f"{main_run['errors']} of {main_run['claimed']} instances errored "
+            f"{main_run['outcomes']}"
+        )
     if main_run["failed_messages"]:
         problems.append(f"{main_run['failed_messages']} failed messages")
     if main_run["builds_differ"]:
-        problems.append(f"{main_run['builds_differ']} instances' stored builds differ from "
-                        "the emulator's")
+        problems.append(
+            f"{main_run['builds_differ']} instances' stored builds differ from the emulator's"
+        )
     sweep_errors = sum(s["errors"] for s in results["sweeps"])
     if sweep_errors:
         problems.append(f"{sweep_errors} instances not refreshed in the one-process runs")
     if base["errors"]:
         problems.append(f"{base['errors']} baseline instances failed")
-    gh_errors = sum(n for cycle in cycles for o, n in cycle["outcomes"].items()
-                    if o not in OK_OUTCOMES)
+    gh_errors = sum(
+        n for cycle in cycles for o, n in cycle["outcomes"].items() if o not in OK_OUTCOMES
+    )
     if gh_errors:
         problems.append(f"{gh_errors} GitHub instances not refreshed")
 
@@ -911,8 +1087,9 @@ def verdict(results: dict) -> list[str]:
     ]
     figures = f"{speedup:.1f}x ({rate:.0f} instances/s, bound {bound:.0f}/s)"
     if problems:
-        lines.append(f"INVALID: {'; '.join(problems)} (refresh speedup vs baseline would "
-                     f"read {figures})")
+        lines.append(
+            f"INVALID: {'; '.join(problems)} (refresh speedup vs baseline would read {figures})"
+        )
     else:
         lines.append(f"refresh speedup vs baseline: {figures}")
     return lines

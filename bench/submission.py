@@ -33,8 +33,9 @@ def crate_with_suites(count: int) -> bytes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--suites", default="250,1000,2000")
     parser.add_argument("--database-url")
     args = parser.parse_args()
@@ -48,12 +49,18 @@ def main() -> None:
     if server is None:
         sys.exit("bench/submission.py needs PostgreSQL (none found)")
     url = server.create_database(SCRATCH_DB)
-    os.environ.update({
-        "DATABASE_URL": url, "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
-        "LM_SECRETS_BACKEND": "file", "EXTERNAL_SERVER_URL": "http://bench",
-        "LOG_LEVEL": "WARNING", "LM_DB_TIMEOUT": "900",
-        "LM_MAX_SUITES_PER_CRATE": str(max(sizes)), "LM_MAX_INSTANCES_PER_CRATE": str(max(sizes)),
-    })
+    os.environ.update(
+        {
+            "DATABASE_URL": url,
+            "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
+            "LM_SECRETS_BACKEND": "file",
+            "EXTERNAL_SERVER_URL": "http://bench",
+            "LOG_LEVEL": "WARNING",
+            "LM_DB_TIMEOUT": "900",
+            "LM_MAX_SUITES_PER_CRATE": str(max(sizes)),
+            "LM_MAX_INSTANCES_PER_CRATE": str(max(sizes)),
+        }
+    )
     from chalice.test import Client
 
     import app as app_module
@@ -69,25 +76,38 @@ def main() -> None:
     try:
         with Client(app_module.app, stage_name="dev", project_dir=str(ROOT)) as client:
             for n in sizes:
-                body = json.dumps({"version": "1", "name": f"big{n}",
-                                   "rocrate": base64.b64encode(crate_with_suites(n)).decode()})
+                body = json.dumps(
+                    {
+                        "version": "1",
+                        "name": f"big{n}",
+                        "rocrate": base64.b64encode(crate_with_suites(n)).decode(),
+                    }
+                )
                 t0 = time.perf_counter()
-                r = client.http.post("/users/current/workflows", body=body,
-                                     headers={"ApiKey": key, "Content-Type": "application/json"})
+                r = client.http.post(
+                    "/users/current/workflows",
+                    body=body,
+                    headers={"ApiKey": key, "Content-Type": "application/json"},
+                )
                 seconds = time.perf_counter() - t0
                 if r.status_code != 201:
                     sys.exit(f"{n} suites: {r.status_code} {r.body[:300]!r}")
                 results.append((n, seconds))
-                print(f"  {n:>5} suites of one instance: {seconds:7.2f} s "
-                      f"({seconds / n * 1000:.2f} ms per suite)", flush=True)
+                print(
+                    f"  {n:>5} suites of one instance: {seconds:7.2f} s "
+                    f"({seconds / n * 1000:.2f} ms per suite)",
+                    flush=True,
+                )
     finally:
         dispose_engines()
         server.drop_database(SCRATCH_DB)
         server.stop()
     first, last = results[0], results[-1]
     growth = (last[1] / first[1]) / (last[0] / first[0])
-    print(f"submission of {last[0]} suites: {last[1]:.2f} s "
-          f"(time per suite x{growth:.2f} from {first[0]} suites; 1.0 = linear)")
+    print(
+        f"submission of {last[0]} suites: {last[1]:.2f} s "
+        f"(time per suite x{growth:.2f} from {first[0]} suites; 1.0 = linear)"
+    )
 
 
 if __name__ == "__main__":

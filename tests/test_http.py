@@ -577,3 +577,26 @@ def test_credentials_stay_dropped_after_coming_back_to_the_first_host(server, dn
     http.get(f"http://public.example:{port}/start", headers=CREDENTIALS, timeout=FAST)
     [final] = server.received("/final")
     assert _credential_headers(final) == set()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://hub.example/ga4gh/trs/v2/x.crate?token=s3cret#f",
+            "https://hub.example/ga4gh/trs/v2/x.crate",
+        ),
+        ("https://user:pw@hub.example/x", "https://hub.example/x"),
+        (
+            "https://hub.example/workflows/1/ro_crate?version=1",
+            "https://hub.example/workflows/1/ro_crate",
+        ),
+        ("https://hub.example/plain/path", "https://hub.example/plain/path"),
+        ("local file uploaded", "local file uploaded"),
+        ("ftp://u:p@host/x?y", "ftp://u:p@host/x?y"),  # not http(s): shown as it is
+    ],
+)
+def test_redact_cuts_credentials_query_and_fragment(url, shown):
+    from chalicelib.http import redact
+
+    assert redact(url) == shown

@@ -249,3 +249,14 @@ def test_long_statements_are_not_kept(pg, monkeypatch):
     finally:
         conn.rollback()
         conn.close()
+
+
+def test_json_columns_are_read_by_orjson_with_json_for_huge_integers(pg):
+    engine = dbm.get_engine()
+    with engine.connect() as conn:
+        small = conn.execute(text("""SELECT '{"a": [1, "é", null]}'::json""")).scalar()
+        huge = conn.execute(text("SELECT '[1180591620717411303424]'::json")).scalar()
+        doc = conn.execute(text("""SELECT '{"b": 1.5}'::jsonb""")).scalar()
+    assert small == {"a": [1, "é", None]}
+    assert huge == [2**70]
+    assert doc == {"b": 1.5}

@@ -100,22 +100,28 @@ def test_instance(view, *, nested: bool = True) -> dict[str, Any]:
     from chalicelib.testing.links import instance_link
 
     inst, service = view.instance, view.service
-    body = {
-        "uuid": inst.uuid,
-        "roc_instance": inst.roc_instance,
-        "name": inst.name,
-        "resource": inst.resource,
-        "managed": inst.managed,
-        "service": {"uuid": service.uuid, "url": service.url, "type": service.type},
-        "links": {"origin": instance_link(service.type, service.url, inst.resource)},
-        # Our additions: when we last looked and what went wrong, if anything.
-        "last_checked": iso(inst.last_checked_at),
-        "last_error": inst.last_error,
-        # Staleness: the threshold set with PUT (days), and since when it is STALE.
-        "stale_after_days": inst.stale_after_days,
-        "stale_since": iso(inst.stale_since),
-    }
-    body = _drop_none(body)
+    # Built key by key, absent keys left out (lists build thousands: no _drop_none pass).
+    body: dict[str, Any] = {"uuid": inst.uuid}
+    if inst.roc_instance is not None:
+        body["roc_instance"] = inst.roc_instance
+    if inst.name is not None:
+        body["name"] = inst.name
+    if inst.resource is not None:
+        body["resource"] = inst.resource
+    if inst.managed is not None:
+        body["managed"] = inst.managed
+    body["service"] = {"uuid": service.uuid, "url": service.url, "type": service.type}
+    body["links"] = {"origin": instance_link(service.type, service.url, inst.resource)}
+    # Our additions: when we last looked and what went wrong, if anything.
+    if inst.last_checked_at is not None:
+        body["last_checked"] = iso(inst.last_checked_at)
+    if inst.last_error is not None:
+        body["last_error"] = inst.last_error
+    # Staleness: the threshold set with PUT (days), and since when it is STALE.
+    if inst.stale_after_days is not None:
+        body["stale_after_days"] = inst.stale_after_days
+    if inst.stale_since is not None:
+        body["stale_since"] = iso(inst.stale_since)
     if nested:
         return body
     base = get_settings().external_server_url
@@ -126,20 +132,26 @@ def test_instance(view, *, nested: bool = True) -> dict[str, Any]:
 def build_summary(build, view, *, links: bool = True) -> dict[str, Any]:
     """BuildSummary: legacy `timestamp` (string, epoch seconds for every CI) and `duration`
     (integer seconds), plus ISO-8601 `started_at`/`finished_at`."""
-    body = {
-        "build_id": build.build_id,
-        "suite_uuid": view.suite_uuid,
-        "status": build.status,
-        "instance": test_instance(view),
-        "timestamp": str(int(build.started_at.timestamp())) if build.started_at else None,
-        "duration": round(build.duration) if build.duration is not None else None,
-        "started_at": iso(build.started_at),
-        "finished_at": iso(build.finished_at),
-        "duration_seconds": build.duration,
-    }
+    body: dict[str, Any] = {"build_id": build.build_id}
+    if view.suite_uuid is not None:
+        body["suite_uuid"] = view.suite_uuid
+    if build.status is not None:
+        body["status"] = build.status
+    body["instance"] = test_instance(view)
+    started, duration = build.started_at, build.duration
+    if started is not None:
+        body["timestamp"] = str(int(started.timestamp()))
+    if duration is not None:
+        body["duration"] = round(duration)
+    if started is not None:
+        body["started_at"] = iso(started)
+    if build.finished_at is not None:
+        body["finished_at"] = iso(build.finished_at)
+    if duration is not None:
+        body["duration_seconds"] = duration
     if links:
         body["links"] = {"origin": build.url}
-    return _drop_none(body)
+    return body
 
 
 def test_suite(
@@ -252,8 +264,10 @@ def workflow_list_item(
         "public": wf.public,
         "latest_version": entry.latest.version.version,
     }
+    latest_status = None
     if with_status:
-        body["status"] = _version_status(entry.latest, latest_build_only=True)
+        # The workflow's status is its latest version's: built once, shown twice.
+        latest_status = body["status"] = _version_status(entry.latest, latest_build_only=True)
     if with_subscriptions:
         body["subscriptions"] = [
             subscription(s, workflow_uuid=wf.uuid) for s in entry.subscriptions
@@ -269,7 +283,11 @@ def workflow_list_item(
                 "is_latest": vv.is_latest,
             }
             if with_status:
-                item["status"] = _version_status(vv, latest_build_only=True)
+                item["status"] = (
+                    latest_status
+                    if vv is entry.latest
+                    else _version_status(vv, latest_build_only=True)
+                )
             body["versions"].append(item)
     return body
 

@@ -44,7 +44,7 @@ SUPPORTED_SERVICES = ("jenkins", "github", "travis", "gitlab")
 MAX_BUILDS_LIMIT = 1000
 
 
-@dataclass
+@dataclass(slots=True)
 class InstanceView:
     instance: TestInstance
     service: TestingService
@@ -77,7 +77,7 @@ class SuiteView:
         return status_rule.compute([self.state()])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class StoredStatus:
     """A version's stored status (status_upkeep): what lists show, read without its
     suites: the status, its reason, and the first of its latest builds with its instance."""
@@ -100,7 +100,9 @@ class VersionView:
         return status_rule.compute([s.state() for s in self.suites])
 
 
-@dataclass(frozen=True, slots=True)
+# Row classes are slotted and not frozen: a frozen dataclass's __init__ makes one
+# object.__setattr__ call per field, and a catalogue-wide list builds tens of thousands.
+@dataclass(slots=True, eq=False)
 class WorkflowRow:
     """Read-only workflow columns for lists."""
 
@@ -296,7 +298,7 @@ _SUITE_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class SuiteRow:
     """Read-only suite columns for lists and statuses."""
 
@@ -346,7 +348,7 @@ _SERVICE_COLUMNS = ("uuid", "type", "url")
 _BUILD_COLUMNS = ("id", "build_id", "status", "started_at", "finished_at", "duration", "url")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class InstanceRow:
     """Read-only instance columns for lists and statuses (no ORM identity-map cost)."""
 
@@ -365,14 +367,14 @@ class InstanceRow:
     stale_since: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class ServiceRow:
     uuid: str
     type: str
     url: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class BuildRow:
     id: int
     build_id: str
@@ -463,12 +465,12 @@ class VersionRow:
     workflow: Any = None  # the list's workflow row (links name its uuid)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class RegistryRef:
     client_name: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class LinkRef:
     uri: str | None
 
@@ -476,24 +478,48 @@ class LinkRef:
 def _version_list_statement(dialect: str, registries: bool, status: bool):
     """Versions of the listed workflows, newest first, each with (on demand) its
     registry links and the build its stored status shows, with that build's instance,
-    service and suite: one row per version and link, primary-key joins only."""
-    from sqlalchemy import null
+    service and suite: one row per version and link, primary-key lookups only."""
+    from sqlalchemy import literal_column, null, true
 
     columns = [getattr(WorkflowVersion, c) for c in _VERSION_ROW_COLUMNS]
     if registries:
         columns += [RegistryWorkflowVersion.id, Registry.client_name, RegistryWorkflowVersion.uri]
+    shown = None
     if status:
         unused = {"created", "modified"}  # a nested instance shows neither
-        columns += [getattr(Build, c) for c in _BUILD_COLUMNS]
-        columns += [null() if c in unused else getattr(TestInstance, c) for c in _INSTANCE_COLUMNS]
-        columns += [getattr(TestingService, c) for c in _SERVICE_COLUMNS] + [TestSuite.uuid]
+        shown_columns = (
+            [getattr(Build, c).label(f"b_{c}") for c in _BUILD_COLUMNS]
+            + [
+                (null() if c in unused else getattr(TestInstance, c)).label(f"i_{c}")
+                for c in _INSTANCE_COLUMNS
+            ]
+            + [getattr(TestingService, c).label(f"s_{c}") for c in _SERVICE_COLUMNS]
+            + [TestSuite.uuid.label("suite_uuid")]
+        )
+        shown = (
+            select(*shown_columns)
+            .join(TestInstance, TestInstance.id == Build.instance_id)
+            .join(TestingService, TestingService.id == TestInstance.testing_service_id)
+            .join(TestSuite, TestSuite.id == TestInstance.suite_id)
+            .where(Build.id == WorkflowVersion.status_build_id)
+        )
+        if dialect == "postgresql":
+            # A LATERAL lookup by primary key per version: joined flat, the planner may
+            # hash the whole builds table (10 ms at 160,000 builds, and builds only grow).
+            shown = shown.limit(literal_column("1")).lateral("shown")
+            columns += list(shown.c)
+        else:
+            shown = None
+            columns += [c.element for c in shown_columns]
     stmt = select(*columns).where(_ids_param(dialect, WorkflowVersion.workflow_id))
     if registries:
         stmt = stmt.outerjoin(
             RegistryWorkflowVersion,
             RegistryWorkflowVersion.workflow_version_id == WorkflowVersion.id,
         ).outerjoin(Registry, RegistryWorkflowVersion.registry_id == Registry.id)
-    if status:
+    if shown is not None:
+        stmt = stmt.outerjoin(shown, true())
+    elif status:
         stmt = (
             stmt.outerjoin(Build, Build.id == WorkflowVersion.status_build_id)
             .outerjoin(TestInstance, TestInstance.id == Build.instance_id)

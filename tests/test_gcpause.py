@@ -1,0 +1,56 @@
+"""The collector pause: nested and concurrent pauses, and a disabled collector stays so."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+from chalicelib import gcpause
+
+
+def test_paused_and_restored():
+    assert gc.isenabled()
+    with gcpause.paused():
+        assert not gc.isenabled()
+        with gcpause.paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still runs
+    assert gc.isenabled()
+
+
+def test_restored_after_an_exception():
+    try:
+        with gcpause.paused():
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    assert gc.isenabled()
+
+
+def test_a_collector_disabled_before_stays_disabled():
+    gc.disable()
+    try:
+        with gcpause.paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_overlapping_threads_enable_it_only_when_the_last_ends():
+    inside, release = threading.Event(), threading.Event()
+
+    def request():
+        with gcpause.paused():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=request)
+    t.start()
+    assert inside.wait(10)
+    with gcpause.paused():
+        pass
+    assert not gc.isenabled()  # the other thread's request still runs
+    release.set()
+    t.join(10)
+    assert gc.isenabled()
