@@ -8,7 +8,8 @@ request allocates is freed by reference counting; cycles it leaves (ORM sessions
 wait for the next collection, which runs as soon as the last paused request ends.
 
 Process-wide (the collector is): a counter keeps it paused while any thread's request runs
-(`chalice local` serves threads; a Lambda runs one request at a time)."""
+(`chalice local` serves threads; a Lambda runs one request at a time), and a request that
+ends with a large backlog while others still run collects then."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ import gc
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+# Allocations left uncollected after which a request ending while others still run
+# collects anyway: requests overlapping without end (a busy threaded dev server) must not
+# keep the collector off for good.
+BACKLOG = 500_000
 
 _lock = threading.Lock()
 _paused = 0
@@ -35,5 +41,8 @@ def paused() -> Iterator[None]:
     finally:
         with _lock:
             _paused -= 1
-            if _paused == 0 and _was_enabled:
-                gc.enable()
+            if _paused == 0:
+                if _was_enabled:
+                    gc.enable()
+            elif _was_enabled and gc.get_count()[0] > BACKLOG:
+                gc.collect()

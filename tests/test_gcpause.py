@@ -54,3 +54,28 @@ def test_overlapping_threads_enable_it_only_when_the_last_ends():
     release.set()
     t.join(10)
     assert gc.isenabled()
+
+
+def test_endless_overlap_still_collects(monkeypatch):
+    monkeypatch.setattr(gcpause, "BACKLOG", 1000)
+    inside, release = threading.Event(), threading.Event()
+
+    def request():
+        with gcpause.paused():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=request)
+    t.start()
+    assert inside.wait(10)
+    try:
+        with gcpause.paused():
+            garbage = [[i] for i in range(5000)]  # tracked allocations
+            assert gc.get_count()[0] > 1000
+        del garbage
+        assert gc.get_count()[0] < 1000  # collected as this request ended
+        assert not gc.isenabled()  # the other request still runs
+    finally:
+        release.set()
+        t.join(10)
+    assert gc.isenabled()

@@ -54,8 +54,12 @@ AUTHORIZATION_CODE_FLOW = frozenset(
         TESTING_SERVICE_WRITE,
     }
 )
-#: A user's API keys: every scope but the registry-only ones (as LifeMonitor's web UI).
-USER_API_KEY = frozenset(s for s in ALL if not s.startswith("registry."))
+#: A user's API keys: every scope but a registry's workflow scopes, as LifeMonitor's web UI
+#: gives them (contract §6.3). `registry.info`/`registry.user` open nothing to a user: the
+#: routes needing them also need a registry principal.
+USER_API_KEY = frozenset(
+    s for s in ALL if not s.startswith(("registry.workflow.", "registry.user.workflow."))
+)
 
 #: The exact scope string WorkflowHub sends to /oauth2/token (contract §10).
 WORKFLOWHUB_REQUEST = (

@@ -420,7 +420,8 @@ def test_api_key_create_list_delete(db):
     text = _ok("api-key", "create", "alice").stdout
     assert "shown once" in text
     all_scopes = text.splitlines()[-1]
-    assert all_scopes.startswith("scopes: ") and "registry." not in all_scopes
+    assert all_scopes.startswith("scopes: ") and "registry.info" in all_scopes
+    assert "registry.workflow." not in all_scopes and "registry.user.workflow" not in all_scopes
 
     listed = _json("api-key", "list")
     assert len(listed) == 2
@@ -463,7 +464,7 @@ BAD_INPUT = {
     "missing args": (["registry", "add", "other"], 2),
     "bad auth method": ([*SEEK_ADD, "--client-auth-method", "x"], 2),
     "bad scope": (["api-key", "create", "alice", "--scope", "bogus"], 1),
-    "registry scope": (["api-key", "create", "alice", "--scope", "registry.info"], 1),
+    "registry scope": (["api-key", "create", "alice", "--scope", "registry.workflow.read"], 1),
     "unknown user": (["api-key", "create", "nobody"], 1),
     "unknown user list": (["api-key", "list", "nobody"], 1),
     "duplicate registry": (SEEK_ADD, 1),

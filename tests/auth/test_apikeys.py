@@ -22,11 +22,14 @@ def _keys(session) -> int:
     return session.execute(select(func.count()).select_from(ApiKey)).scalar_one()
 
 
-def test_default_scopes_are_every_non_registry_scope(session, alice):
+def test_default_scopes_are_all_but_a_registrys_workflow_scopes(session, alice):
+    """LifeMonitor's UI keys: every scope except registry.workflow.* and
+    registry.user.workflow.* (contract §6.3)."""
     new = apikeys.create(session, alice)
-    expected = {s for s in S.ALL if not s.startswith("registry.")}
-    assert new.record.scopes == expected
+    expected = new.record.scopes
     assert expected == {
+        "registry.info",
+        "registry.user",
         "workflow.read",
         "workflow.write",
         "testingService.read",
@@ -53,7 +56,7 @@ def test_explicit_scopes(session, alice):
     [
         (["read"], "unknown scope"),
         (["workflow.read", "workflow.delete"], "unknown scope"),
-        (["registry.info"], "reserved to registry clients"),
+        (["registry.user.workflow.read"], "reserved to registry clients"),
         (["workflow.read", "registry.workflow.write"], "reserved to registry clients"),
     ],
 )
