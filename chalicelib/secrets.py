@@ -17,6 +17,8 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +35,8 @@ class SecretStore(Protocol):
     def get(self, key: str) -> str | None: ...
 
     def put(self, key: str, value: str) -> None: ...
+
+    def put_if_absent(self, key: str, value: str) -> str: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -94,17 +98,45 @@ class FileSecretStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One writer at a time, across threads and processes (`make start` runs the API
+        and the runner apart, both writing here): each read-modify-write holds an
+        exclusive lock on the file's folder (no lock file left beside the secrets)."""
+        import fcntl
+
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the lock
+
     def get(self, key: str) -> str | None:
         return self._load().get(check_key(key))
 
     def put(self, key: str, value: str) -> None:
-        with self._lock:
+        with self._writing():
             values = dict(self._load())
             values[check_key(key)] = value
             self._save(values)
 
+    def put_if_absent(self, key: str, value: str) -> str:
+        """Store `value` unless `key` has one; the stored value either way (the first
+        writer's, when two race to create a key)."""
+        with self._writing():
+            values = dict(self._load())
+            current = values.get(check_key(key))
+            if current is not None:
+                return current
+            values[key] = value
+            self._save(values)
+            return value
+
     def delete(self, key: str) -> None:
-        with self._lock:
+        with self._writing():
             values = dict(self._load())
             if values.pop(check_key(key), None) is not None:
                 self._save(values)
@@ -164,6 +196,29 @@ class SsmSecretStore:
         except (BotoCoreError, ClientError) as exc:
             raise SecretError(f"cannot write parameter {key}: {exc}") from None
         self.invalidate()
+
+    def put_if_absent(self, key: str, value: str) -> str:
+        """Store `value` unless the parameter exists (`Overwrite=False`, atomic in SSM); the
+        stored value either way: of two Lambdas creating a key at once, both get the first
+        one's."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        name = self.prefix + check_key(key)
+        try:
+            self._ssm().put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=False)
+            self.invalidate()
+            return value
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ParameterAlreadyExists":
+                raise SecretError(f"cannot write parameter {key}: {exc}") from None
+        except BotoCoreError as exc:
+            raise SecretError(f"cannot write parameter {key}: {exc}") from None
+        self.invalidate()
+        try:
+            found = self._ssm().get_parameter(Name=name, WithDecryption=True)
+        except (BotoCoreError, ClientError) as exc:
+            raise SecretError(f"cannot read parameter {key}: {exc}") from None
+        return found["Parameter"]["Value"]
 
     def delete(self, key: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

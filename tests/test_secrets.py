@@ -276,3 +276,62 @@ def test_reset_forgets_stores():
     first = get_secrets()
     secrets.reset()
     assert get_secrets() is not first
+
+
+# --- created once: put_if_absent ---------------------------------------------------------
+
+
+def _race_file_store(path: str, value: str, start, out) -> None:
+    from pathlib import Path
+
+    start.wait(10)
+    out.put(FileSecretStore(Path(path), "/lifemonitor/test/").put_if_absent("k", value))
+
+
+def test_file_put_if_absent_keeps_the_first_value_across_processes(tmp_path):
+    """Eight processes create one key at once: one value is stored and all of them get it;
+    nothing else in the file is lost."""
+    import multiprocessing
+
+    path = tmp_path / "secrets.json"
+    FileSecretStore(path, "/lifemonitor/test/").put("other", "kept")
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_race_file_store, args=(str(path), f"v{i}", start, out))
+        for i in range(8)
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    got = {out.get(timeout=30) for _ in procs}
+    for p in procs:
+        p.join(30)
+    store = FileSecretStore(path, "/lifemonitor/test/")
+    assert got == {store.get("k")}
+    assert store.get("other") == "kept"
+    assert store.put_if_absent("k", "later") == store.get("k")
+
+
+def test_ssm_put_if_absent_keeps_the_first_value(ssm):
+    first = SsmSecretStore("/lifemonitor/test/", 300)
+    second = SsmSecretStore("/lifemonitor/test/", 300)
+    assert second.all() == {}  # cached empty: the second container saw no key yet
+    assert first.put_if_absent("web/session_key", "one") == "one"
+    assert second.put_if_absent("web/session_key", "two") == "one"
+    assert second.get("web/session_key") == "one"
+    param = ssm.get_parameter(Name="/lifemonitor/test/web/session_key", WithDecryption=True)
+    assert param["Parameter"]["Value"] == "one" and param["Parameter"]["Type"] == "SecureString"
+
+
+def test_ssm_put_if_absent_failure_is_a_secret_error(monkeypatch):
+    with mock_aws():
+        store = SsmSecretStore("/lifemonitor/test/", 300)
+        from botocore.exceptions import ClientError
+
+        def refuse(**_):
+            raise ClientError({"Error": {"Code": "AccessDeniedException"}}, "PutParameter")
+
+        monkeypatch.setattr(store._ssm(), "put_parameter", refuse)
+        with pytest.raises(SecretError, match="cannot write parameter k"):
+            store.put_if_absent("k", "v")

@@ -447,7 +447,6 @@ def _identity(provider: Provider, client, token: dict, timeout: int) -> Provider
 
 
 _fernets: dict[str, Any] = {}
-_fernet_lock = threading.Lock()
 
 
 def _fernet():
@@ -460,11 +459,9 @@ def _fernet():
     store = get_secrets()
     key = store.get(TOKENS_KEY_NAME)
     if not key:
-        with _fernet_lock:
-            key = store.get(TOKENS_KEY_NAME)
-            if not key:
-                store.put(TOKENS_KEY_NAME, Fernet.generate_key().decode())
-                key = store.get(TOKENS_KEY_NAME)
+        # Created once for all: tokens sealed under a key another container overwrote
+        # could never be opened again.
+        key = store.put_if_absent(TOKENS_KEY_NAME, Fernet.generate_key().decode())
     fernet = _fernets.get(key)
     if fernet is None:
         fernet = _fernets[key] = Fernet(key.encode())

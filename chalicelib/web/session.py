@@ -1,10 +1,10 @@
 """The browser session: a signed, timestamped cookie holding a small JSON dict.
 
 Signed with itsdangerous (HMAC-SHA256) under a key from the parameter store
-(`web/session_key`): created on first use for local and test stages, required on deployed
-ones. A forged, malformed or stale cookie reads as an empty session. The session holds the
-user id and a CSRF token; `login`/`logout` rotate that token, so a token seen before a
-login is worthless after it.
+(`web/session_key`), created on first use (atomically: concurrent first uses agree on one
+key); an administrator may set their own beforehand or rotate it. A forged, malformed or
+stale cookie reads as an empty session. The session holds the user id and a CSRF token;
+`login`/`logout` rotate that token, so a token seen before a login is worthless after it.
 """
 
 from __future__ import annotations
@@ -81,27 +81,17 @@ _lock = threading.Lock()
 
 
 def _signing_key() -> str:
-    from chalicelib.config import ConfigError, get_settings
     from chalicelib.secrets import get_secrets
 
-    settings = get_settings()
-    store = get_secrets(settings)
+    store = get_secrets()
     key = store.get(SIGNING_KEY_NAME)
     if key:
         return key
-    if settings.is_deployed:
-        raise ConfigError(
-            f"the parameter store has no {SIGNING_KEY_NAME!r}: create it (a random string of at "
-            "least 32 characters) before serving the web pages"
-        )
     import secrets
 
-    with _lock:
-        key = store.get(SIGNING_KEY_NAME)
-        if not key:
-            store.put(SIGNING_KEY_NAME, secrets.token_urlsafe(48))
-            key = store.get(SIGNING_KEY_NAME)
-    return key
+    # Created on first use, once for all: of two Lambdas racing, both sign with the
+    # first one's key (a second key would log out whoever the first signed in).
+    return store.put_if_absent(SIGNING_KEY_NAME, secrets.token_urlsafe(48))
 
 
 def _serializer():

@@ -94,12 +94,29 @@ def test_cookie_attributes_local_and_deployed(monkeypatch):
     assert "; Secure" in secure and "Path=/api" in secure
 
 
-def test_deployed_stage_requires_the_key(monkeypatch):
-    from chalicelib.config import ConfigError
+@pytest.mark.parametrize("stage", ["test", "prod"])
+def test_key_is_created_on_first_use_in_every_stage(monkeypatch, stage):
+    from chalicelib.secrets import get_secrets
 
-    monkeypatch.setenv("LM_STAGE", "prod")
-    with pytest.raises(ConfigError, match="web/session_key"):
-        S.session_cookie(S.WebSession(a=1))
+    monkeypatch.setenv("LM_STAGE", stage)
+    if stage == "prod":
+        monkeypatch.setenv("EXTERNAL_SERVER_URL", "https://lm.example")
+        monkeypatch.setenv("LM_EMAIL_BACKEND", "ses")
+    get_secrets().delete(S.SIGNING_KEY_NAME)
+    S.session_cookie(S.WebSession(a=1))
+    assert len(get_secrets().get(S.SIGNING_KEY_NAME) or "") >= 32
+
+
+def test_concurrent_first_uses_agree_on_one_key():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chalicelib.secrets import get_secrets
+
+    get_secrets().delete(S.SIGNING_KEY_NAME)
+    S._serializers.clear()
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: S._signing_key(), range(16)))
+    assert keys == {get_secrets().get(S.SIGNING_KEY_NAME)}
 
 
 def test_key_is_created_once_for_local_stages():
