@@ -81,6 +81,18 @@ def delete_crate(location: str | None) -> None:
     _local_path(location).unlink(missing_ok=True)
 
 
+def remove_crates(locations: list[str]) -> None:
+    """Delete crates whose rows are gone, after the commit: a leftover file is harmless,
+    a missing one for a live row is not; a failure is logged, never raised."""
+    import logging
+
+    for location in locations:
+        try:
+            delete_crate(location)
+        except Exception:
+            logging.getLogger(__name__).exception("could not delete crate %s", location)
+
+
 def _local_path(location: str) -> Path:
     if not location.startswith("file:"):
         raise StorageError(f"unknown crate location {location!r}")

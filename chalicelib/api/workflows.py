@@ -87,26 +87,14 @@ def update_workflow(wf_uuid: str):
 
 @endpoint(routes, "/workflows/{wf_uuid}", methods=["DELETE"], scopes=WRITE)
 def delete_workflow(wf_uuid: str):
+    from chalicelib import storage
     from chalicelib.db import session_scope
     from chalicelib.services import workflows
 
     with session_scope() as s:
         locations = workflows.delete_workflow(s, current_principal(), wf_uuid)
-    _remove_crates(locations)
+    storage.remove_crates(locations)
     return Response(body="", status_code=204)
-
-
-def _remove_crates(locations: list[str]) -> None:
-    """After the commit: a leftover file is harmless, a missing one for a live row is not."""
-    import logging
-
-    from chalicelib import storage
-
-    for location in locations:
-        try:
-            storage.delete_crate(location)
-        except Exception:
-            logging.getLogger(__name__).exception("could not delete crate %s", location)
 
 
 @endpoint(routes, "/workflows/{wf_uuid}/versions", scopes=READ, anonymous=True)
@@ -150,12 +138,13 @@ def update_version(wf_uuid: str, wf_version: str):
 
 @endpoint(routes, "/workflows/{wf_uuid}/versions/{wf_version}", methods=["DELETE"], scopes=WRITE)
 def delete_version(wf_uuid: str, wf_version: str):
+    from chalicelib import storage
     from chalicelib.db import session_scope
     from chalicelib.services import workflows
 
     with session_scope() as s:
         locations = workflows.delete_version(s, current_principal(), wf_uuid, wf_version)
-    _remove_crates(locations)
+    storage.remove_crates(locations)
     return Response(body="", status_code=204)
 
 

@@ -115,18 +115,63 @@ def set_notifications(session: Session, user_id: int, enabled: bool) -> User:
     return user
 
 
-def delete_account(session: Session, user_id: int, confirm_username: str) -> None:
+def delete_account(session: Session, user_id: int, confirm_username: str) -> list[str]:
     """Delete the account and what it owns (identities, API keys, OAuth apps and their
-    tokens, permissions, subscriptions: the foreign keys cascade). The username must be
-    typed again: a stray click deletes nothing."""
+    tokens, permissions, subscriptions: the foreign keys cascade), with the workflows it
+    alone owns that no registry lists: nobody could read or manage them afterwards. A
+    registry's workflows stay in its catalogue. The username must be typed again: a stray
+    click deletes nothing. Returns the stored crate locations to remove once committed."""
     from sqlalchemy import delete
 
     user = get_account(session, user_id)
     if confirm_username != user.username:
         raise BadRequestError("Type your username to confirm the deletion")
+    locations = _delete_sole_workflows(session, user.id)
     session.execute(delete(User).where(User.id == user.id))
     session.expunge(user)
     session.flush()
+    return locations
+
+
+def sole_workflows_count(session: Session, user_id: int) -> int:
+    """How many workflows deleting this account would delete with it (the page says)."""
+    from sqlalchemy import func, select
+
+    return session.scalar(select(func.count()).select_from(_sole_workflows(user_id).subquery()))
+
+
+def _sole_workflows(user_id: int):
+    from sqlalchemy import and_, exists, select
+
+    from chalicelib.models import Permission, RegistryWorkflowVersion, Workflow, WorkflowVersion
+
+    other = Permission.__table__.alias("other")
+    return select(Workflow.id).where(
+        exists().where(Permission.workflow_id == Workflow.id, Permission.user_id == user_id),
+        ~exists().where(and_(other.c.workflow_id == Workflow.id, other.c.user_id != user_id)),
+        ~exists().where(
+            RegistryWorkflowVersion.workflow_version_id == WorkflowVersion.id,
+            WorkflowVersion.workflow_id == Workflow.id,
+        ),
+    )
+
+
+def _delete_sole_workflows(session: Session, user_id: int) -> list[str]:
+    from sqlalchemy import delete, select
+
+    from chalicelib.models import Workflow, WorkflowVersion
+    from chalicelib.services.workflows import forget_secrets
+
+    ids = list(session.scalars(_sole_workflows(user_id).with_for_update(of=Workflow)))
+    if not ids:
+        return []
+    versions = list(
+        session.scalars(select(WorkflowVersion).where(WorkflowVersion.workflow_id.in_(ids)))
+    )
+    locations = [v.crate_location for v in versions if v.crate_location]
+    forget_secrets(versions)
+    session.execute(delete(Workflow).where(Workflow.id.in_(ids)))
+    return locations
 
 
 def create_api_key(session: Session, user: User):

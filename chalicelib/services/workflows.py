@@ -798,13 +798,13 @@ def delete_workflow(session: Session, principal: Principal, wf_uuid: str) -> lis
     workflow = access.workflow_for_write(session, principal, wf_uuid)
     versions = _versions_of(session, [workflow.id]).get(workflow.id, [])
     locations = [v.crate_location for v in versions if v.crate_location]
-    _forget_secrets(versions)
+    forget_secrets(versions)
     session.delete(workflow)
     session.flush()
     return locations
 
 
-def _forget_secrets(versions: list[WorkflowVersion]) -> None:
+def forget_secrets(versions: list[WorkflowVersion]) -> None:
     keys = [v.crate_authorization_key for v in versions if v.crate_authorization_key]
     if keys:
         from chalicelib.secrets import get_secrets
@@ -842,7 +842,7 @@ def delete_version(session: Session, principal: Principal, wf_uuid: str, version
         .limit(1)
     )
     locations = [found.crate_location] if found.crate_location else []
-    _forget_secrets([found])
+    forget_secrets([found])
     session.delete(workflow if remaining is None else found)
     session.flush()
     if remaining is not None:  # another version may now be the latest

@@ -71,6 +71,9 @@ def _profile(request: PageRequest, tab: str, status: int = 200, **extra):
             "scope_descriptions": S.DESCRIPTIONS,
             "identities": (identities.list_identities(db, user.id) if tab == "accountsTab" else []),
             "providers": _providers(db) if tab == "accountsTab" else [],
+            "sole_workflows": (
+                accounts.sole_workflows_count(db, user.id) if tab == "accountsTab" else 0
+            ),
             "editing": None,
         }
         edit = request.query.get("edit")
@@ -236,15 +239,17 @@ def set_password(request: PageRequest):
 
 @page(routes, "/account/delete_account", methods=["POST"])
 def delete_account(request: PageRequest):
+    from chalicelib import storage
     from chalicelib.services import accounts
 
     try:
         with _db() as db:
-            accounts.delete_account(
+            locations = accounts.delete_account(
                 db, _account(db, request).id, request.form.text("confirm_username", 128)
             )
     except LifeMonitorError as exc:
         return _fail(request, "accountsTab", exc)
+    storage.remove_crates(locations)
     logout(request.session)
     flash(request.session, "Your account has been deleted.")
     return redirect("/", session=request.session)

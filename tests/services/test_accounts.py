@@ -200,3 +200,66 @@ def test_oauth_app_bad_input(session, user, uris, scopes):
             session, users.get_user(session, "alice"), name="x", redirect_uris=uris, scopes=scopes
         )
     assert session.query(OAuth2Client).count() == 0
+
+
+def test_delete_account_takes_the_workflows_only_it_could_reach(client, registry):
+    """Alice's workflows that she alone owns and no registry lists go with her account
+    (rows, stored crates); one Bob co-owns and one a registry lists stay."""
+    from sqlalchemy import select
+
+    from chalicelib.db import session_scope
+    from chalicelib.models import Permission, RegistryWorkflowVersion, Workflow, WorkflowVersion
+    from chalicelib.services import accounts
+    from tests.support import api_data
+
+    alice = api_data.make_user("alice")
+    bob = api_data.make_user("bob")
+    uuids = {}
+    for name, public in [
+        ("private", False),
+        ("public", True),
+        ("shared", False),
+        ("listed", False),
+    ]:
+        r = api_data.submit(
+            client,
+            alice,
+            {
+                "rocrate": api_data.b64(api_data.crate(name)),
+                "version": "1",
+                "name": name,
+                "public": public,
+            },
+        )
+        assert r.status_code == 201, r.body
+        uuids[name] = r.json_body["uuid"]
+    with session_scope() as s:
+        wf = {w.name: w for w in s.scalars(select(Workflow))}
+        s.add(Permission(user_id=bob.user_id, workflow_id=wf["shared"].id))
+        version = s.scalars(
+            select(WorkflowVersion).where(WorkflowVersion.workflow_id == wf["listed"].id)
+        ).one()
+        s.add(
+            RegistryWorkflowVersion(
+                registry_id=registry.registry.id, workflow_version_id=version.id, identifier="7"
+            )
+        )
+        locations = {
+            w.name: s.scalar(
+                select(WorkflowVersion.crate_location).where(WorkflowVersion.workflow_id == w.id)
+            )
+            for w in wf.values()
+        }
+    assert all(locations.values())
+    with session_scope() as s:
+        assert accounts.sole_workflows_count(s, alice.user_id) == 2
+    with session_scope() as s:
+        removed = accounts.delete_account(s, alice.user_id, "alice")
+    assert sorted(removed) == sorted([locations["private"], locations["public"]])
+    with session_scope() as s:
+        assert sorted(s.scalars(select(Workflow.name))) == ["listed", "shared"]
+        assert s.scalar(select(Permission.user_id)) == bob.user_id
+    r = client.http.get(f"/workflows/{uuids['shared']}", headers=bob.headers)
+    assert r.status_code == 200
+    r = client.http.get(f"/workflows/{uuids['public']}")
+    assert r.status_code == 404

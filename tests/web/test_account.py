@@ -279,17 +279,30 @@ def test_someone_elses_oauth_app_is_not_found(browser, user):
     assert browser.post("/account/oauth2/clients/delete", {"client_id": theirs}).status_code == 404
 
 
-def test_delete_account(browser, user):
+def test_delete_account(browser, user, api_key, client):
+    import json
+
     from chalicelib.db import session_scope
-    from chalicelib.models import User
+    from chalicelib.models import User, Workflow
+    from tests.support import api_data
 
     browser.login()
-    browser.get("/account/profile")
+    page = browser.get("/account/profile").body.decode()
+    assert "only you own" not in page
+    r = client.http.post(
+        "/users/current/workflows",
+        headers={"ApiKey": api_key, "Content-Type": "application/json"},
+        body=json.dumps({"rocrate": api_data.b64(api_data.crate("mine")), "version": "1"}),
+    )
+    assert r.status_code == 201, r.body
+    page = browser.get("/account/profile").body.decode()
+    assert "the 1 workflow that only you own" in " ".join(page.split())
     assert browser.post("/account/delete_account", {"confirm_username": "nope"}).status_code == 400
     r = browser.post("/account/delete_account", {"confirm_username": "alice"})
     assert r.status_code == 303 and header(r, "Location") == "/"
     with session_scope() as s:
         assert s.query(User).count() == 0
+        assert s.query(Workflow).count() == 0
     assert browser.get("/account/profile").status_code == 303
 
 
