@@ -27,10 +27,26 @@ SEEK behaviour reproduced (and where it comes from):
 * `attributes.policy` is only in workflow bodies for those who may manage the workflow.
 * `links.self` is relative, as SEEK sends it; `meta.base_url`, `versions[].url` and
   `content_blobs[].link` are absolute and point at this emulator.
+* Credentials: `Authorization: Bearer|Token T` (Rails' token schemes) maps `T` through
+  `.tokens`; `Basic` checks a person's login and password as the sign-in form does. Unknown
+  tokens and wrong passwords answer 401 (`errors/unauthorized`).
+* Creating a workflow, SEEK's two-step upload (`api_examples/workflowPost.json` and
+  `workflowPostResponse.json`): `POST /workflows` with a JSON:API body (title,
+  `workflow_class.key`, `content_blobs` [{original_filename, content_type}], `policy`,
+  `relationships.projects`) answers 200 with the workflow, whose content blob has no content
+  yet (`size`, `md5sum` null) and a `link`; `PUT` of the bytes to that link answers 200 with
+  the size as plain text (SEEK's `ContentBlobsController#update`), and the workflow joins
+  the catalogue (`GET /workflows/{id}`, `/ro_crate`). Until then it is listed and shown, but
+  has no crate. No caller: 401; a caller outside a named project: 403 (the `errors/forbidden`
+  structure); no title, no content blob or an unknown `workflow_class`: 422 (SEEK's
+  `json_api_errors`: `source.pointer` + `detail`). The PUT refuses a caller who may not edit
+  the workflow with 403, an unknown blob with 404, a blob that has content with 400 `{}`:
+  those bodies are `ContentBlobsController`'s own (no `errors` list), as SEEK sends them.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import io
@@ -86,6 +102,23 @@ _BUILTIN_ERRORS: dict[str, dict] = {
         ]
     },
 }
+
+# `ContentBlobsController` answers in its own shape, not a JSON:API `errors` list
+# (seek4science/seek app/controllers/content_blobs_controller.rb,
+# find_and_authorize_associated_asset / find_and_authorize_content_blob / update).
+_BLOB_FORBIDDEN = "You are not authorized to download the asset linked to content_blob:{blob}"
+_BLOB_NOT_FOUND = "The content blob was not found, or not related to the asset"
+_ASSET_NOT_FOUND = "The asset could not be found"
+
+# `workflow_class.key` values of SEEK's WorkflowClass (those of the crates we meet), with
+# their titles as SEEK shows them.
+WORKFLOW_CLASSES = {
+    "galaxy": "Galaxy",
+    "cwl": "Common Workflow Language",
+    "nextflow": "Nextflow",
+    "snakemake": "Snakemake",
+}
+ACCESS_LEVELS = {name: level for level, name in ACCESS_NAMES.items()}
 
 # index.json has no project memberships: these are inferred from the project titles
 # (person ids equal user ids there: 1 admin, 2 user1, 3 user2).
@@ -228,6 +261,7 @@ class CatalogueWorkflow:
     workflow_class: dict = field(default_factory=lambda: {"title": "Galaxy", "key": "galaxy"})
     original_filename: str = "workflow.crate.zip"
     fixture_file: str | None = None  # name under lifemonitor-test-instance/, if real
+    description: str | None = None
 
     @property
     def versions(self) -> list[str]:
@@ -278,6 +312,8 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
         self.people: dict[str, dict] = {}
         self.projects: dict[str, str] = {}
         self.workflows: dict[str, CatalogueWorkflow] = {}
+        # Created by `POST /workflows`, waiting for their content blob's PUT (crate b"").
+        self.uploads: dict[str, CatalogueWorkflow] = {}
         self._errors: dict[str, dict] = {}
         self._load_catalogue()
         super().__init__(latency)
@@ -382,7 +418,7 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
         return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"workflowhub-emulator/{identifier}"))
 
     def _load_catalogue(self) -> None:
-        self.people, self.projects, self.workflows = {}, {}, {}
+        self.people, self.projects, self.workflows, self.uploads = {}, {}, {}, {}
         if self.has_real_fixtures:
             self._load_index(self.seek_dir / "lifemonitor-test-instance" / "index.json")
         else:
@@ -445,6 +481,8 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
         self.route("GET", r"/workflows(?:\.json)?", self._index)
         self.route("GET", r"/workflows/(?P<id>[^/.]+)(?P<ext>\.json)?", self._show)
         self.route("GET", r"/workflows/(?P<id>[^/.]+)/ro_crate", self._ro_crate)
+        self.route("POST", r"/workflows(?:\.json)?", self._create)
+        self.route("PUT", r"/workflows/(?P<id>[^/.]+)/content_blobs/(?P<blob>[^/.]+)", self._upload)
         self.route("GET", r"/people(?:\.json)?", self._people)
         self.route("GET", r"/people/current(?:\.json)?", self._current)
         self.route("GET", r"/people/(?P<id>[^/.]+)(?:\.json)?", self._person)
@@ -465,11 +503,24 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
             return None, None
         scheme, _, token = header.partition(" ")
         token = token.strip()
-        if scheme.lower() == "bearer" and token in self.tokens:
+        scheme = scheme.lower()
+        # Rails' `authenticate_with_http_token` takes both schemes.
+        if scheme in ("bearer", "token") and token in self.tokens:
             if not self.access_token_valid(token):
                 return None, self.error_reply("unauthorized.spec-example")
             return str(self.tokens[token]), None
+        if scheme == "basic":
+            person = self._basic_person(token)
+            if person is not None:
+                return person, None
         return None, self.error_reply("unauthorized.spec-example")
+
+    def _basic_person(self, encoded: str) -> str | None:
+        try:
+            login, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return self.oauth_authenticate(login, password) if sep else None
 
     @staticmethod
     def _wants_json(req: Request) -> bool:
@@ -524,7 +575,9 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
                 "attributes": {"title": wf.title},
                 "links": {"self": f"/workflows/{wf.id}"},
             }
-            for wf in sorted(self.workflows.values(), key=lambda w: _id_key(w.id))
+            for wf in sorted(
+                [*self.workflows.values(), *self.uploads.values()], key=lambda w: _id_key(w.id)
+            )
             if self._can(person, wf, VIEW)
         ]
         page = "/workflows?page%5Bnumber%5D=1&page%5Bsize%5D=1000000"
@@ -541,18 +594,21 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
         person, error = self._preamble(req)
         if error:
             return error
-        wf, version, error = self._version_for(req, person, VIEW, "view")
+        wf, version, error = self._version_for(req, person, VIEW, "view", awaiting=True)
         if error:
             return error
         return self._json(
             {"data": self._workflow_data(wf, version, person), "jsonapi": {"version": "1.0"}}
         )
 
-    def _version_for(self, req: Request, person, permission, verb: str):
+    def _version_for(self, req: Request, person, permission, verb: str, awaiting: bool = False):
         """The asked workflow and version (`?version`, else the latest) if `person` may
-        `permission` it: (workflow, version, None), or (None, None, the error reply)."""
+        `permission` it: (workflow, version, None), or (None, None, the error reply).
+        `awaiting`: also one whose content blob has not been uploaded yet."""
         identifier = req.match["id"]
         wf = self.workflows.get(identifier)
+        if wf is None and awaiting:
+            wf = self.uploads.get(identifier)
         if wf is None:
             return None, None, self._not_found(identifier)
         if not self._can(person, wf, permission):
@@ -577,6 +633,114 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
             content_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
+
+    def _invalid(self, pointer: str, detail: str) -> Reply:
+        """422 in SEEK's `json_api_errors` shape."""
+        body = {"errors": [{"source": {"pointer": pointer}, "detail": detail}]}
+        return self._json(body, status=422)
+
+    def _create(self, req: Request) -> Reply:
+        person, error = self._preamble(req)
+        if error:
+            return error
+        if person is None:  # SEEK's `login_required`
+            return self.error_reply("unauthorized.spec-example")
+        try:
+            body = json.loads(req.body or b"null")
+        except ValueError:
+            body = None
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict) or data.get("type") != "workflows":
+            return self.error_reply(
+                "unprocessableEntity.spec-example",
+                detail="A POST request must specify a data:type of 'workflows'",
+            )
+        attributes = data.get("attributes") if isinstance(data.get("attributes"), dict) else {}
+        title = attributes.get("title")
+        if not isinstance(title, str) or not title.strip():
+            return self._invalid("/data/attributes/title", "can't be blank")
+        blobs = attributes.get("content_blobs")
+        if (
+            not isinstance(blobs, list)
+            or not blobs
+            or not all(isinstance(b, dict) and b.get("original_filename") for b in blobs)
+        ):
+            return self._invalid("/data/attributes/content_blobs", "can't be blank")
+        workflow_class = attributes.get("workflow_class")
+        key = workflow_class.get("key") if isinstance(workflow_class, dict) else None
+        if key not in WORKFLOW_CLASSES:
+            return self._invalid("/data/attributes/workflow_class", "is not included in the list")
+        policy = attributes.get("policy") if isinstance(attributes.get("policy"), dict) else {}
+        access = ACCESS_LEVELS.get(policy.get("access", "no_access"))
+        if access is None:
+            return self._invalid("/data/attributes/policy", "access is not included in the list")
+        relationships = data.get("relationships")
+        refs = relationships.get("projects", {}) if isinstance(relationships, dict) else {}
+        refs = refs.get("data") if isinstance(refs, dict) else None
+        projects = [str(r.get("id")) for r in refs or [] if isinstance(r, dict)]
+        if not projects:
+            return self._invalid("/data/relationships/projects", "can't be blank")
+        for project in projects:
+            if project not in self.projects:
+                return self._not_found(project, "Project")
+            if project not in self.people.get(person, {}).get("projects", []):
+                return self.error_reply(
+                    "forbidden.workflow", details=f"You may not add workflows to project:{project}"
+                )
+        with self._lock:  # the server is threaded: one id per POST
+            ids = [int(i) for i in [*self.workflows, *self.uploads] if i.isdigit()]
+            identifier = str(max(ids, default=0) + 1)
+            wf = CatalogueWorkflow(
+                id=identifier,
+                title=title,
+                uuid=self._derived_uuid(identifier),
+                contributor=person,
+                projects=projects,
+                access=access,
+                crates={"1": b""},
+                workflow_class={"title": WORKFLOW_CLASSES[key], "key": key},
+                original_filename=str(blobs[0]["original_filename"]),
+                description=attributes.get("description"),
+            )
+            self.uploads[identifier] = wf
+        return self._json(
+            {"data": self._workflow_data(wf, "1", person), "jsonapi": {"version": "1.0"}}
+        )
+
+    def _upload(self, req: Request) -> Reply:
+        # ContentBlobsController#update: no `login_required`, the asset's edit right decides;
+        # any Accept (SEEK answers `format.all`).
+        person, error = self._caller(req)
+        if error:
+            return error
+        identifier, blob = req.match["id"], req.match["blob"]
+        wf = self.uploads.get(identifier) or self.workflows.get(identifier)
+        if wf is None:
+            return self._json({"title": "Not found", "detail": _ASSET_NOT_FOUND}, status=404)
+        if person is None or (
+            person != wf.contributor and person not in {str(a) for a in self.admins}
+        ):
+            body = {"title": "Forbidden", "detail": _BLOB_FORBIDDEN.format(blob=blob)}
+            return self._json(body, status=403)
+        if blob not in {_blob_id(wf.id, v) for v in wf.versions}:
+            return self._json({"title": "Not found", "detail": _BLOB_NOT_FOUND}, status=404)
+        with self._lock:
+            pending = self.uploads.pop(identifier, None)
+        if pending is None:  # the blob has content already
+            return self._json({}, status=400)
+        added = self.add_workflow(
+            pending.id,
+            pending.title,
+            {"1": req.body},
+            access=pending.access,
+            contributor=pending.contributor,
+            projects=pending.projects,
+            uuid=pending.uuid,
+        )
+        added.workflow_class = pending.workflow_class
+        added.original_filename = pending.original_filename
+        added.description = pending.description
+        return Reply(200, str(len(req.body)), content_type="text/plain; charset=utf-8")
 
     def _people(self, req: Request) -> Reply:
         _person, error = self._preamble(req)
@@ -623,6 +787,9 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
 
     def _workflow_data(self, wf: CatalogueWorkflow, version: str, person: str | None) -> dict:
         crate = wf.crate(version)
+        # A blob still waiting for its PUT has no checksums and no size (workflowPostResponse).
+        uploaded = wf.id not in self.uploads
+        blob_id = _blob_id(wf.id, version)
         base = self.url
         attributes: dict[str, Any] = {}
         if self._can(person, wf, MANAGE):  # SEEK shows the policy to managers only
@@ -638,7 +805,7 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
                 "discussion_links": [],
                 "title": wf.title,
                 "license": "Apache-2.0",
-                "description": None,
+                "description": wf.description,
                 "latest_version": _num(wf.latest_version),
                 "tags": [],
                 "versions": [
@@ -659,11 +826,12 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
                     {
                         "original_filename": wf.original_filename,
                         "url": None,
-                        "md5sum": hashlib.md5(crate).hexdigest(),  # noqa: S324 - SEEK's checksum
-                        "sha1sum": hashlib.sha1(crate).hexdigest(),  # noqa: S324 - SEEK's checksum
+                        # SEEK's checksums:
+                        "md5sum": hashlib.md5(crate).hexdigest() if uploaded else None,  # noqa: S324
+                        "sha1sum": hashlib.sha1(crate).hexdigest() if uploaded else None,  # noqa: S324
                         "content_type": "application/zip",
-                        "link": f"{base}/workflows/{wf.id}/content_blobs/{wf.id}{version}",
-                        "size": len(crate),
+                        "link": f"{base}/workflows/{wf.id}/content_blobs/{blob_id}",
+                        "size": len(crate) if uploaded else None,
                     }
                 ],
                 "creators": [],
@@ -747,6 +915,11 @@ class WorkflowHubEmulator(OAuthProviderMixin, Emulator):
                 "uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"person/{pid}")),
             },
         }
+
+
+def _blob_id(workflow_id: str, version: str) -> str:
+    """The content blob id of a workflow version (ids are the emulator's, stable)."""
+    return f"{workflow_id}{version}"
 
 
 def _id_key(value: str) -> tuple:

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 import requests
 
-from emulators.seek import WorkflowHubEmulator, build_minimal_crate
+from emulators.seek import DEFAULT_PASSWORD, WorkflowHubEmulator, build_minimal_crate
 
 JSONAPI = "application/vnd.api+json"
 HEADERS = {"Accept": JSONAPI}
@@ -292,3 +292,139 @@ def test_builtin_error_bodies_match_the_fixtures(shared_fixtures):
     for f in files:
         assert json.loads(f.read_text()) == _BUILTIN_ERRORS[f.stem], f.name
         assert f.stem.split(".", 1)[0] in ERROR_STATUS
+
+
+# -- creating workflows: SEEK's two-step upload ----------------------------------------------
+
+BASIC_USER1 = ("user1", DEFAULT_PASSWORD)
+
+
+def post_body(title="uploaded", project="2", **attributes) -> dict:
+    return {
+        "data": {
+            "type": "workflows",
+            "attributes": {
+                "title": title,
+                "workflow_class": {"key": "galaxy"},
+                "content_blobs": [
+                    {"original_filename": "up.crate.zip", "content_type": "application/zip"}
+                ],
+                "policy": {"access": "download", "permissions": []},
+                **attributes,
+            },
+            "relationships": {"projects": {"data": [{"id": project, "type": "projects"}]}},
+        }
+    }
+
+
+def post(emu, body, auth=BASIC_USER1, **kwargs):
+    headers = {"Accept": "application/json", "Content-Type": JSONAPI, **kwargs.pop("headers", {})}
+    data = body if isinstance(body, bytes) else json.dumps(body)
+    return requests.post(
+        emu.url + "/workflows", data=data, headers=headers, auth=auth, timeout=5, **kwargs
+    )
+
+
+def test_post_then_put_adds_a_workflow(generated):
+    r = post(generated, post_body(description="two steps"))
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    identifier = data["id"]
+    assert identifier == "3"  # after the generated 1 and 2
+    blob = data["attributes"]["content_blobs"][0]
+    # No content yet, as workflowPostResponse.json shows it.
+    assert (blob["size"], blob["md5sum"], blob["url"]) == (None, None, None)
+    assert blob["link"] == f"{generated.url}/workflows/3/content_blobs/31"
+    assert data["attributes"]["latest_version"] == 1
+    assert data["attributes"]["description"] == "two steps"
+    assert data["attributes"]["policy"]["access"] == "download"
+    assert data["relationships"]["submitter"]["data"] == [{"id": "2", "type": "people"}]
+    # Listed and shown, but no crate until the PUT.
+    assert "3" in [w["id"] for w in get(generated, "/workflows").json()["data"]]
+    assert get(generated, "/workflows/3/ro_crate").status_code == 404
+    assert "3" not in generated.workflows
+
+    crate = build_minimal_crate("uploaded")
+    r = requests.put(blob["link"], data=crate, auth=BASIC_USER1, timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain") and r.text == str(len(crate))
+    assert generated.workflow(3).title == "uploaded" and not generated.uploads
+    assert get(generated, "/workflows/3/ro_crate").content == crate  # public download
+    shown = get(generated, "/workflows/3").json()["data"]["attributes"]["content_blobs"][0]
+    assert shown["size"] == len(crate)
+    assert shown["md5sum"] == hashlib.md5(crate).hexdigest()  # noqa: S324
+    assert shown["original_filename"] == "up.crate.zip"
+
+    # The blob has content now: SEEK answers 400 with an empty object.
+    r = requests.put(blob["link"], data=b"again", auth=BASIC_USER1, timeout=5)
+    assert (r.status_code, r.json()) == (400, {})
+
+
+def test_post_response_has_the_shape_of_seeks_example(real, shared_fixtures):
+    ref = example(shared_fixtures, "workflowPostResponse.json")["data"]
+    data = post(real, post_body()).json()["data"]
+    assert set(data) == set(ref)
+    assert set(data["attributes"]) == set(ref["attributes"])
+    assert set(data["attributes"]["content_blobs"][0]) == set(ref["attributes"]["content_blobs"][0])
+    assert set(data["meta"]) == set(ref["meta"])
+    assert data["id"] == "25"  # after the fixtures' 20-24
+
+
+def test_post_refusals(generated):
+    # No credentials, a wrong password, an unknown token: 401 with SEEK's body.
+    for auth in (None, ("user1", "wrong"), ("nobody", DEFAULT_PASSWORD)):
+        r = post(generated, post_body(), auth=auth)
+        assert r.status_code == 401, auth
+        assert r.json()["errors"][0]["title"] == "Unauthorized"
+    r = post(generated, post_body(), auth=None, headers={"Authorization": "Token nope"})
+    assert r.status_code == 401
+    # A project the caller is not in: 403 in the errors/forbidden structure.
+    r = post(generated, post_body(project="1"))
+    assert r.status_code == 403
+    assert r.json() == {
+        "errors": [{"title": "Forbidden", "details": "You may not add workflows to project:1"}]
+    }
+    # 422: SEEK's json_api_errors (a pointer and a detail).
+    for body, pointer in (
+        (post_body(title=""), "/data/attributes/title"),
+        (post_body(content_blobs=[]), "/data/attributes/content_blobs"),
+        (post_body(workflow_class={"key": "nope"}), "/data/attributes/workflow_class"),
+    ):
+        r = post(generated, body)
+        assert r.status_code == 422, pointer
+        assert r.json()["errors"][0]["source"]["pointer"] == pointer
+    r = post(generated, b"{not json")
+    assert r.status_code == 422 and "data:type" in r.json()["errors"][0]["detail"]
+    assert not generated.uploads
+
+
+def test_put_refusals_use_seeks_content_blob_bodies(generated):
+    link = post(generated, post_body()).json()["data"]["attributes"]["content_blobs"][0]["link"]
+    generated.passwords["admin"] = "admin-pw"
+    # Not the contributor (nor an admin), or nobody: 403, ContentBlobsController's body.
+    generated.people["3"] = {**generated.people["2"], "login": "user2"}
+    for auth in (("user2", DEFAULT_PASSWORD), None):
+        r = requests.put(link, data=b"x", auth=auth, timeout=5)
+        assert r.status_code == 403, auth
+        assert r.json() == {
+            "title": "Forbidden",
+            "detail": "You are not authorized to download the asset linked to content_blob:31",
+        }
+    r = requests.put(link.replace("/31", "/99"), data=b"x", auth=BASIC_USER1, timeout=5)
+    assert r.status_code == 404 and "content blob was not found" in r.json()["detail"]
+    r = requests.put(
+        f"{generated.url}/workflows/77/content_blobs/771", data=b"x", auth=BASIC_USER1, timeout=5
+    )
+    assert r.status_code == 404 and r.json()["detail"] == "The asset could not be found"
+    assert "3" in generated.uploads  # still waiting
+    # An admin may upload it.
+    assert requests.put(link, data=b"x", auth=("admin", "admin-pw"), timeout=5).status_code == 200
+
+
+def test_basic_and_token_credentials_read_private_workflows(generated):
+    assert get(generated, "/workflows/2").status_code == 403
+    r = requests.get(generated.url + "/workflows/2", headers=HEADERS, auth=BASIC_USER1, timeout=5)
+    assert r.status_code == 200
+    generated.tokens["t"] = 2
+    r = get(generated, "/workflows/2", headers={"Authorization": "Token t"})
+    assert r.status_code == 200

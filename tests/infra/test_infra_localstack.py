@@ -95,6 +95,65 @@ def test_jenkins_makes_a_passing_and_a_failing_job(compose):
     assert "job/test/lastCompletedBuild" in " ".join(jenkins["healthcheck"]["test"])
 
 
+def test_seek_preload_is_a_one_shot_under_the_preload_profile(compose):
+    preload = compose["services"]["seek-preload"]
+    assert preload["image"] == "python:3.12-slim"
+    # Only with `--profile preload`: SEEK's first account and project come from its web UI.
+    assert preload["profiles"] == ["preload"]
+    assert preload["restart"] == "no"
+    assert preload["depends_on"] == {
+        "seek": {"condition": "service_healthy"},
+        "jenkins": {"condition": "service_healthy"},
+    }
+    # The project, read-only (relative to the compose file: its parent is the checkout).
+    [volume] = preload["volumes"]
+    source, target, mode = volume.split(":")
+    assert ((LOCALSTACK / source).resolve(), target, mode) == (ROOT, "/project", "ro")
+    assert preload["working_dir"] == "/project"
+    assert {"SEEK_USER", "SEEK_PASSWORD", "SEEK_TOKEN", "SEEK_PROJECT"} <= set(
+        preload["environment"]
+    )
+    command = preload["command"]
+    assert command[:3] == ["python", "-m", "infra.seek_preload"]
+    options = dict(zip(command[3::2], command[4::2], strict=True))
+    assert options["--url"] == "http://seek:3000"  # the service name and its container port
+    assert options["--wait"] == "600"
+    assert options["--jenkins-url"].endswith(":-http://jenkins:8080/}")
+    # The seek service answers what the script waits for.
+    assert "/workflows.json" in " ".join(compose["services"]["seek"]["healthcheck"]["test"])
+
+
+def test_the_preload_module_runs_in_a_plain_python():
+    # The module the command names exists under the mounted project, and its --help runs
+    # without site-packages (-S), as in python:3.12-slim.
+    assert (ROOT / "infra" / "seek_preload.py").is_file()
+    done = subprocess.run(
+        [sys.executable, "-S", "-m", "infra.seek_preload", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for option in (
+        "--url",
+        "--user",
+        "--password",
+        "--token",
+        "--project",
+        "--jenkins-url",
+        "--wait",
+    ):
+        assert option in done.stdout
+
+
+def test_the_readme_gives_the_preload_command():
+    text = " ".join((LOCALSTACK / "README.md").read_text().split())
+    assert "--profile preload up seek-preload" in text
+    assert "SEEK_USER=… SEEK_PASSWORD=… SEEK_PROJECT=…" in text
+
+
 @pytest.fixture
 def aws(monkeypatch):
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
