@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from contextlib import contextmanager
 
 from chalicelib import gcpause
 
@@ -37,27 +38,9 @@ def test_a_collector_disabled_before_stays_disabled():
         gc.enable()
 
 
-def test_overlapping_threads_enable_it_only_when_the_last_ends():
-    inside, release = threading.Event(), threading.Event()
-
-    def request():
-        with gcpause.paused():
-            inside.set()
-            release.wait(10)
-
-    t = threading.Thread(target=request)
-    t.start()
-    assert inside.wait(10)
-    with gcpause.paused():
-        pass
-    assert not gc.isenabled()  # the other thread's request still runs
-    release.set()
-    t.join(10)
-    assert gc.isenabled()
-
-
-def test_endless_overlap_still_collects(monkeypatch):
-    monkeypatch.setattr(gcpause, "BACKLOG", 1000)
+@contextmanager
+def another_request():
+    """A request running in another thread for the duration of the block."""
     inside, release = threading.Event(), threading.Event()
 
     def request():
@@ -69,13 +52,27 @@ def test_endless_overlap_still_collects(monkeypatch):
     t.start()
     assert inside.wait(10)
     try:
+        yield
+    finally:
+        release.set()
+        t.join(10)
+
+
+def test_overlapping_threads_enable_it_only_when_the_last_ends():
+    with another_request():
+        with gcpause.paused():
+            pass
+        assert not gc.isenabled()  # the other thread's request still runs
+    assert gc.isenabled()
+
+
+def test_endless_overlap_still_collects(monkeypatch):
+    monkeypatch.setattr(gcpause, "BACKLOG", 1000)
+    with another_request():
         with gcpause.paused():
             garbage = [[i] for i in range(5000)]  # tracked allocations
             assert gc.get_count()[0] > 1000
         del garbage
         assert gc.get_count()[0] < 1000  # collected as this request ended
         assert not gc.isenabled()  # the other request still runs
-    finally:
-        release.set()
-        t.join(10)
     assert gc.isenabled()
