@@ -57,6 +57,7 @@ def http_middleware(event, get_response):
             )
         response = _as_problem(response, info)
         _encode_json(response)
+        response = _within_lambda_limit(response, info)
         if event.method == "HEAD":
             # The GET answer's status and headers, never a body (bytes stay bytes: Chalice
             # wants bytes for binary types such as the crate zip).
@@ -101,6 +102,37 @@ def _encode_json(response) -> None:
         return
     if not any(k.lower() == "content-type" for k in response.headers):
         response.headers["Content-Type"] = "application/json"
+
+
+# Lambda refuses a function result over 6 MB (the proxy response's JSON, where the body is
+# one escaped string); API Gateway then answers an opaque 502. Headers take the margin.
+LAMBDA_RESULT_LIMIT = 6 * 1024 * 1024 - 32 * 1024
+
+
+def _within_lambda_limit(response, info):
+    """In Lambda, an answer too large to return becomes a problem that says what to do:
+    lists page with `limit` and `cursor` (their `links.next`)."""
+    body = response.body
+    if not isinstance(body, str) or len(body) < LAMBDA_RESULT_LIMIT // 2:
+        return response  # even fully escaped it fits: no need to measure
+    from chalicelib.config import get_settings
+
+    if not get_settings().in_lambda:
+        return response
+    import orjson
+
+    size = len(orjson.dumps(body))  # as the string travels inside the result
+    if size <= LAMBDA_RESULT_LIMIT:
+        return response
+    log.error("answer of %d bytes to %s is over Lambda's response limit", size, info.path)
+    return problem(
+        500,
+        "Answer Too Large",
+        f"The answer ({size} bytes) is larger than one response may be here; ask for it in "
+        "pages with ?limit=N and follow links.next",
+        instance=instance_url(info),
+        extra_info={"size": size, "limit": LAMBDA_RESULT_LIMIT},
+    )
 
 
 def _default_accept(event) -> None:

@@ -99,3 +99,19 @@ def test_the_collector_is_paused_in_a_view_and_back_after(client, mini_app):
     assert r.status_code == 200
     assert mini_app.seen["enabled"] is False
     assert gc.isenabled()
+
+
+def test_an_answer_over_lambdas_limit_becomes_a_problem_in_lambda(client, monkeypatch):
+    from chalicelib.api import middleware
+
+    monkeypatch.setattr(middleware, "LAMBDA_RESULT_LIMIT", 40)
+    r = client.http.get("/t/json")  # not in Lambda: served whole
+    assert r.status_code == 200 and json.loads(r.body)["name"] == "Zoë ✓"
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "lifemonitor-dev")
+    r = client.http.get("/t/json")
+    assert r.status_code == 500 and ctype(r).startswith("application/problem+json")
+    body = json.loads(r.body)
+    assert body["title"] == "Answer Too Large" and "limit=" in body["detail"]
+    assert body["extra_info"]["limit"] == 40 and body["extra_info"]["size"] > 40
+    monkeypatch.setattr(middleware, "LAMBDA_RESULT_LIMIT", 10_000)
+    assert client.http.get("/t/json").status_code == 200
