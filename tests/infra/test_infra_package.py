@@ -157,9 +157,28 @@ def test_functions_are_named_wired_to_the_vpc_and_configured(sam):
         assert variables["LM_SSM_PREFIX"] == {"Fn::Sub": "/lifemonitor/${Stage}/"}
         for var in ("LM_REFRESH_QUEUE_URL", "LM_WEBHOOK_QUEUE_URL", "LM_CRATE_BUCKET"):
             assert "Fn::ImportValue" in variables[var], var
+        assert variables["LM_EMAIL_SENDER"] == {
+            "Fn::If": ["HasEmailSender", {"Ref": "EmailSender"}, {"Ref": "AWS::NoValue"}]
+        }
         vpc = props["VpcConfig"]
         assert len(vpc["SubnetIds"]) == 2
         assert len(vpc["SecurityGroupIds"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [
+        ("", True),
+        ("noreply@lifemonitor.example.org", True),
+        ("lifemonitor.example.org", False),  # a domain is an identity, not a From address
+        ("two words@example.org", False),
+    ],
+)
+def test_email_sender_parameter_takes_an_address_or_nothing(value, allowed):
+    import re
+
+    pattern = load_cfn(MERGE)["Parameters"]["EmailSender"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, value)) is allowed
 
 
 PROBLEM_KEYS = {"type", "title", "detail", "instance", "extra_info"}
