@@ -185,7 +185,7 @@ def test_0003_services_by_type_and_url_and_back(fresh_db):
     """Upgrade keeps the services; two types at one URL may then coexist; downgrading
     folds them back into one service per URL, instances kept."""
     migrate.upgrade("0002")
-    now = utcnow()
+    now = utcnow().isoformat(" ")  # text: sqlite3's datetime adapter is deprecated
     stamps = {"created": now, "modified": now}
     with get_engine().begin() as conn:
         conn.execute(
