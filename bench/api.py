@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -214,16 +213,9 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     url, server = database_url(args.database_url)
-    os.environ.update(
-        {
-            "DATABASE_URL": url,
-            "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
-            "LM_SECRETS_BACKEND": "file",
-            "EXTERNAL_SERVER_URL": "http://bench",
-            "LOG_LEVEL": "WARNING",
-            "LM_DB_TIMEOUT": "900",
-        }
-    )
+    from devtools.bench import service_environment
+
+    service_environment(url)
     from chalice.test import Client
     from sqlalchemy import text
 

@@ -49,7 +49,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -843,18 +842,9 @@ def main() -> None:
     sweep = [int(x) for x in args.sweep.split(",") if x.strip()]
     bound = p * c / args.latency
     url, server = database_url(args.database_url, args.database_name)
-    os.environ.update(
-        {
-            "DATABASE_URL": url,
-            "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
-            "LM_SECRETS_BACKEND": "file",
-            "EXTERNAL_SERVER_URL": "http://bench",
-            "LOG_LEVEL": "WARNING",
-            "LM_DB_TIMEOUT": "900",
-            "ALLOW_PRIVATE_URLS": "1",
-            "LM_DB_POOL_SIZE": "4",
-        }
-    )
+    from devtools.bench import service_environment
+
+    service_environment(url, ALLOW_PRIVATE_URLS="1", LM_DB_POOL_SIZE="4")
     os.environ.pop("LM_REFRESH_QUEUE_URL", None)  # inline mode for the in-process runs
     pool_full = PoolFullCounter()
     logging.getLogger("urllib3.connectionpool").addFilter(pool_full)

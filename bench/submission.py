@@ -15,7 +15,6 @@ import base64
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,17 +48,12 @@ def main() -> None:
     if server is None:
         sys.exit("bench/submission.py needs PostgreSQL (none found)")
     url = server.create_database(SCRATCH_DB)
-    os.environ.update(
-        {
-            "DATABASE_URL": url,
-            "LM_DATA_DIR": tempfile.mkdtemp(prefix="lm-bench"),
-            "LM_SECRETS_BACKEND": "file",
-            "EXTERNAL_SERVER_URL": "http://bench",
-            "LOG_LEVEL": "WARNING",
-            "LM_DB_TIMEOUT": "900",
-            "LM_MAX_SUITES_PER_CRATE": str(max(sizes)),
-            "LM_MAX_INSTANCES_PER_CRATE": str(max(sizes)),
-        }
+    from devtools.bench import service_environment
+
+    service_environment(
+        url,
+        LM_MAX_SUITES_PER_CRATE=str(max(sizes)),
+        LM_MAX_INSTANCES_PER_CRATE=str(max(sizes)),
     )
     from chalice.test import Client
 
