@@ -58,7 +58,11 @@ def main() -> None:
     from chalice.test import Client
 
     import app as app_module
-    from chalicelib import migrate
+    from chalicelib import logs, migrate
+
+    # The test client applies .chalice/config.json's LOG_LEVEL=INFO inside each request:
+    # configure the (once per process) logging first, at WARNING.
+    logs.configure("WARNING")
     from chalicelib.auth import apikeys
     from chalicelib.db import dispose_engines, session_scope
     from chalicelib.services import users
