@@ -21,15 +21,6 @@ from tests.support import api_data
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def postgres(db):
-    from chalicelib.db import get_engine
-
-    if get_engine().dialect.name != "postgresql":
-        pytest.skip("concurrency bursts need PostgreSQL")
-    return db
-
-
 def _one_request(app, barrier, results, index, method, path, headers, body) -> None:
     from chalice.test import Client
 

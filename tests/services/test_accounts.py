@@ -12,11 +12,8 @@ import pytest
 from chalicelib.errors import BadRequestError, ConflictError, NotFoundError, UnauthorizedError
 
 
-def test_concurrent_local_registrations_end_in_one_user(db):
-    from chalicelib.db import get_engine, session_scope
-
-    if get_engine().dialect.name != "postgresql":
-        pytest.skip("concurrency bursts need PostgreSQL (SQLite locks the whole file)")
+def test_concurrent_local_registrations_end_in_one_user(postgres):
+    from chalicelib.db import session_scope
     from chalicelib.models import User
     from chalicelib.services import accounts
 

@@ -213,7 +213,7 @@ def test_registry_identities_resolve_registry_users(session, registry):
         users.registry_user(session, principal, "3")
 
 
-def test_concurrent_registrations_end_in_one_user(db):
+def test_concurrent_registrations_end_in_one_user(postgres):
     """A burst of identical register submissions (double clicks, retries) on the real
     database: one user, one identity, every other attempt a 409."""
     from chalicelib.db import session_scope

@@ -176,7 +176,7 @@ def test_unknown_provider_and_nothing_pending(live):
     assert r.status_code == 303 and "/account/login" in r.headers["Location"]
 
 
-def test_burst_of_identical_registrations(github, live):
+def test_burst_of_identical_registrations(postgres, github, live):
     """Double clicks and retries of one register form: one account, the rest 409."""
     from chalicelib.db import session_scope
     from chalicelib.models import Identity, User
