@@ -49,10 +49,15 @@ ENV_VARS = (
     "LM_GITHUB_CLIENT_ID",
     "LM_GITHUB_URL",
     "LM_GITHUB_API_URL",
+    "LM_LSAAI_CLIENT_ID",
+    "LM_LSAAI_ISSUER",
     "LM_PROVIDER_TIMEOUT",
     "LM_MAX_SUITES_PER_CRATE",
     "LM_MAX_INSTANCES_PER_CRATE",
 )
+
+#: LifeScience Login (LS AAI), the default OpenID Connect issuer of `LM_LSAAI_ISSUER`.
+LSAAI_ISSUER = "https://login.aai.lifescience-ri.eu/oidc/"
 
 #: Stages that are deployed to AWS; development-only switches are refused there.
 DEPLOYED_STAGES = frozenset({"prod", "production", "staging"})
@@ -97,6 +102,10 @@ class Settings:
     github_client_id: str | None  # GitHub login (its secret: `oauth2/providers/github/...`)
     github_url: str  # GitHub's web base (authorize, token); tests point it at the emulator
     github_api_url: str  # GitHub's API base (/user, /user/emails)
+    lsaai_client_id: str | None  # LS AAI login (its secret: `oauth2/providers/lsaai/...`)
+    # LS AAI's OpenID Connect issuer, without the trailing slash (its endpoints come from
+    # `<issuer>/.well-known/openid-configuration`); tests point it at the emulator.
+    lsaai_issuer: str
     provider_timeout: int  # seconds a login provider may take to answer
     # A submitted crate with more test suites or instances than this is refused (413).
     max_suites_per_crate: int = 1000
@@ -212,6 +221,8 @@ def _build(env: tuple[tuple[str, str | None], ...]) -> Settings:
         github_api_url=_base_url(
             "LM_GITHUB_API_URL", e["LM_GITHUB_API_URL"], "https://api.github.com"
         ),
+        lsaai_client_id=(e["LM_LSAAI_CLIENT_ID"] or "").strip() or None,
+        lsaai_issuer=_base_url("LM_LSAAI_ISSUER", e["LM_LSAAI_ISSUER"], LSAAI_ISSUER),
         provider_timeout=_int("LM_PROVIDER_TIMEOUT", e["LM_PROVIDER_TIMEOUT"], 10, 1),
         max_suites_per_crate=_int("LM_MAX_SUITES_PER_CRATE", e["LM_MAX_SUITES_PER_CRATE"], 1000, 1),
         max_instances_per_crate=_int(

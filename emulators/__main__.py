@@ -2,12 +2,18 @@
 
     python -m emulators seek --port 3000 --jenkins-url http://127.0.0.1:8080/
     python -m emulators jenkins --port 8080
+    python -m emulators oidc --port 9000 --client-id lm --client-secret s3cret \
+        --redirect-uri http://127.0.0.1:8000/oauth2/authorized/lsaai
 
 `seek` is the WorkflowHub emulator with the catalogue of LifeMonitor's test instance, its
 crates' Jenkins test instances (`http://jenkins:8080/` in the fixtures, the compose service)
 pointed at `--jenkins-url`, plus workflow 25 whose instance runs the failing job. `jenkins`
 is the Jenkins emulator with the recorded jobs plus `job/test` (passing: the job workflow 21
-names) and `job/failing`. Both run until SIGTERM or SIGINT. Standard library only.
+names) and `job/failing`. `oidc` is LifeScience Login (LS AAI) as an OpenID Connect provider
+(run by hand: `make start` does not), issuer `<its URL>/oidc/` (set `LM_LSAAI_ISSUER` to it),
+with one client registered (its id, secret and redirect URIs from the options); its people
+sign in as `jdoe` or `sam`, password `lsaai-emulator`. All run until SIGTERM or SIGINT.
+Standard library only, but for `oidc`'s RSA keys (`cryptography`, authlib's dependency).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from urllib.parse import urlsplit
 
 from emulators.base import Emulator
 from emulators.jenkins import JenkinsEmulator
+from emulators.oidc import OIDCEmulator
 from emulators.seek import DOWNLOAD, WorkflowHubEmulator, build_minimal_crate
 
 #: The host the fixtures' crates name for Jenkins (the compose service of LifeMonitor's tests).
@@ -99,6 +106,13 @@ def local_jenkins() -> JenkinsEmulator:
     return jenkins
 
 
+def local_oidc(client_id: str, client_secret: str, redirect_uris: list[str]) -> OIDCEmulator:
+    """The LifeScience Login of the local stack (not started), LifeMonitor's client on it."""
+    oidc = OIDCEmulator()
+    oidc.register_oauth_app(redirect_uris, client_id=client_id, client_secret=client_secret)
+    return oidc
+
+
 def serve(emulator: Emulator, host: str, port: int, name: str) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -116,15 +130,29 @@ def serve(emulator: Emulator, host: str, port: int, name: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulators", description=__doc__.split("\n")[0])
-    parser.add_argument("service", choices=("seek", "jenkins"))
+    parser.add_argument("service", choices=("seek", "jenkins", "oidc"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(
         "--jenkins-url", default="http://127.0.0.1:8080/", help="seek: where test instances point"
     )
+    parser.add_argument("--client-id", default="lm-lsaai-client", help="oidc: our client's id")
+    parser.add_argument(
+        "--client-secret", default="lm-lsaai-secret", help="oidc: our client's secret"
+    )
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        help="oidc: a redirect URI of our client (repeatable; default: "
+        "http://127.0.0.1:8000/oauth2/authorized/lsaai)",
+    )
     args = parser.parse_args(argv)
     if args.service == "seek":
         return serve(local_workflowhub(args.jenkins_url), args.host, args.port, "WorkflowHub")
+    if args.service == "oidc":
+        uris = args.redirect_uri or ["http://127.0.0.1:8000/oauth2/authorized/lsaai"]
+        oidc = local_oidc(args.client_id, args.client_secret, uris)
+        return serve(oidc, args.host, args.port, "OpenID Connect (LS AAI)")
     return serve(local_jenkins(), args.host, args.port, "Jenkins")
 
 

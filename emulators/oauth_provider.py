@@ -1,5 +1,7 @@
 """An OAuth2 provider (authorization code, PKCE, refresh) to mix into an emulator: what
-WorkflowHub (Doorkeeper) and GitHub do when LifeMonitor logs a person in through them.
+WorkflowHub (Doorkeeper) and GitHub do when LifeMonitor logs a person in through them, and
+the base of the OpenID Connect provider (`oidc.py`: the `nonce` kept with the code, an ID
+token added by `token_extras`).
 
 The person signs in on a small HTML form (login and password) or, when `auto_login` names
 a person, is let through at once. Codes are single-use and expire; PKCE (S256 and plain) is
@@ -37,6 +39,7 @@ class _Code:
     challenge: str | None
     method: str | None
     expires: float
+    nonce: str | None = None  # OpenID Connect: goes back in the ID token
 
 
 @dataclass
@@ -196,6 +199,7 @@ class OAuthProviderMixin:
             challenge=params.get("code_challenge"),
             method=params.get("code_challenge_method") or "plain",
             expires=time.time() + self.code_ttl,
+            nonce=params.get("nonce"),
         )
         out = {"code": code}
         if params.get("state"):
@@ -233,12 +237,13 @@ class OAuthProviderMixin:
                     form.get("code_verifier", ""), code.challenge, code.method
                 ):
                     return _error(400, "invalid_grant", "The code verifier does not match")
-                person, scope = code.person, code.scope
+                person, scope, nonce = code.person, code.scope, code.nonce
             elif grant == "refresh_token":
                 entry = state.refresh.pop(form.get("refresh_token", ""), None)
                 if entry is None or entry[1] != app.client_id:
                     return _error(400, "invalid_grant", "The refresh token is invalid")
                 person, _client, scope = entry
+                nonce = None
             else:
                 return _error(400, "unsupported_grant_type", "Unsupported grant type")
             access = secrets.token_urlsafe(24)
@@ -247,17 +252,22 @@ class OAuthProviderMixin:
             state.expiry[access] = time.time() + self.token_expires_in
             state.scopes[access] = scope
             state.refresh[refresh] = (person, app.client_id, scope)
-        return self.token_reply(
-            {
-                "access_token": access,
-                "token_type": "Bearer",
-                "expires_in": self.token_expires_in,
-                "refresh_token": refresh,
-                "scope": scope,
-                "created_at": int(time.time()),
-            },
-            req,
-        )
+        body = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": self.token_expires_in,
+            "refresh_token": refresh,
+            "scope": scope,
+            "created_at": int(time.time()),
+        }
+        body.update(self.token_extras(app, person, scope, nonce, access))
+        return self.token_reply(body, req)
+
+    def token_extras(
+        self, app: OAuthApp, person: str, scope: str, nonce: str | None, access_token: str
+    ) -> dict:
+        """More fields of a token response (an OpenID Connect provider's `id_token`)."""
+        return {}
 
     def token_reply(self, body: dict, req: Request) -> Reply:
         return Reply(200, body, headers={"Cache-Control": "no-store"})

@@ -115,12 +115,24 @@ def test_lambda_defaults_to_ssm_and_a_tiny_pool(monkeypatch):
         ("EXTERNAL_SERVER_URL", "lm.example.org", "EXTERNAL_SERVER_URL"),
         ("EXTERNAL_SERVER_URL", "ftp://lm.example.org", "EXTERNAL_SERVER_URL"),
         ("EXTERNAL_SERVER_URL", "https://", "EXTERNAL_SERVER_URL"),
+        ("LM_LSAAI_ISSUER", "login.aai.lifescience-ri.eu/oidc", "LM_LSAAI_ISSUER"),
+        ("LM_LSAAI_ISSUER", "ftp://login.example/oidc/", "LM_LSAAI_ISSUER"),
     ],
 )
 def test_invalid_values_raise(monkeypatch, name, value, match):
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=match):
         get_settings()
+
+
+def test_lsaai_login_settings(monkeypatch):
+    s = get_settings()
+    assert s.lsaai_client_id is None  # no LS AAI button
+    assert s.lsaai_issuer == "https://login.aai.lifescience-ri.eu/oidc"
+    monkeypatch.setenv("LM_LSAAI_CLIENT_ID", "  lm-client  ")
+    monkeypatch.setenv("LM_LSAAI_ISSUER", "http://127.0.0.1:9/oidc/")
+    s = get_settings()
+    assert (s.lsaai_client_id, s.lsaai_issuer) == ("lm-client", "http://127.0.0.1:9/oidc")
 
 
 def test_config_error_is_a_value_error():

@@ -1,9 +1,15 @@
-"""Login providers (authlib's OAuth2 client): every registered WorkflowHub and GitHub.
+"""Login providers (authlib's OAuth2 client): every registered WorkflowHub, GitHub, and
+LS AAI (LifeScience Login, OpenID Connect).
 
 A person signs in at a provider; we get their identity there (`ProviderIdentity`) and the
 provider's tokens, which we keep encrypted (Fernet, key in the parameter store) with the
-identity and refresh when they expire. Each flow carries `state` and PKCE (S256); the
-pieces a flow needs between its two requests (`LoginState`) live in the signed session.
+identity and refresh when they expire. Each flow carries `state` and PKCE (S256), and an
+OpenID Connect flow a `nonce`; the pieces a flow needs between its two requests
+(`LoginState`) live in the signed session.
+
+An OpenID Connect provider (kind "oidc") is configured by its issuer alone: its endpoints
+come from the issuer's discovery document, and its ID token is verified (signature against
+the issuer's JWKS, `iss`, `aud`, `exp`/`iat`, `nonce`) before its userinfo is believed.
 
 Nothing here knows about Chalice: `web/oauth.py` turns these calls into pages.
 """
@@ -31,14 +37,29 @@ log = logging.getLogger(__name__)
 
 GITHUB = "github"
 GITHUB_SECRET_KEY = "oauth2/providers/github/client_secret"  # noqa: S105 - a key name
+LSAAI = "lsaai"
+LSAAI_SECRET_KEY = "oauth2/providers/lsaai/client_secret"  # noqa: S105 - a key name
+#: How the built-in providers are named to people (registries use their own name).
+LABELS = {GITHUB: "GitHub", LSAAI: "LifeScience Login"}
 TOKENS_KEY_NAME = "oauth2/identity_tokens_key"
 #: Scopes asked of WorkflowHub (read its people and workflows as the person).
 SEEK_SCOPE = "read"
 GITHUB_SCOPE = "read:user user:email"
+OIDC_SCOPE = "openid profile email"
 #: A login flow's state is good for this long (the person signs in at the provider).
 LOGIN_STATE_TTL = 900
 #: How long a probe's verdict (provider up or down) is reused.
 PROBE_TTL = 60.0
+#: How long an OpenID Connect provider's discovery document and keys are reused.
+DISCOVERY_TTL = 3600.0
+#: Seconds of clock skew allowed on an ID token's `exp` and `iat` (authlib's default).
+ID_TOKEN_LEEWAY = 120
+#: ID token signatures we accept, when the provider lists them: never `none`; HS* are
+#: checked with our client secret, the others with the provider's published keys.
+ID_TOKEN_ALGS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+    | {"HS256", "HS384", "HS512"}
+)
 
 
 class ProviderError(LifeMonitorError):
@@ -58,7 +79,7 @@ class ProviderError(LifeMonitorError):
 class Provider:
     name: str  # in our URLs: "github", or a registry's identifier
     label: str  # shown on buttons: "GitHub", the registry's name
-    kind: str  # "github" | "seek"
+    kind: str  # "github" | "seek" | "oidc"
     client_id: str
     secret_key: str  # where the client secret is in the parameter store
     authorize_url: str
@@ -70,6 +91,9 @@ class Provider:
     registry_uuid: str | None = None
     available: bool = True
     profile_url: str | None = None  # the provider's page for a person (format with id)
+    # OpenID Connect: the configured issuer; the three URLs above are filled from its
+    # discovery document (`resolve_endpoints`).
+    issuer: str | None = None
 
     @property
     def login_url(self) -> str:
@@ -110,6 +134,7 @@ class LoginState:
     code_verifier: str
     next: str | None
     created: float = field(default_factory=time.time)
+    nonce: str | None = None  # OpenID Connect: must come back in the ID token
 
     def as_dict(self) -> dict:
         return {
@@ -118,6 +143,7 @@ class LoginState:
             "code_verifier": self.code_verifier,
             "next": self.next,
             "created": self.created,
+            "nonce": self.nonce,
         }
 
     @classmethod
@@ -131,6 +157,7 @@ class LoginState:
                 code_verifier=str(data["code_verifier"]),
                 next=data.get("next"),
                 created=float(data["created"]),
+                nonce=str(data["nonce"]) if data.get("nonce") else None,
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -177,6 +204,26 @@ def _github_provider() -> Provider | None:
     )
 
 
+def _lsaai_provider() -> Provider | None:
+    settings = get_settings()
+    if not settings.lsaai_client_id:
+        return None
+    return Provider(
+        name=LSAAI,
+        label=LABELS[LSAAI],
+        kind="oidc",
+        client_id=settings.lsaai_client_id,
+        secret_key=LSAAI_SECRET_KEY,
+        # Known only from the discovery document, fetched when needed (resolve_endpoints).
+        authorize_url="",
+        token_url="",
+        userinfo_url="",
+        api_base_url=settings.lsaai_issuer,
+        scope=OIDC_SCOPE,
+        issuer=settings.lsaai_issuer,
+    )
+
+
 def _all(session: Session) -> list[Provider]:
     from chalicelib.models import Registry
 
@@ -185,9 +232,9 @@ def _all(session: Session) -> list[Provider]:
         for r in session.query(Registry).order_by(Registry.name)
         if r.type == "seek"
     ]
-    github = _github_provider()
-    if github is not None:
-        providers.append(github)
+    for builtin in (_github_provider(), _lsaai_provider()):
+        if builtin is not None:
+            providers.append(builtin)
     return providers
 
 
@@ -205,9 +252,14 @@ _probes: dict[str, tuple[float, bool]] = {}
 _probe_lock = threading.Lock()
 
 
+def _probe_timeout() -> tuple[float, float]:
+    return (min(3, get_settings().provider_timeout),) * 2
+
+
 def _probe(provider: Provider) -> bool:
-    """Is the provider up? A GET on its base URL answering below 500, remembered for a
-    minute so the login page stays fast."""
+    """Is the provider up? A GET on its base URL answering below 500 (an OpenID Connect
+    provider: its discovery document, valid), remembered for a minute so the login page
+    stays fast."""
     now = time.monotonic()
     with _probe_lock:
         cached = _probes.get(provider.api_base_url)
@@ -215,25 +267,250 @@ def _probe(provider: Provider) -> bool:
         return cached[1]
     from chalicelib import http
 
-    try:
-        response = http.get(
-            provider.api_base_url,
-            timeout=(min(3, get_settings().provider_timeout),) * 2,
-            retries=0,
-            max_bytes=64 * 1024,
-            allow_redirects=False,
-        )
-        up = response.status < 500
-    except http.OutboundError:
-        up = False
+    if provider.kind == "oidc":
+        try:
+            discover(provider, max_age=PROBE_TTL, timeout=_probe_timeout())
+            up = True
+        except ProviderError:
+            up = False
+    else:
+        try:
+            response = http.get(
+                provider.api_base_url,
+                timeout=_probe_timeout(),
+                retries=0,
+                max_bytes=64 * 1024,
+                allow_redirects=False,
+            )
+            up = response.status < 500
+        except http.OutboundError:
+            up = False
     with _probe_lock:
         _probes[provider.api_base_url] = (time.monotonic(), up)
     return up
 
 
 def reset_probes() -> None:
+    """Forget every probe's verdict, discovery document and key set."""
     with _probe_lock:
         _probes.clear()
+        _discoveries.clear()
+        _key_sets.clear()
+
+
+# --- OpenID Connect: discovery and keys ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What we use of an OpenID Connect provider's discovery document."""
+
+    issuer: str  # exactly as published: the ID token's `iss` must equal it
+    authorization_endpoint: str
+    token_endpoint: str
+    userinfo_endpoint: str
+    jwks_uri: str
+    algorithms: tuple[str, ...]  # ID token signatures it uses, that we accept
+
+
+_discoveries: dict[str, tuple[float, Discovery]] = {}
+_key_sets: dict[str, tuple[float, dict]] = {}  # jwks_uri -> (fetched, the JWKS document)
+
+
+def discovery_url(issuer: str) -> str:
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+def _unavailable(provider: Provider, reason: str) -> ProviderError:
+    # The reason is for the log (a status, a missing field), never a token; the person sees
+    # what a provider that is down shows.
+    log.warning("login provider %s: discovery failed: %s", provider.name, reason)
+    return ProviderError(
+        f"{provider.label} is not available right now; try again later",
+        provider=provider.name,
+        status=503,
+    )
+
+
+def _parse_discovery(provider: Provider, doc: Any) -> Discovery:
+    if not isinstance(doc, dict):
+        raise _unavailable(provider, "the discovery document is not a JSON object")
+    fields = ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri")
+    for name in ("issuer", *fields):
+        value = doc.get(name)
+        if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+            raise _unavailable(provider, f"no valid {name} in the discovery document")
+    # OpenID Connect Discovery 4.3: the document must be the configured issuer's (a
+    # provider must not speak for another); a trailing slash is not a difference.
+    if doc["issuer"].rstrip("/") != (provider.issuer or "").rstrip("/"):
+        raise _unavailable(provider, "the discovery document names another issuer")
+    listed = doc.get("id_token_signing_alg_values_supported") or ["RS256"]
+    algorithms = tuple(a for a in listed if isinstance(a, str) and a in ID_TOKEN_ALGS)
+    if not algorithms:
+        raise _unavailable(provider, "no ID token signature algorithm we accept")
+    return Discovery(
+        issuer=doc["issuer"],
+        algorithms=algorithms,
+        **{name: doc[name] for name in fields},
+    )
+
+
+def discover(
+    provider: Provider,
+    *,
+    max_age: float = DISCOVERY_TTL,
+    timeout: tuple[float, float] | None = None,
+) -> Discovery:
+    """The provider's discovery document, fetched (with a timeout) or reused for
+    `max_age` seconds. A provider whose discovery fails is unavailable: ProviderError 503."""
+    from chalicelib import http
+
+    url = discovery_url(provider.issuer or "")
+    with _probe_lock:
+        cached = _discoveries.get(url)
+    if cached is not None and time.monotonic() - cached[0] < max_age:
+        return cached[1]
+    if timeout is None:
+        timeout = (get_settings().provider_timeout,) * 2
+    try:
+        response = http.get(
+            url,
+            timeout=timeout,
+            retries=0,
+            max_bytes=256 * 1024,
+            allow_redirects=False,
+            headers={"Accept": "application/json"},
+        )
+    except http.OutboundError as exc:
+        raise _unavailable(provider, exc.reason) from None
+    if response.status != 200:
+        raise _unavailable(provider, f"HTTP {response.status}")
+    try:
+        doc = response.json()
+    except http.OutboundError:
+        raise _unavailable(provider, "the discovery document is not JSON") from None
+    found = _parse_discovery(provider, doc)
+    with _probe_lock:
+        _discoveries[url] = (time.monotonic(), found)
+    return found
+
+
+def resolve_endpoints(provider: Provider) -> Provider:
+    """The provider with its authorization, token and userinfo URLs (an OpenID Connect
+    provider's from its discovery document; the others have them already)."""
+    from dataclasses import replace
+
+    if provider.kind != "oidc":
+        return provider
+    found = discover(provider)
+    return replace(
+        provider,
+        authorize_url=found.authorization_endpoint,
+        token_url=found.token_endpoint,
+        userinfo_url=found.userinfo_endpoint,
+    )
+
+
+def _jwks(provider: Provider, found: Discovery, *, force: bool = False) -> dict:
+    """The provider's public keys (its JWKS), reused as the discovery document is, fetched
+    again when `force` (a token signed with a key we do not know yet: keys rotate)."""
+    from chalicelib import http
+
+    with _probe_lock:
+        cached = _key_sets.get(found.jwks_uri)
+    if cached is not None and not force and time.monotonic() - cached[0] < DISCOVERY_TTL:
+        return cached[1]
+    try:
+        response = http.get(
+            found.jwks_uri,
+            timeout=(get_settings().provider_timeout,) * 2,
+            retries=0,
+            max_bytes=256 * 1024,
+            allow_redirects=False,
+            headers={"Accept": "application/json"},
+        )
+        doc = response.json() if response.status == 200 else None
+    except http.OutboundError as exc:
+        log.warning("login provider %s: its keys cannot be read: %s", provider.name, exc.reason)
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+        raise ProviderError(
+            f"{provider.label} did not answer as expected; try again later",
+            provider=provider.name,
+            status=502,
+        )
+    with _probe_lock:
+        _key_sets[found.jwks_uri] = (time.monotonic(), doc)
+    return doc
+
+
+def _id_token_refused(provider: Provider, why: str) -> ProviderError:
+    log.warning("login provider %s: ID token refused: %s", provider.name, why)
+    return ProviderError(
+        f"{provider.label} sent a sign-in that cannot be verified; please sign in again",
+        provider=provider.name,
+        status=502,
+    )
+
+
+def verify_id_token(
+    provider: Provider, found: Discovery, token: dict[str, Any], nonce: str, secret: str
+) -> dict[str, Any]:
+    """The claims of the token response's ID token, once verified: its signature (the
+    provider's keys; HS* with our client secret), `iss` (the discovered issuer), `aud` (our
+    client id; `azp` when there are others), `exp` and `iat` (with leeway), `nonce` (ours)
+    and `at_hash` when present. Anything else is a ProviderError."""
+    from authlib.oidc.core import CodeIDToken
+    from joserfc import jwt
+    from joserfc.errors import ClaimError, InvalidKeyIdError, JoseError
+    from joserfc.jwk import KeySet, OctKey
+    from joserfc.jws import JWSRegistry
+
+    raw = token.get("id_token")
+    if not isinstance(raw, str) or not raw:
+        raise _id_token_refused(provider, "the token response has none")
+    if not nonce:
+        # authlib checks the nonce only when one is expected: we always expect one.
+        raise _id_token_refused(provider, "no nonce to compare")
+    registry = JWSRegistry(algorithms=list(found.algorithms), strict_check_header=False)
+
+    def decode(jwks: dict):
+        keys = KeySet.import_key_set(jwks)
+
+        def key_for(guest):
+            # A shared-secret signature is checked with our secret, never with a public key
+            # (the algorithm confusion attack), and the others with the provider's keys.
+            if str(guest.headers().get("alg", "")).startswith("HS"):
+                return OctKey.import_key(secret)
+            return keys
+
+        return jwt.decode(raw, key_for, registry=registry)
+
+    try:
+        try:
+            decoded = decode(_jwks(provider, found))
+        except InvalidKeyIdError:
+            decoded = decode(_jwks(provider, found, force=True))
+        claims = CodeIDToken(
+            decoded.claims,
+            decoded.header,
+            options={
+                "iss": {"essential": True, "value": found.issuer},
+                "aud": {"essential": True, "value": provider.client_id},
+                "sub": {"essential": True},
+            },
+            params={
+                "nonce": nonce,
+                "client_id": provider.client_id,
+                "access_token": token.get("access_token"),
+            },
+        )
+        claims.validate(leeway=ID_TOKEN_LEEWAY)
+    except ClaimError as exc:
+        raise _id_token_refused(provider, f"{type(exc).__name__} ({exc.claim})") from None
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        raise _id_token_refused(provider, type(exc).__name__) from None
+    return dict(claims)
 
 
 def list_providers(session: Session, *, probe: bool = True) -> list[Provider]:
@@ -307,15 +584,18 @@ def begin_login(provider: Provider, next_url: str | None = None) -> tuple[str, L
             provider=provider.name,
             status=503,
         )
+    provider = resolve_endpoints(provider)
     state = LoginState(
         provider=provider.name,
         state=secrets.token_urlsafe(24),
         code_verifier=generate_token(64),
         next=next_url,
+        nonce=secrets.token_urlsafe(24) if provider.kind == "oidc" else None,
     )
+    extra = {"nonce": state.nonce} if state.nonce else {}
     client = _oauth_session(provider)
     url, _ = client.create_authorization_url(
-        provider.authorize_url, state=state.state, code_verifier=state.code_verifier
+        provider.authorize_url, state=state.state, code_verifier=state.code_verifier, **extra
     )
     return url, state
 
@@ -360,7 +640,14 @@ def complete_login(provider: Provider, state: LoginState | None, query: dict[str
         raise ProviderError(
             f"{provider.label} sent no authorization code", provider=provider.name, status=502
         )
+    if provider.kind == "oidc" and not state.nonce:
+        raise ProviderError(
+            "This sign-in link is invalid or has expired; please sign in again",
+            provider=provider.name,
+            status=400,
+        )
     timeout = get_settings().provider_timeout
+    provider = resolve_endpoints(provider)
     client = _oauth_session(provider, state=state.state)
     try:
         token = client.fetch_token(
@@ -370,6 +657,8 @@ def complete_login(provider: Provider, state: LoginState | None, query: dict[str
             timeout=timeout,
             allow_redirects=False,
         )
+        if provider.kind == "oidc":
+            return _oidc_identity(provider, client, dict(token), timeout, state.nonce or "")
         return _identity(provider, client, dict(token), timeout)
     except ProviderError:
         raise
@@ -438,6 +727,59 @@ def _identity(provider: Provider, client, token: dict, timeout: int) -> Provider
             "email": email,
             "profile": info.get("html_url"),
             "picture": info.get("avatar_url"),
+        },
+        token=token,
+    )
+
+
+def _web_url(value: str | None) -> str | None:
+    return value if value and value.lower().startswith(("https://", "http://")) else None
+
+
+def _oidc_identity(
+    provider: Provider, client, token: dict, timeout: int, nonce: str
+) -> ProviderIdentity:
+    """An OpenID Connect sign-in: the ID token verified first, then who the person is from
+    the userinfo endpoint (the same `sub`)."""
+    found = discover(provider)
+    claims = verify_id_token(provider, found, token, nonce, provider.client_secret() or "")
+    info = _get_json(client, found.userinfo_endpoint, timeout, provider)
+    if not isinstance(info, dict) or info.get("sub") != claims["sub"]:
+        # OpenID Connect Core 5.3.2: the userinfo of another person must not be used.
+        raise _id_token_refused(provider, "the userinfo's sub is not the ID token's")
+
+    def text(name: str) -> str | None:
+        value = info.get(name, claims.get(name))
+        return (value.strip() or None) if isinstance(value, str) else None
+
+    address = text("email")
+    verified = info.get("email_verified", claims.get("email_verified"))
+    # Some providers send the flag as a string; only an explicit "false" withholds it.
+    email = None if verified is False or str(verified).lower() == "false" else address
+    name = text("name") or " ".join(x for x in (text("given_name"), text("family_name")) if x)
+    username = text("preferred_username") or (address.split("@")[0] if address else None)
+    sub = str(claims["sub"])
+    return ProviderIdentity(
+        provider=provider.name,
+        provider_user_id=sub,
+        username=username,
+        name=name or None,
+        email=email,
+        user_info={
+            "id": sub,
+            "sub": sub,
+            "preferred_username": text("preferred_username"),
+            "username": text("preferred_username"),
+            "name": name or None,
+            "given_name": text("given_name"),
+            "family_name": text("family_name"),
+            "email": email,
+            "email_verified": verified if isinstance(verified, bool) else None,
+            # Shown as links on the profile page: web addresses only (no `javascript:`).
+            "profile": _web_url(text("profile")),
+            "picture": _web_url(text("picture")),
+            "provider_uri": found.issuer,
+            "userinfo_endpoint": found.userinfo_endpoint,
         },
         token=token,
     )
@@ -512,7 +854,10 @@ def fresh_token(session: Session, identity: Identity, scope: str | None = None) 
         return token.get("access_token")
     if not token.get("refresh_token"):
         return None
-    provider = get_provider(session, identity.provider)
+    try:
+        provider = resolve_endpoints(get_provider(session, identity.provider))
+    except ProviderError:
+        return None
     client = _oauth_session(provider)
     try:
         new = client.refresh_token(

@@ -201,12 +201,13 @@ class IdentityView:
 
 
 def list_identities(session: Session, user: User | int) -> list[IdentityView]:
+    from chalicelib.auth.providers import LABELS
     from chalicelib.models import Registry
 
     user_id = user if isinstance(user, int) else user.id
     rows = session.query(Identity).filter_by(user_id=user_id).order_by(Identity.id).all()
     labels = {r.client_name: r.name for r in session.query(Registry)}
-    labels["github"] = "GitHub"
+    labels.update(LABELS)
     return [
         IdentityView(
             id=i.id,

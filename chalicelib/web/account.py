@@ -42,7 +42,7 @@ def _account(db, request: PageRequest):
 
 
 def _providers(db):
-    """The login providers (WorkflowHub registries, GitHub) with their availability."""
+    """The login providers (WorkflowHub registries, GitHub, LS AAI) with their availability."""
     from chalicelib.auth.providers import list_providers
 
     return list_providers(db)

@@ -1,8 +1,8 @@
 """Browser tests: Debian's `chromium` driven by Playwright (never `playwright install`),
 against `python -m infra.local` — `make run`'s server — on a free loopback port, with the
-emulated WorkflowHub and GitHub as login providers. Skipped, with the reason, only where
-Chromium or Playwright cannot be had. Screenshots of every page go to
-`test-output/web/<test>/` (or `$LM_TEST_OUTPUT/web/<test>/`).
+emulated WorkflowHub, GitHub and LifeScience Login (OpenID Connect) as login providers.
+Skipped, with the reason, only where Chromium or Playwright cannot be had. Screenshots of
+every page go to `test-output/web/<test>/` (or `$LM_TEST_OUTPUT/web/<test>/`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from tests.conftest import ROOT
 
 GITHUB_CLIENT_ID = "lm-github-app"
 GITHUB_CLIENT_SECRET = "lm-github-secret"
+LSAAI_CLIENT_ID = "lm-lsaai-client"
+LSAAI_CLIENT_SECRET = "lm-lsaai-secret-for-the-browser-tests"
 WFH_APP_ID = "lm-at-wfh"
 WFH_APP_SECRET = "lm-at-wfh-secret"
 REGISTRY_NAME = "WorkflowHub"
@@ -71,6 +73,7 @@ class LiveServer:
     log: Path
     wfh: object
     github: object
+    lsaai: object
     seen: dict = field(default_factory=dict)
 
     def log_tail(self, lines: int = 40) -> str:
@@ -98,13 +101,15 @@ def _wait_until_up(server: LiveServer, timeout: float = 90.0) -> None:
 @pytest.fixture(scope="session")
 def live_server(database_url, tmp_path_factory, playwright_browser):
     """`python -m infra.local` on a free port against the test database, with the emulated
-    WorkflowHub and GitHub; one per test process."""
+    WorkflowHub, GitHub and LS AAI; one per test process."""
     from emulators.github_oauth import GitHubOAuthEmulator
+    from emulators.oidc import OIDCEmulator
     from emulators.seek import WorkflowHubEmulator
     from tests.support.fileserver import unused_port
 
     wfh = WorkflowHubEmulator().start()
     github = GitHubOAuthEmulator().start()
+    lsaai = OIDCEmulator().start()
     port = unused_port()
     data_dir = tmp_path_factory.mktemp("live") / "data"
     log = tmp_path_factory.mktemp("live-log") / "server.log"
@@ -117,6 +122,8 @@ def live_server(database_url, tmp_path_factory, playwright_browser):
         "LM_GITHUB_CLIENT_ID": GITHUB_CLIENT_ID,
         "LM_GITHUB_URL": github.url,
         "LM_GITHUB_API_URL": github.url,
+        "LM_LSAAI_CLIENT_ID": LSAAI_CLIENT_ID,
+        "LM_LSAAI_ISSUER": lsaai.issuer,
         "LM_LOCAL_REFRESH_INTERVAL": "0",
         "LOG_LEVEL": "INFO",
     }
@@ -144,7 +151,7 @@ def live_server(database_url, tmp_path_factory, playwright_browser):
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = LiveServer(env["EXTERNAL_SERVER_URL"], data_dir, env, process, log, wfh, github)
+    server = LiveServer(env["EXTERNAL_SERVER_URL"], data_dir, env, process, log, wfh, github, lsaai)
     try:
         _wait_until_up(server)
         yield server
@@ -156,6 +163,7 @@ def live_server(database_url, tmp_path_factory, playwright_browser):
             process.kill()
         wfh.stop()
         github.stop()
+        lsaai.stop()
 
 
 @pytest.fixture
@@ -170,6 +178,12 @@ def live(live_server, db, monkeypatch):
     secrets.reset()
     live_server.wfh.reset()
     live_server.github.reset()
+    live_server.lsaai.reset()
+    live_server.lsaai.register_oauth_app(
+        [f"{live_server.url}/oauth2/authorized/lsaai"],
+        client_id=LSAAI_CLIENT_ID,
+        client_secret=LSAAI_CLIENT_SECRET,
+    )
     live_server.github.register_oauth_app(
         [f"{live_server.url}/oauth2/authorized/github"],
         client_id=GITHUB_CLIENT_ID,
@@ -180,9 +194,10 @@ def live(live_server, db, monkeypatch):
         client_id=WFH_APP_ID,
         client_secret=WFH_APP_SECRET,
     )
-    from chalicelib.auth.providers import GITHUB_SECRET_KEY
+    from chalicelib.auth.providers import GITHUB_SECRET_KEY, LSAAI_SECRET_KEY
 
     secrets.get_secrets().put(GITHUB_SECRET_KEY, GITHUB_CLIENT_SECRET)
+    secrets.get_secrets().put(LSAAI_SECRET_KEY, LSAAI_CLIENT_SECRET)
     yield live_server
 
 

@@ -1,5 +1,6 @@
 """In headless Chromium: the guide's walkthrough (Log in → Sign in with the WorkflowHub →
-register the identity → profile → API keys → NEW → the key in /ui), GitHub login, local
+register the identity → profile → API keys → NEW → the key in /ui), GitHub login,
+LifeScience Login (LS AAI, OpenID Connect), local
 accounts, profile tabs, key deletion, logout, OAuth apps with a real authorization-code +
 PKCE exchange and a refresh, and the refusals (CSRF, cross-site post, open redirect)."""
 
@@ -132,6 +133,40 @@ def test_github_login_and_logout(page, live):
     page.get_by_role("button", name="Sign in and authorize").click()
     page.wait_for_url(base + "/dashboard")
     shots("dashboard")
+    assert not page.console_errors, page.console_errors
+
+
+def test_lifescience_login(page, live):
+    """Sign in with LifeScience Login (the emulated LS AAI): its form, the username proposed
+    from the LS AAI username, the identity in the profile; a second sign-in goes through."""
+    from emulators.oidc import DEFAULT_PASSWORD
+
+    base, shots = live.url, page.shots
+    page.goto(base + "/account/login?next=/account/profile")
+    page.get_by_role("link", name="Sign in with LifeScience Login").click()
+    page.wait_for_url(re.compile(re.escape(live.lsaai.url) + r"/oidc/authorize.*"))
+    shots("lsaai-sign-in")
+    page.get_by_label("Login").fill("jdoe")
+    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Sign in and authorize").click()
+    page.wait_for_url(re.compile(r".*/account/register_identity.*"))
+    assert page.get_by_label("Username").input_value() == "jdoe"
+    assert "LifeScience Login" in page.content()
+    shots("register-identity")
+    page.get_by_role("button", name="Create my account").click()
+    page.wait_for_url(re.compile(r".*/account/profile.*"))
+    row = page.locator("tr[data-provider='lsaai']")
+    assert row.count() == 1
+    assert "LifeScience Login" in row.inner_text() and "Jane Doe" in row.inner_text()
+    shots("profile")
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(base + "/")
+    page.goto(base + "/account/login?next=/dashboard")
+    page.get_by_role("link", name="Sign in with LifeScience Login").click()
+    page.get_by_label("Login").fill("jdoe")
+    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Sign in and authorize").click()
+    page.wait_for_url(base + "/dashboard")
     assert not page.console_errors, page.console_errors
 
 
