@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 GITHUB = "github"
 GITHUB_SECRET_KEY = "oauth2/providers/github/client_secret"  # noqa: S105 - a key name
 LSAAI = "lsaai"
+#: Names a registry's client name may not take (our login URLs name providers by them).
+BUILT_IN_PROVIDERS = frozenset({GITHUB, LSAAI})
 LSAAI_SECRET_KEY = "oauth2/providers/lsaai/client_secret"  # noqa: S105 - a key name
 #: How the built-in providers are named to people (registries use their own name).
 LABELS = {GITHUB: "GitHub", LSAAI: "LifeScience Login"}

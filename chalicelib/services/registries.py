@@ -81,6 +81,14 @@ def _check_client_name(client_name: str) -> str:
             "client name must be lowercase letters, digits, '_' or '-' (it appears in URLs): "
             f"{client_name!r}"
         )
+    from chalicelib.auth.providers import BUILT_IN_PROVIDERS
+
+    if client_name in BUILT_IN_PROVIDERS:
+        # /oauth2/login/<name> would mean two providers.
+        raise BadRequestError(
+            f"client name {client_name!r} is a built-in login provider's: choose another "
+            "(--client-name)"
+        )
     return client_name
 
 

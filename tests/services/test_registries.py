@@ -393,3 +393,21 @@ def test_name_can_be_reused_after_delete(session, wfh):
 )
 def test_snake_case(name, expected):
     assert registries.snake_case(name) == expected
+
+
+@pytest.mark.parametrize(("name", "client_name"), [("Github", None), ("LS Hub", "lsaai")])
+def test_a_registry_cannot_take_a_built_in_providers_name(session, name, client_name):
+    """/oauth2/login/<client name> must name one provider."""
+    from chalicelib.models import Registry
+
+    with pytest.raises(BadRequestError, match="built-in login provider"):
+        registries.add_registry(
+            session,
+            name=name,
+            type="seek",
+            client_id="c",
+            client_secret="s",
+            api_url="https://hub.example",
+            client_name=client_name,
+        )
+    assert session.query(Registry).count() == 0
