@@ -157,9 +157,14 @@ def test_functions_are_named_wired_to_the_vpc_and_configured(sam):
         assert variables["LM_SSM_PREFIX"] == {"Fn::Sub": "/lifemonitor/${Stage}/"}
         for var in ("LM_REFRESH_QUEUE_URL", "LM_WEBHOOK_QUEUE_URL", "LM_CRATE_BUCKET"):
             assert "Fn::ImportValue" in variables[var], var
-        assert variables["LM_EMAIL_SENDER"] == {
-            "Fn::If": ["HasEmailSender", {"Ref": "EmailSender"}, {"Ref": "AWS::NoValue"}]
-        }
+        for var, condition, param in [
+            ("LM_EMAIL_SENDER", "HasEmailSender", "EmailSender"),
+            ("LM_GITHUB_CLIENT_ID", "HasGithubLogin", "GithubClientId"),
+            ("LM_LSAAI_CLIENT_ID", "HasLsaaiLogin", "LsaaiClientId"),
+        ]:
+            assert variables[var] == {
+                "Fn::If": [condition, {"Ref": param}, {"Ref": "AWS::NoValue"}]
+            }, var
         vpc = props["VpcConfig"]
         assert len(vpc["SubnetIds"]) == 2
         assert len(vpc["SecurityGroupIds"]) == 1
