@@ -9,7 +9,8 @@ OpenID Connect flow a `nonce`; the pieces a flow needs between its two requests
 
 An OpenID Connect provider (kind "oidc") is configured by its issuer alone: its endpoints
 come from the issuer's discovery document, and its ID token is verified (signature against
-the issuer's JWKS, `iss`, `aud`, `exp`/`iat`, `nonce`) before its userinfo is believed.
+the issuer's JWKS, `iss`, `aud`, `exp`/`iat`, `nonce`) before its userinfo is believed;
+`chalicelib/auth/oidc.py` does both.
 
 Nothing here knows about Chalice: `web/oauth.py` turns these calls into pages.
 """
@@ -52,16 +53,6 @@ OIDC_SCOPE = "openid profile email"
 LOGIN_STATE_TTL = 900
 #: How long a probe's verdict (provider up or down) is reused.
 PROBE_TTL = 60.0
-#: How long an OpenID Connect provider's discovery document and keys are reused.
-DISCOVERY_TTL = 3600.0
-#: Seconds of clock skew allowed on an ID token's `exp` and `iat` (authlib's default).
-ID_TOKEN_LEEWAY = 120
-#: ID token signatures we accept, when the provider lists them: never `none`; HS* are
-#: checked with our client secret, the others with the provider's published keys.
-ID_TOKEN_ALGS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
-    | {"HS256", "HS384", "HS512"}
-)
 
 
 class ProviderError(LifeMonitorError):
@@ -271,7 +262,9 @@ def _probe(provider: Provider) -> bool:
 
     if provider.kind == "oidc":
         try:
-            discover(provider, max_age=PROBE_TTL, timeout=_probe_timeout())
+            from chalicelib.auth import oidc
+
+            oidc.discover(provider, max_age=PROBE_TTL, timeout=_probe_timeout())
             up = True
         except ProviderError:
             up = False
@@ -294,107 +287,11 @@ def _probe(provider: Provider) -> bool:
 
 def reset_probes() -> None:
     """Forget every probe's verdict, discovery document and key set."""
+    from chalicelib.auth import oidc
+
     with _probe_lock:
         _probes.clear()
-        _discoveries.clear()
-        _key_sets.clear()
-
-
-# --- OpenID Connect: discovery and keys ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Discovery:
-    """What we use of an OpenID Connect provider's discovery document."""
-
-    issuer: str  # exactly as published: the ID token's `iss` must equal it
-    authorization_endpoint: str
-    token_endpoint: str
-    userinfo_endpoint: str
-    jwks_uri: str
-    algorithms: tuple[str, ...]  # ID token signatures it uses, that we accept
-
-
-_discoveries: dict[str, tuple[float, Discovery]] = {}
-_key_sets: dict[str, tuple[float, dict]] = {}  # jwks_uri -> (fetched, the JWKS document)
-
-
-def discovery_url(issuer: str) -> str:
-    return issuer.rstrip("/") + "/.well-known/openid-configuration"
-
-
-def _unavailable(provider: Provider, reason: str) -> ProviderError:
-    # The reason is for the log (a status, a missing field), never a token; the person sees
-    # what a provider that is down shows.
-    log.warning("login provider %s: discovery failed: %s", provider.name, reason)
-    return ProviderError(
-        f"{provider.label} is not available right now; try again later",
-        provider=provider.name,
-        status=503,
-    )
-
-
-def _parse_discovery(provider: Provider, doc: Any) -> Discovery:
-    if not isinstance(doc, dict):
-        raise _unavailable(provider, "the discovery document is not a JSON object")
-    fields = ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri")
-    for name in ("issuer", *fields):
-        value = doc.get(name)
-        if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-            raise _unavailable(provider, f"no valid {name} in the discovery document")
-    # OpenID Connect Discovery 4.3: the document must be the configured issuer's (a
-    # provider must not speak for another); a trailing slash is not a difference.
-    if doc["issuer"].rstrip("/") != (provider.issuer or "").rstrip("/"):
-        raise _unavailable(provider, "the discovery document names another issuer")
-    listed = doc.get("id_token_signing_alg_values_supported") or ["RS256"]
-    algorithms = tuple(a for a in listed if isinstance(a, str) and a in ID_TOKEN_ALGS)
-    if not algorithms:
-        raise _unavailable(provider, "no ID token signature algorithm we accept")
-    return Discovery(
-        issuer=doc["issuer"],
-        algorithms=algorithms,
-        **{name: doc[name] for name in fields},
-    )
-
-
-def discover(
-    provider: Provider,
-    *,
-    max_age: float = DISCOVERY_TTL,
-    timeout: tuple[float, float] | None = None,
-) -> Discovery:
-    """The provider's discovery document, fetched (with a timeout) or reused for
-    `max_age` seconds. A provider whose discovery fails is unavailable: ProviderError 503."""
-    from chalicelib import http
-
-    url = discovery_url(provider.issuer or "")
-    with _probe_lock:
-        cached = _discoveries.get(url)
-    if cached is not None and time.monotonic() - cached[0] < max_age:
-        return cached[1]
-    if timeout is None:
-        timeout = (get_settings().provider_timeout,) * 2
-    try:
-        response = http.get(
-            url,
-            timeout=timeout,
-            retries=0,
-            max_bytes=256 * 1024,
-            allow_redirects=False,
-            headers={"Accept": "application/json"},
-        )
-    except http.OutboundError as exc:
-        raise _unavailable(provider, exc.reason) from None
-    if response.status != 200:
-        raise _unavailable(provider, f"HTTP {response.status}")
-    try:
-        doc = response.json()
-    except http.OutboundError:
-        raise _unavailable(provider, "the discovery document is not JSON") from None
-    found = _parse_discovery(provider, doc)
-    with _probe_lock:
-        _discoveries[url] = (time.monotonic(), found)
-    return found
+    oidc.reset()
 
 
 def resolve_endpoints(provider: Provider) -> Provider:
@@ -404,115 +301,15 @@ def resolve_endpoints(provider: Provider) -> Provider:
 
     if provider.kind != "oidc":
         return provider
-    found = discover(provider)
+    from chalicelib.auth import oidc
+
+    found = oidc.discover(provider)
     return replace(
         provider,
         authorize_url=found.authorization_endpoint,
         token_url=found.token_endpoint,
         userinfo_url=found.userinfo_endpoint,
     )
-
-
-def _jwks(provider: Provider, found: Discovery, *, force: bool = False) -> dict:
-    """The provider's public keys (its JWKS), reused as the discovery document is, fetched
-    again when `force` (a token signed with a key we do not know yet: keys rotate)."""
-    from chalicelib import http
-
-    with _probe_lock:
-        cached = _key_sets.get(found.jwks_uri)
-    if cached is not None and not force and time.monotonic() - cached[0] < DISCOVERY_TTL:
-        return cached[1]
-    try:
-        response = http.get(
-            found.jwks_uri,
-            timeout=(get_settings().provider_timeout,) * 2,
-            retries=0,
-            max_bytes=256 * 1024,
-            allow_redirects=False,
-            headers={"Accept": "application/json"},
-        )
-        doc = response.json() if response.status == 200 else None
-    except http.OutboundError as exc:
-        log.warning("login provider %s: its keys cannot be read: %s", provider.name, exc.reason)
-        doc = None
-    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
-        raise ProviderError(
-            f"{provider.label} did not answer as expected; try again later",
-            provider=provider.name,
-            status=502,
-        )
-    with _probe_lock:
-        _key_sets[found.jwks_uri] = (time.monotonic(), doc)
-    return doc
-
-
-def _id_token_refused(provider: Provider, why: str) -> ProviderError:
-    log.warning("login provider %s: ID token refused: %s", provider.name, why)
-    return ProviderError(
-        f"{provider.label} sent a sign-in that cannot be verified; please sign in again",
-        provider=provider.name,
-        status=502,
-    )
-
-
-def verify_id_token(
-    provider: Provider, found: Discovery, token: dict[str, Any], nonce: str, secret: str
-) -> dict[str, Any]:
-    """The claims of the token response's ID token, once verified: its signature (the
-    provider's keys; HS* with our client secret), `iss` (the discovered issuer), `aud` (our
-    client id; `azp` when there are others), `exp` and `iat` (with leeway), `nonce` (ours)
-    and `at_hash` when present. Anything else is a ProviderError."""
-    from authlib.oidc.core import CodeIDToken
-    from joserfc import jwt
-    from joserfc.errors import ClaimError, InvalidKeyIdError, JoseError
-    from joserfc.jwk import KeySet, OctKey
-    from joserfc.jws import JWSRegistry
-
-    raw = token.get("id_token")
-    if not isinstance(raw, str) or not raw:
-        raise _id_token_refused(provider, "the token response has none")
-    if not nonce:
-        # authlib checks the nonce only when one is expected: we always expect one.
-        raise _id_token_refused(provider, "no nonce to compare")
-    registry = JWSRegistry(algorithms=list(found.algorithms), strict_check_header=False)
-
-    def decode(jwks: dict):
-        keys = KeySet.import_key_set(jwks)
-
-        def key_for(guest):
-            # A shared-secret signature is checked with our secret, never with a public key
-            # (the algorithm confusion attack), and the others with the provider's keys.
-            if str(guest.headers().get("alg", "")).startswith("HS"):
-                return OctKey.import_key(secret)
-            return keys
-
-        return jwt.decode(raw, key_for, registry=registry)
-
-    try:
-        try:
-            decoded = decode(_jwks(provider, found))
-        except InvalidKeyIdError:
-            decoded = decode(_jwks(provider, found, force=True))
-        claims = CodeIDToken(
-            decoded.claims,
-            decoded.header,
-            options={
-                "iss": {"essential": True, "value": found.issuer},
-                "aud": {"essential": True, "value": provider.client_id},
-                "sub": {"essential": True},
-            },
-            params={
-                "nonce": nonce,
-                "client_id": provider.client_id,
-                "access_token": token.get("access_token"),
-            },
-        )
-        claims.validate(leeway=ID_TOKEN_LEEWAY)
-    except ClaimError as exc:
-        raise _id_token_refused(provider, f"{type(exc).__name__} ({exc.claim})") from None
-    except (JoseError, ValueError, TypeError, KeyError) as exc:
-        raise _id_token_refused(provider, type(exc).__name__) from None
-    return dict(claims)
 
 
 def list_providers(session: Session, *, probe: bool = True) -> list[Provider]:
@@ -743,12 +540,14 @@ def _oidc_identity(
 ) -> ProviderIdentity:
     """An OpenID Connect sign-in: the ID token verified first, then who the person is from
     the userinfo endpoint (the same `sub`)."""
-    found = discover(provider)
-    claims = verify_id_token(provider, found, token, nonce, provider.client_secret() or "")
+    from chalicelib.auth import oidc
+
+    found = oidc.discover(provider)
+    claims = oidc.verify_id_token(provider, found, token, nonce, provider.client_secret() or "")
     info = _get_json(client, found.userinfo_endpoint, timeout, provider)
     if not isinstance(info, dict) or info.get("sub") != claims["sub"]:
         # OpenID Connect Core 5.3.2: the userinfo of another person must not be used.
-        raise _id_token_refused(provider, "the userinfo's sub is not the ID token's")
+        raise oidc.id_token_refused(provider, "the userinfo's sub is not the ID token's")
 
     def text(name: str) -> str | None:
         value = info.get(name, claims.get(name))
