@@ -88,6 +88,24 @@ def _parse_discovery(provider: Provider, doc: Any) -> Discovery:
     )
 
 
+def _fetch_document(url: str, timeout: tuple[float, float]) -> Any:
+    """A small JSON document of the provider's: no retry, no redirect (a redirect could take
+    us anywhere), at most 256 KB. OutboundError when it cannot be had, with the reason."""
+    from chalicelib import http
+
+    response = http.get(
+        url,
+        timeout=timeout,
+        retries=0,
+        max_bytes=256 * 1024,
+        allow_redirects=False,
+        headers={"Accept": "application/json"},
+    )
+    if response.status != 200:
+        raise http.OutboundError(f"HTTP {response.status}", status=response.status)
+    return response.json()
+
+
 def discover(
     provider: Provider,
     *,
@@ -103,25 +121,10 @@ def discover(
         cached = _discoveries.get(url)
     if cached is not None and time.monotonic() - cached[0] < max_age:
         return cached[1]
-    if timeout is None:
-        timeout = (get_settings().provider_timeout,) * 2
     try:
-        response = http.get(
-            url,
-            timeout=timeout,
-            retries=0,
-            max_bytes=256 * 1024,
-            allow_redirects=False,
-            headers={"Accept": "application/json"},
-        )
+        doc = _fetch_document(url, timeout or (get_settings().provider_timeout,) * 2)
     except http.OutboundError as exc:
         raise _unavailable(provider, exc.reason) from None
-    if response.status != 200:
-        raise _unavailable(provider, f"HTTP {response.status}")
-    try:
-        doc = response.json()
-    except http.OutboundError:
-        raise _unavailable(provider, "the discovery document is not JSON") from None
     found = _parse_discovery(provider, doc)
     with _lock:
         _discoveries[url] = (time.monotonic(), found)
@@ -138,15 +141,7 @@ def _jwks(provider: Provider, found: Discovery, *, force: bool = False) -> dict:
     if cached is not None and not force and time.monotonic() - cached[0] < DISCOVERY_TTL:
         return cached[1]
     try:
-        response = http.get(
-            found.jwks_uri,
-            timeout=(get_settings().provider_timeout,) * 2,
-            retries=0,
-            max_bytes=256 * 1024,
-            allow_redirects=False,
-            headers={"Accept": "application/json"},
-        )
-        doc = response.json() if response.status == 200 else None
+        doc = _fetch_document(found.jwks_uri, (get_settings().provider_timeout,) * 2)
     except http.OutboundError as exc:
         log.warning("login provider %s: its keys cannot be read: %s", provider.name, exc.reason)
         doc = None
