@@ -484,7 +484,9 @@ def _version_list_statement(dialect: str, registries: bool, status: bool):
     columns = [getattr(WorkflowVersion, c) for c in _VERSION_ROW_COLUMNS]
     if registries:
         columns += [RegistryWorkflowVersion.id, Registry.client_name, RegistryWorkflowVersion.uri]
-    shown = None
+    # A LATERAL lookup by primary key per version on Postgres: joined flat, the planner may
+    # hash the whole builds table (10 ms at 160,000 builds, and builds only grow).
+    lateral = status and dialect == "postgresql"
     if status:
         unused = {"created", "modified"}  # a nested instance shows neither
         shown_columns = (
@@ -496,28 +498,26 @@ def _version_list_statement(dialect: str, registries: bool, status: bool):
             + [getattr(TestingService, c).label(f"s_{c}") for c in _SERVICE_COLUMNS]
             + [TestSuite.uuid.label("suite_uuid")]
         )
+    if lateral:
         shown = (
             select(*shown_columns)
             .join(TestInstance, TestInstance.id == Build.instance_id)
             .join(TestingService, TestingService.id == TestInstance.testing_service_id)
             .join(TestSuite, TestSuite.id == TestInstance.suite_id)
             .where(Build.id == WorkflowVersion.status_build_id)
+            .limit(literal_column("1"))
+            .lateral("shown")
         )
-        if dialect == "postgresql":
-            # A LATERAL lookup by primary key per version: joined flat, the planner may
-            # hash the whole builds table (10 ms at 160,000 builds, and builds only grow).
-            shown = shown.limit(literal_column("1")).lateral("shown")
-            columns += list(shown.c)
-        else:
-            shown = None
-            columns += [c.element for c in shown_columns]
+        columns += list(shown.c)
+    elif status:
+        columns += [c.element for c in shown_columns]
     stmt = select(*columns).where(_ids_param(dialect, WorkflowVersion.workflow_id))
     if registries:
         stmt = stmt.outerjoin(
             RegistryWorkflowVersion,
             RegistryWorkflowVersion.workflow_version_id == WorkflowVersion.id,
         ).outerjoin(Registry, RegistryWorkflowVersion.registry_id == Registry.id)
-    if shown is not None:
+    if lateral:
         stmt = stmt.outerjoin(shown, true())
     elif status:
         stmt = (
