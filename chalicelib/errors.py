@@ -15,6 +15,18 @@ class LifeMonitorError(Exception):
         self.detail = detail
         self.extra_info = extra_info
 
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        """The `application/problem+json` body of this error (contract §1.6); the API
+        answers it, and an asynchronous registration keeps it as the job's `error`."""
+        return {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail or self.title,
+            "instance": instance,
+            "extra_info": self.extra_info or {},
+        }
+
 
 class BadRequestError(LifeMonitorError):
     status = 400

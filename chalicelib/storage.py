@@ -26,8 +26,18 @@ def _key(workflow_uuid: str, version_uuid: str) -> str:
 
 
 def put_crate(workflow_uuid: str, version_uuid: str, data: bytes) -> str:
+    return _put(_key(workflow_uuid, version_uuid), data)
+
+
+def put_job_crate(job_uuid: str, data: bytes) -> str:
+    """An uploaded crate waiting for its asynchronous registration (deleted once it ran)."""
+    if not _SAFE.match(job_uuid) or job_uuid in {".", ".."}:
+        raise StorageError(f"unsafe storage key part {job_uuid!r}")
+    return _put(f"jobs/{job_uuid}.zip", data)
+
+
+def _put(key: str, data: bytes) -> str:
     settings = get_settings()
-    key = _key(workflow_uuid, version_uuid)
     if settings.crate_bucket:
         from botocore.exceptions import BotoCoreError, ClientError
 

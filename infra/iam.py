@@ -115,8 +115,10 @@ GRANTS: dict[str, list[str]] = {
     ],
     # reads the database URL, queues the due instances.
     "refresh": [*_BASE, "SendToRefreshQueue"],
-    # reads CI credentials; its SQS event source receives and deletes with this role.
-    "worker": [*_BASE, "ConsumeRefreshQueue", "SendToWebhookQueue"],
+    # reads CI credentials; its SQS event source receives and deletes with this role;
+    # asynchronous registrations read and delete the stashed crate and `authorization`,
+    # and store the crate and the secret as a submission does.
+    "worker": [*_BASE, *_SECRETS_RW, *_CRATES_RW, "ConsumeRefreshQueue", "SendToWebhookQueue"],
     # every admin command: registries' secrets, workflow deletion, refresh, migrations.
     "admin": [*_BASE, *_SECRETS_RW, *_CRATES_RW, "SendToRefreshQueue", "SendToWebhookQueue"],
     # mails pending notifications (SES: the merge template's SesSendPolicy), queues due

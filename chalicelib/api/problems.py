@@ -45,13 +45,11 @@ def from_error(exc: LifeMonitorError, instance: str | None) -> Response:
     headers = {}
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="lifemonitor", ApiKey'
-    return problem(
-        exc.status,
-        exc.title,
-        exc.detail,
-        instance=instance,
-        extra_info=exc.extra_info,
-        headers=headers,
+    # One body builder for both doors: a job's `error` is what this would have answered.
+    return Response(
+        body=exc.problem(instance),
+        status_code=exc.status,
+        headers={**headers, "Content-Type": PROBLEM_JSON},
     )
 
 

@@ -3,11 +3,11 @@ workflows, and the live index of a registry (contract §1.2 rows 1-10)."""
 
 from __future__ import annotations
 
-from chalice import Blueprint, Response
+from chalice import Blueprint
 
 from chalicelib.api import serializers
 from chalicelib.api.context import current_principal
-from chalicelib.api.routing import endpoint, json_body, query_flag, query_page
+from chalicelib.api.routing import endpoint, query_flag, query_page
 from chalicelib.auth import scopes as S
 
 routes = Blueprint(__name__)
@@ -95,16 +95,10 @@ def current_registry_workflows():
     registry=True,
 )
 def submit_registry_workflow():
-    from chalicelib.db import session_scope
-    from chalicelib.services import registries, submission
+    from chalicelib.api.registration import workflow_post
+    from chalicelib.services.registration_jobs import REGISTRY
 
-    body = json_body(routes.current_request)
-    principal = current_principal()
-    with session_scope() as s:
-        registry = registries.get_by_uuid(s, principal.registry_uuid)
-        version = submission.register(s, principal, body, registry=registry)
-        result = serializers.registered(version)
-    return Response(body=result, status_code=201)
+    return workflow_post(routes.current_request, REGISTRY)
 
 
 @endpoint(routes, "/registries/{registry_uuid}", public=True)
@@ -147,17 +141,10 @@ def user_registry_workflows(registry_uuid: str):
     user=True,
 )
 def submit_user_registry_workflow(registry_uuid: str):
-    from chalicelib.db import session_scope
-    from chalicelib.services import registries, submission
+    from chalicelib.api.registration import workflow_post
+    from chalicelib.services.registration_jobs import USER_REGISTRY
 
-    body = json_body(routes.current_request)
-    with session_scope() as s:
-        registry = registries.get_by_uuid(s, registry_uuid)
-        version = submission.register(
-            s, current_principal(), body, registry=registry, allow_crate=False
-        )
-        result = serializers.registered(version)
-    return Response(body=result, status_code=201)
+    return workflow_post(routes.current_request, USER_REGISTRY, {"registry_uuid": registry_uuid})
 
 
 @endpoint(routes, "/registries/{registry_uuid}/index", scopes=[S.USER_WORKFLOW_READ], user=True)

@@ -405,12 +405,10 @@ def versions_list(entry) -> dict[str, Any]:
 
 def registered(version) -> dict[str, Any]:
     """The 201 body of every workflow POST (LifeMonitor's actual shape, contract §1.3)."""
-    return {
-        "uuid": version.workflow.uuid,
-        "wf_version": version.version,
-        "name": version.workflow.name,
-        "meta": {"created": epoch(version.created), "modified": epoch(version.modified)},
-    }
+    from chalicelib.services.registration_jobs import registered_body
+
+    # One shape for the 201 and for an asynchronous registration's `result`.
+    return registered_body(version)
 
 
 def user_profile(profile) -> dict[str, Any]:

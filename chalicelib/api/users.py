@@ -70,14 +70,10 @@ def current_user_workflows():
     routes, "/users/current/workflows", methods=["POST"], scopes=[S.USER_WORKFLOW_WRITE], user=True
 )
 def submit_user_workflow():
-    from chalicelib.db import session_scope
-    from chalicelib.services import submission
+    from chalicelib.api.registration import workflow_post
+    from chalicelib.services.registration_jobs import USER
 
-    body = json_body(routes.current_request)
-    with session_scope() as s:
-        version = submission.register(s, current_principal(), body, allow_identifier=False)
-        result = serializers.registered(version)
-    return Response(body=result, status_code=201)
+    return workflow_post(routes.current_request, USER)
 
 
 @endpoint(routes, "/users/current/subscriptions", scopes=[S.USER_WORKFLOW_READ], user=True)
@@ -180,17 +176,10 @@ def registry_user_workflows(user_id: str):
     registry=True,
 )
 def submit_registry_user_workflow(user_id: str):
-    from chalicelib.db import session_scope
-    from chalicelib.services import registries, submission, users
+    from chalicelib.api.registration import workflow_post
+    from chalicelib.services.registration_jobs import REGISTRY_USER
 
-    body = json_body(routes.current_request)
-    principal = current_principal()
-    with session_scope() as s:
-        user = users.registry_user(s, principal, user_id)
-        registry = registries.get_by_uuid(s, principal.registry_uuid)
-        version = submission.register(s, principal, body, registry=registry, submitter=user)
-        result = serializers.registered(version)
-    return Response(body=result, status_code=201)
+    return workflow_post(routes.current_request, REGISTRY_USER, {"user_id": user_id})
 
 
 @endpoint(

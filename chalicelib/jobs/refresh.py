@@ -4,7 +4,9 @@ Flow (architecture §2): `dispatch_due()` (the `refresh` schedule) claims instan
 next-check time has passed with a lease, groups them by CI host and sends them in batches to
 SQS (or, with no queue configured — the embedded default — refreshes them inline);
 `handle_sqs_records()` (the `worker`) refreshes the batches; `refresh_now()` is the admin
-command's door (chosen instances, next-check times ignored, leases honoured).
+command's door (chosen instances, next-check times ignored, leases honoured). The same queue
+carries asynchronous registrations (`{"kind": "register", "job": <id>}`), which the worker
+hands to chalicelib.services.registration_jobs.
 
 Concurrency (`run_refresh`): a thread pool of ``LM_REFRESH_CONCURRENCY`` (default 8) with at
 most ``LM_REFRESH_PER_HOST`` (default 4) fetches in flight per CI host, every request going
@@ -259,6 +261,35 @@ def _parse_message(record: dict[str, Any]) -> list[int]:
     return ids
 
 
+def _registration_job(record: dict[str, Any]) -> str | None:
+    """The job id of an asynchronous registration's message (`{"kind": "register", "job":
+    …}`); None for a refresh batch, left to `_parse_message`."""
+    from chalicelib.services.registration_jobs import parse_message
+
+    try:
+        message = json.loads(record["body"])
+    except (TypeError, ValueError):
+        return None  # `_parse_message` reports it
+    return parse_message(message)
+
+
+def _run_registrations(jobs: list[tuple[str, str]]) -> list[str]:
+    """Run queued registrations one after the other (each records its own outcome); the
+    ids of the messages to get again: a job being run elsewhere, or an error we could not
+    record (the redelivery then records it)."""
+    from chalicelib.services.registration_jobs import handle_message
+
+    retry = []
+    for message_id, job in jobs:
+        try:
+            if not handle_message(job):
+                retry.append(message_id)
+        except Exception:
+            log.exception("refresh worker: registration job %s failed", job)
+            retry.append(message_id)
+    return retry
+
+
 def handle_sqs_records(
     records: Iterable[dict[str, Any]], *, time_budget: float | None = None
 ) -> dict[str, list]:
@@ -272,16 +303,25 @@ def handle_sqs_records(
     minus a margin); in Lambda it defaults to `WORKER_TIME_BUDGET`."""
     failures: list[str] = []
     batches: list[tuple[str, list[int]]] = []
+    jobs: list[tuple[str, str]] = []  # (message id, registration job id)
     for record in records:
         message_id = record.get("messageId")
         try:
-            batches.append((message_id, _parse_message(record)))
+            job = _registration_job(record)
+            if job is not None:
+                jobs.append((message_id, job))
+            else:
+                batches.append((message_id, _parse_message(record)))
         except Exception:
             log.exception("refresh worker: message %s is unreadable", message_id)
             failures.append(message_id)
     if time_budget is None and _in_lambda():
         time_budget = WORKER_TIME_BUDGET
     deadline = time.monotonic() + time_budget if time_budget is not None else None
+    if jobs:
+        failures.extend(_run_registrations(jobs))
+    if not batches:
+        return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
     try:
         # Duplicates (the same instance in two deliveries) are refreshed once.
         results = run_refresh([i for _, ids in batches for i in ids], deadline=deadline)

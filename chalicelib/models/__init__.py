@@ -1,6 +1,7 @@
 """SQLAlchemy models of the whole domain; `Base.metadata` is what Alembic migrates."""
 
 from chalicelib.models.base import Base, utcnow
+from chalicelib.models.jobs import RegistrationJob
 from chalicelib.models.notifications import (
     EVENTS,
     Notification,
@@ -43,6 +44,7 @@ __all__ = [
     "OAuth2Token",
     "Permission",
     "ReceivedDelivery",
+    "RegistrationJob",
     "Registry",
     "RegistryWorkflowVersion",
     "Subscription",

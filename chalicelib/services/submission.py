@@ -53,6 +53,25 @@ UPLOADED = "local file uploaded"
 MAX_SECRET_CHARS = 4096  # an SSM standard parameter's size: where `authorization` is kept
 
 
+#: The body keys a workflow POST reads (contract §1.3); others are logged and ignored.
+KNOWN_KEYS = frozenset(
+    {
+        "version",
+        "uuid",
+        "name",
+        "public",
+        "identifier",
+        "roc_link",
+        "authorization",
+        "rocrate",
+        "registry",
+        "submitter_id",
+        "user_id",
+        "async",
+    }
+)
+
+
 @dataclass
 class Submission:
     """A parsed request body (contract §1.3)."""
@@ -75,20 +94,7 @@ class Submission:
     ) -> Submission:
         if not isinstance(body, dict):
             raise BadRequestError("the request body must be a JSON object")
-        known = {
-            "version",
-            "uuid",
-            "name",
-            "public",
-            "identifier",
-            "roc_link",
-            "authorization",
-            "rocrate",
-            "registry",
-            "submitter_id",
-            "user_id",
-            "async",
-        }
+        known = KNOWN_KEYS
 
         def text(key: str) -> str | None:
             value = body.get(key)
@@ -208,14 +214,19 @@ def fetch_crate(session: Session, sub: Submission, registry: Registry | None) ->
         return _from_registry(registry, sub)
     if sub.roc_link:
         return _from_link(sub.roc_link, sub.authorization, sub.version)
+    return FetchedCrate(data=decode_rocrate(sub.rocrate), origin=UPLOADED)
+
+
+def decode_rocrate(text: str | None) -> bytes:
+    """The bytes of a base64 `rocrate` (400 if it is not base64 or empty)."""
     try:
         # Line-wrapped base64 (the `base64` tool, encodebytes) is fine, as in LifeMonitor.
-        data = base64.b64decode("".join((sub.rocrate or "").split()), validate=True)
+        data = base64.b64decode("".join((text or "").split()), validate=True)
     except (binascii.Error, ValueError):
         raise BadRequestError("'rocrate' is not valid base64") from None
     if not data:
         raise BadRequestError("'rocrate' is empty")
-    return FetchedCrate(data=data, origin=UPLOADED)
+    return data
 
 
 def _from_registry(registry: Registry, sub: Submission) -> FetchedCrate:
@@ -586,7 +597,16 @@ def _registry_linked_user(session: Session, principal: Principal, user_id: int) 
     return submitter
 
 
-def register(
+@dataclass
+class Prepared:
+    """A parsed body and who it is submitted for: everything checked before any fetch."""
+
+    sub: Submission
+    registry: Registry | None
+    submitter: User | None
+
+
+def prepare(
     session: Session,
     principal: Principal,
     body: Any,
@@ -595,8 +615,9 @@ def register(
     submitter: User | None = None,
     allow_identifier: bool = True,
     allow_crate: bool = True,
-) -> WorkflowVersion:
-    """A workflow POST: parse the body, resolve who submits, submit."""
+) -> Prepared:
+    """Parse the body and resolve the registry and the submitter (400/401/404): the checks
+    an asynchronous registration answers at once, before it queues the rest."""
     sub = Submission.from_body(body, allow_identifier=allow_identifier, allow_crate=allow_crate)
     if sub.registry and registry is None:
         from chalicelib.services.registries import find_registry
@@ -613,4 +634,27 @@ def register(
             submitter = _registry_linked_user(session, principal, sub.user_id)
     if submitter is None and principal.user_id is not None:
         submitter = session.get(User, principal.user_id)
-    return submit(session, principal, sub, registry=registry, submitter=submitter)
+    return Prepared(sub=sub, registry=registry, submitter=submitter)
+
+
+def register(
+    session: Session,
+    principal: Principal,
+    body: Any,
+    *,
+    registry: Registry | None = None,
+    submitter: User | None = None,
+    allow_identifier: bool = True,
+    allow_crate: bool = True,
+) -> WorkflowVersion:
+    """A workflow POST: parse the body, resolve who submits, submit."""
+    p = prepare(
+        session,
+        principal,
+        body,
+        registry=registry,
+        submitter=submitter,
+        allow_identifier=allow_identifier,
+        allow_crate=allow_crate,
+    )
+    return submit(session, principal, p.sub, registry=p.registry, submitter=p.submitter)

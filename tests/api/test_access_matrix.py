@@ -216,6 +216,11 @@ EXPECTED: dict[tuple[str, str], dict[str, dict[str, int]]] = {
         )
         for method in ("GET", "PATCH", "DELETE")
     },
+    # an asynchronous registration's status: its own principal only (any key of that user,
+    # whatever its scopes); everybody else gets the 404 of an unknown id.
+    ("GET", "/jobs/status/{job_id}"): one(
+        **{A: (404, 404), O: (OK, 404), U: (404, 404), R: (404, 404), R2: (404, 404), S: (OK, 404)}
+    ),
 }
 
 # Cells that destroy what they touch run on fresh objects.
@@ -437,6 +442,25 @@ def _endpoint_of(user_id: int) -> str:
         return found.uuid
 
 
+def _job_of(user_id: int) -> str:
+    """A finished registration job the owner started (`async: true`)."""
+    from chalicelib.db import session_scope
+    from chalicelib.models import RegistrationJob
+
+    with session_scope() as s:
+        job = RegistrationJob(
+            status="completed",
+            principal={"method": "api_key", "user_id": user_id, "scopes": []},
+            route="user",
+            params={},
+            body={"version": "1"},
+            result={"uuid": str(uuidlib.uuid4()), "wf_version": "1", "name": "x", "meta": {}},
+        )
+        s.add(job)
+        s.flush()
+        return job.uuid
+
+
 @pytest.fixture(autouse=True)
 def _world_env(world, monkeypatch):
     world.activate(monkeypatch)
@@ -532,6 +556,8 @@ def test_access(world, method, path, principal, target, expected):
         params["endpoint_uuid"] = (
             _endpoint_of(d[O].user_id) if target != MISSING else str(uuidlib.uuid4())
         )
+    if "{job_id}" in path:
+        params["job_id"] = _job_of(d[O].user_id) if target != MISSING else str(uuidlib.uuid4())
     url = path.format(**params)
     body = _body(world, method, path, target)
     headers = dict(d[principal].headers)

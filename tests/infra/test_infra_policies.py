@@ -193,15 +193,20 @@ def _can(stage: str, function: str, action: str) -> bool:
             },
         ),
         (
+            # Asynchronous registrations: the stashed crate and `authorization` are read and
+            # deleted, the registered crate and its secret stored.
             "worker",
-            {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
             {
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
                 "ssm:PutParameter",
                 "ssm:DeleteParameter",
-                "sqs:SendMessage",
                 "s3:PutObject",
                 "s3:GetObject",
+                "s3:DeleteObject",
             },
+            {"sqs:SendMessage"},
         ),
         (
             "admin",
