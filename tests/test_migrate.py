@@ -287,3 +287,38 @@ def test_0004_backfills_the_stored_statuses(fresh_db):
     assert suite_rows[2][2] == "No test instances configured for suite s2"
     assert workflow == "all_failing"  # the latest version's (created last, highest id)
     assert build_of_v2 == failed
+
+
+def test_0007_registration_jobs_up_and_down(fresh_db):
+    """0007 adds the jobs table (JSON columns, unique job id) and nothing else; downgrading
+    to 0006 removes it and leaves the rest as 0006 made it."""
+    migrate.upgrade("0006")
+    before = _tables()
+    assert "registration_jobs" not in before
+    migrate.upgrade("0007")
+    assert _tables() == before | {"registration_jobs"}
+    now = utcnow()
+    jobs = Base.metadata.tables["registration_jobs"]
+    row = {
+        "uuid": "00000000-0000-4000-8000-000000000007",
+        "status": "waiting",
+        "principal": {"method": "api_key", "user_id": 1, "scopes": ["user.workflow.write"]},
+        "route": "user",
+        "params": {},
+        "body": {"version": "1", "async": True},
+        "created": now,
+        "modified": now,
+    }
+    with get_engine().begin() as conn:
+        conn.execute(jobs.insert().values(**row))
+    with pytest.raises(sa.exc.IntegrityError), get_engine().begin() as conn:
+        conn.execute(jobs.insert().values(**row))  # one row per job id
+    with get_engine().connect() as conn:
+        stored = conn.execute(sa.select(jobs.c.principal, jobs.c.body)).one()
+    assert stored.principal["scopes"] == ["user.workflow.write"]
+    assert stored.body == {"version": "1", "async": True}
+    migrate.downgrade("0006")
+    assert _tables() == before
+    assert migrate.current() == "0006"
+    migrate.upgrade("head")
+    assert _diff() == []
