@@ -84,7 +84,8 @@ def notify(event):
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="housekeeping")
 def housekeeping(event):
-    """Mark stale test instances (and notify), delete notifications past retention."""
+    """Mark stale test instances (and notify), delete notifications and finished
+    registration jobs past retention."""
     from chalicelib.jobs import notify as job
 
     return job.every_hour()

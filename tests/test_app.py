@@ -293,7 +293,7 @@ def test_notify_and_housekeeping_schedules_run(chalice_app, client):
     assert result.payload["email"] == {"sent": 0, "failed": 0, "skipped": 0}
     assert result.payload["webhooks"] == {"claimed": 0, "sent": 0}
     result = client.lambda_.invoke("housekeeping", event)
-    assert result.payload == {"stale": 0, "cleanup": 0}
+    assert result.payload == {"stale": 0, "cleanup": 0, "registration_jobs": 0}
 
 
 def test_webhook_worker_with_no_records(bare_client):

@@ -1,6 +1,6 @@
 """Scheduled notification work: mail and webhook sweeps every minute; staleness and the
-retention cleanup every hour. Each part runs on its own: one failing does not stop the
-others."""
+retention cleanup (with finished registration jobs past theirs) every hour. Each part runs
+on its own: one failing does not stop the others."""
 
 from __future__ import annotations
 
@@ -41,9 +41,16 @@ def every_hour(now: datetime | None = None) -> dict[str, Any]:
         with session_scope() as s:
             return notifications.cleanup(s, now)
 
+    def jobs() -> int:
+        from chalicelib.services import registration_jobs
+
+        with session_scope() as s:
+            return registration_jobs.cleanup(s, now)
+
     out: dict[str, Any] = {}
     _run("stale", stale, out)
     _run("cleanup", cleanup, out)
+    _run("registration_jobs", jobs, out)
     return out
 
 

@@ -50,6 +50,7 @@ MESSAGE_KIND = "register"
 # Longer than the worker's 120 s timeout, shorter than the queue's 720 s visibility timeout:
 # when a redelivered message finds its job started longer ago, that run is dead.
 STALE_AFTER = timedelta(minutes=5)
+JOB_RETENTION = timedelta(days=30)
 INTERNAL = "An internal error occurred; it has been logged"
 # Kept out of the table: the crate (stashed in the crate store) and the secret (stashed in
 # the parameter store).
@@ -270,6 +271,19 @@ def _is_uuid(value: Any) -> bool:
         return isinstance(value, str) and str(uuidlib.UUID(value)) == value.lower()
     except ValueError:
         return False
+
+
+def cleanup(session: Session, now=None) -> int:
+    """Delete finished jobs older than `JOB_RETENTION` (the housekeeping schedule): a
+    client polls for minutes, not months. Returns how many went."""
+    from sqlalchemy import delete
+
+    cutoff = (now or utcnow()) - JOB_RETENTION
+    return session.execute(
+        delete(RegistrationJob).where(
+            RegistrationJob.status.in_((COMPLETED, ERROR)), RegistrationJob.modified < cutoff
+        )
+    ).rowcount
 
 
 # --- the worker side ---------------------------------------------------------------------------

@@ -575,3 +575,22 @@ def test_bad_registration_messages_are_poison(world):
     assert refresh.handle_sqs_records(records) == {
         "batchItemFailures": [{"itemIdentifier": "no-job"}, {"itemIdentifier": "bad-job"}]
     }
+
+
+def test_housekeeping_deletes_finished_jobs_past_retention(world, alice, monkeypatch):
+    from chalicelib.jobs import notify
+    from chalicelib.models import utcnow
+    from chalicelib.services.registration_jobs import JOB_RETENTION
+
+    waiting = _waiting_job(world, alice, monkeypatch)
+    r = api_data.submit(
+        world.client, alice, {"rocrate": b64(crate("kept")), "version": "1", "async": True}
+    )
+    finished = job_path(r).rsplit("/", 1)[1]
+    ids = {j["uuid"] for j in job_rows()}
+    assert notify.every_hour(utcnow())["registration_jobs"] == 0
+    later = utcnow() + JOB_RETENTION + timedelta(days=1)
+    assert notify.every_hour(later)["registration_jobs"] == len(ids) - 1
+    remaining = {j["uuid"] for j in job_rows()}
+    assert finished not in remaining
+    assert remaining == {waiting}  # a job not run yet is never deleted
