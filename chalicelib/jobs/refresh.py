@@ -198,25 +198,6 @@ def _host_of(url: str) -> str:
     return urlsplit(url).netloc.lower() or url
 
 
-def send_messages(queue_url: str, messages: list[dict[str, Any]]) -> int:
-    import boto3
-
-    sqs = boto3.client("sqs")
-    sent = 0
-    for i in range(0, len(messages), 10):  # SQS batch limit
-        chunk = messages[i : i + 10]
-        response = sqs.send_message_batch(
-            QueueUrl=queue_url,
-            Entries=[{"Id": str(n), "MessageBody": json.dumps(m)} for n, m in enumerate(chunk)],
-        )
-        failed = response.get("Failed", [])
-        if failed:
-            # Unsent instances keep their lease and are claimed again when it expires.
-            log.error("refresh: %d messages not queued: %s", len(failed), failed[:3])
-        sent += len(response.get("Successful", []))
-    return sent
-
-
 # --- the three doors -----------------------------------------------------------------------
 
 
@@ -232,7 +213,9 @@ def dispatch_due(now: datetime | None = None, limit: int = 10_000) -> dict[str, 
     messages = build_messages(rows)
     queue = get_settings().refresh_queue_url
     if queue:
-        sent = send_messages(queue, messages)
+        from chalicelib import queues
+
+        sent = queues.send_messages(queue, messages)
         summary = {"mode": "sqs", "claimed": len(rows), "messages": len(messages), "sent": sent}
     else:
         results = run_refresh([instance_id for instance_id, _ in rows], now=now)

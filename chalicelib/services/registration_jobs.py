@@ -222,10 +222,10 @@ def start(
     if not queue:
         handle_message(job_uuid)
         return status_of(job_uuid)
-    from chalicelib.jobs.refresh import send_messages
+    from chalicelib import queues
 
     try:
-        sent = send_messages(queue, [{"kind": MESSAGE_KIND, "job": job_uuid}])
+        sent = queues.send_messages(queue, [{"kind": MESSAGE_KIND, "job": job_uuid}])
     except Exception:
         log.exception("registration job %s: cannot queue it", job_uuid)
         sent = 0

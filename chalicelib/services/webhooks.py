@@ -800,7 +800,9 @@ def _queue(queue_url: str, matches: list[Match]) -> None:
     from chalicelib.jobs import refresh
 
     messages = refresh.build_messages((m.id, m.service_url) for m in matches)
-    sent = refresh.send_messages(queue_url, messages)
+    from chalicelib import queues
+
+    sent = queues.send_messages(queue_url, messages)
     if sent < len(messages):
         raise RuntimeError(f"only {sent} of {len(messages)} refresh messages were queued")
 

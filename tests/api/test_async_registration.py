@@ -479,12 +479,12 @@ def test_queued_job_with_a_secret_keeps_it_out_of_the_queue(world, alice, queue,
 
 def test_queue_failure_is_503_and_the_job_an_error(world, alice, monkeypatch):
     monkeypatch.setenv("LM_REFRESH_QUEUE_URL", "http://127.0.0.1:9/nope")
-    from chalicelib.jobs import refresh
+    from chalicelib import queues
 
     def fail(queue_url, messages):
         raise RuntimeError("queue down")
 
-    monkeypatch.setattr(refresh, "send_messages", fail)
+    monkeypatch.setattr(queues, "send_messages", fail)
     r = api_data.submit(
         world.client, alice, {"rocrate": b64(crate("unqueued")), "version": "1", "async": True}
     )
@@ -499,9 +499,9 @@ def _waiting_job(world, alice, monkeypatch) -> str:
     from chalicelib.services import registration_jobs
 
     monkeypatch.setenv("LM_REFRESH_QUEUE_URL", "http://queue.test/q")
-    from chalicelib.jobs import refresh
+    from chalicelib import queues
 
-    monkeypatch.setattr(refresh, "send_messages", lambda url, messages: len(messages))
+    monkeypatch.setattr(queues, "send_messages", lambda url, messages: len(messages))
     r = api_data.submit(
         world.client, alice, {"rocrate": b64(crate("later")), "version": "1", "async": True}
     )

@@ -501,7 +501,7 @@ def test_many_matches_are_queued_in_the_refresh_message_format(db, fake_github, 
 
 
 def test_queue_failure_falls_back_to_the_scheduler(db, fake_github, monkeypatch):
-    from chalicelib.jobs import refresh
+    from chalicelib import queues
 
     uuids = add(
         "github",
@@ -514,7 +514,7 @@ def test_queue_failure_falls_back_to_the_scheduler(db, fake_github, monkeypatch)
     def broken(queue_url, messages):
         raise RuntimeError("SQS is down")
 
-    monkeypatch.setattr(refresh, "send_messages", broken)
+    monkeypatch.setattr(queues, "send_messages", broken)
     report = W.refresh_matches(matches_for(uuids), inline_limit=1)
     assert report["deferred"] == uuids and report["queued"] == []
     assert fake_github.calls == []
