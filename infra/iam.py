@@ -124,8 +124,9 @@ GRANTS: dict[str, list[str]] = {
     # mails pending notifications (SES: the merge template's SesSendPolicy), queues due
     # webhook deliveries.
     "notify": [*_BASE, "SendToWebhookQueue"],
-    # marks stale instances (their notifications may queue webhooks), prunes old rows.
-    "housekeeping": [*_BASE, "SendToWebhookQueue"],
+    # marks stale instances (their notifications may queue webhooks), prunes old rows,
+    # expires registration jobs that never ran (deleting their stashed crate and secret).
+    "housekeeping": [*_BASE, "SendToWebhookQueue", "DeleteCrates", "DeleteStageParameters"],
     # delivers webhooks; a failed delivery is queued again with a delay.
     "webhook_worker": [*_BASE, "ConsumeWebhookQueue", "SendToWebhookQueue"],
 }

@@ -44,6 +44,7 @@ def every_hour(now: datetime | None = None) -> dict[str, Any]:
     def jobs() -> int:
         from chalicelib.services import registration_jobs
 
+        registration_jobs.expire_abandoned(now)
         with session_scope() as s:
             return registration_jobs.cleanup(s, now)
 

@@ -50,6 +50,9 @@ MESSAGE_KIND = "register"
 # Longer than the worker's 120 s timeout, shorter than the queue's 720 s visibility timeout:
 # when a redelivered message finds its job started longer ago, that run is dead.
 STALE_AFTER = timedelta(minutes=5)
+#: A job still waiting this long never will run: its queue message was dead-lettered (after
+#: the queue's 5 receives of 12 minutes each) or lost. Housekeeping records it as an error.
+ABANDONED_AFTER = timedelta(hours=6)
 JOB_RETENTION = timedelta(days=30)
 INTERNAL = "An internal error occurred; it has been logged"
 # Kept out of the table: the crate (stashed in the crate store) and the secret (stashed in
@@ -284,6 +287,39 @@ def cleanup(session: Session, now=None) -> int:
             RegistrationJob.status.in_((COMPLETED, ERROR)), RegistrationJob.modified < cutoff
         )
     ).rowcount
+
+
+def expire_abandoned(now=None) -> int:
+    """Jobs still waiting after `ABANDONED_AFTER` (the housekeeping schedule) become errors
+    and their stashed crate and secret are removed; how many. Row locks skip a job a
+    worker is claiming at that moment."""
+    from chalicelib.db import session_scope
+
+    now = now or utcnow()
+    with session_scope() as s:
+        jobs = list(
+            s.scalars(
+                select(RegistrationJob)
+                .where(
+                    RegistrationJob.status == WAITING,
+                    RegistrationJob.modified < now - ABANDONED_AFTER,
+                )
+                .with_for_update(skip_locked=True)
+            )
+        )
+        stashes = [(j.crate_location, j.authorization_key) for j in jobs]
+        for job in jobs:
+            job.status = ERROR
+            job.error = LifeMonitorError(
+                "the registration never started (its queued message was lost); submit again"
+            ).problem(job.request_url)
+            job.crate_location = job.authorization_key = None
+            job.modified = now
+    for location, key in stashes:  # after the commit: a leftover is harmless
+        _discard(location, key)
+    if jobs:
+        log.error("registration jobs never started, recorded as errors: %d", len(jobs))
+    return len(jobs)
 
 
 # --- the worker side ---------------------------------------------------------------------------

@@ -594,3 +594,20 @@ def test_housekeeping_deletes_finished_jobs_past_retention(world, alice, monkeyp
     remaining = {j["uuid"] for j in job_rows()}
     assert finished not in remaining
     assert remaining == {waiting}  # a job not run yet is never deleted
+
+
+def test_housekeeping_expires_jobs_whose_message_was_lost(world, alice, monkeypatch):
+    """A job still waiting hours after it was queued never will run (its message was
+    dead-lettered): recorded as an error, its stashed crate removed; a recent one waits."""
+    from chalicelib.jobs import notify
+    from chalicelib.models import utcnow
+    from chalicelib.services.registration_jobs import ABANDONED_AFTER
+
+    lost = _waiting_job(world, alice, monkeypatch)
+    assert stashed_crates(world)
+    notify.every_hour(utcnow() + ABANDONED_AFTER - timedelta(minutes=5))
+    assert poll(world, alice, f"/jobs/status/{lost}")["status"] == "waiting"
+    notify.every_hour(utcnow() + ABANDONED_AFTER + timedelta(minutes=5))
+    job = poll(world, alice, f"/jobs/status/{lost}")
+    assert job["status"] == "error" and "never started" in job["error"]["detail"]
+    assert stashed_crates(world) == []

@@ -213,6 +213,12 @@ def _can(stage: str, function: str, action: str) -> bool:
             {"ssm:PutParameter", "ssm:DeleteParameter", "sqs:SendMessage", "s3:DeleteObject"},
             {"sqs:ReceiveMessage", "sqs:DeleteMessage"},
         ),
+        (
+            # Expires registration jobs that never ran: deletes their stash, writes nothing.
+            "housekeeping",
+            {"ssm:DeleteParameter", "s3:DeleteObject"},
+            {"ssm:PutParameter", "s3:PutObject", "s3:GetObject", "sqs:ReceiveMessage"},
+        ),
     ],
 )
 def test_least_privilege_per_function(function, allowed, denied):
