@@ -48,6 +48,7 @@ _KMS_VIA_SSM = {
 _QUEUE = "arn:aws:sqs:*:*:lifemonitor-refresh-{stage}"
 _CRATES = "arn:aws:s3:::lifemonitor-{stage}-crates-*"
 _WEBHOOKS = "arn:aws:sqs:*:*:lifemonitor-webhooks-{stage}"
+_DEAD_LETTERS = [_QUEUE + "-dlq", _WEBHOOKS + "-dlq"]
 
 #: Sid -> (actions, resources, condition). One line per permission.
 PERMISSIONS: dict[str, tuple[list[str], list[str] | str, dict | None]] = {
@@ -79,6 +80,13 @@ PERMISSIONS: dict[str, tuple[list[str], list[str] | str, dict | None]] = {
         _WEBHOOKS,
         None,
     ),
+    # `admin queue status` / `queue redrive`: counts, and dead letters moved back.
+    "InspectQueues": (
+        ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+        [_QUEUE, _WEBHOOKS, *_DEAD_LETTERS],
+        None,
+    ),
+    "DrainDeadLetters": (["sqs:ReceiveMessage", "sqs:DeleteMessage"], _DEAD_LETTERS, None),
     "ReadCrates": (["s3:GetObject"], _CRATES + "/*", _OWN_ACCOUNT),
     "WriteCrates": (["s3:PutObject"], _CRATES + "/*", _OWN_ACCOUNT),
     "DeleteCrates": (["s3:DeleteObject"], _CRATES + "/*", _OWN_ACCOUNT),
@@ -119,8 +127,17 @@ GRANTS: dict[str, list[str]] = {
     # asynchronous registrations read and delete the stashed crate and `authorization`,
     # and store the crate and the secret as a submission does.
     "worker": [*_BASE, *_SECRETS_RW, *_CRATES_RW, "ConsumeRefreshQueue", "SendToWebhookQueue"],
-    # every admin command: registries' secrets, workflow deletion, refresh, migrations.
-    "admin": [*_BASE, *_SECRETS_RW, *_CRATES_RW, "SendToRefreshQueue", "SendToWebhookQueue"],
+    # every admin command: registries' secrets, workflow deletion, refresh, migrations,
+    # the queues' counts and dead letters.
+    "admin": [
+        *_BASE,
+        *_SECRETS_RW,
+        *_CRATES_RW,
+        "SendToRefreshQueue",
+        "SendToWebhookQueue",
+        "InspectQueues",
+        "DrainDeadLetters",
+    ],
     # mails pending notifications (SES: the merge template's SesSendPolicy), queues due
     # webhook deliveries.
     "notify": [*_BASE, "SendToWebhookQueue"],

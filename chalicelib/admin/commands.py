@@ -448,6 +448,55 @@ def register_refresh(groups, common) -> None:
     p.set_defaults(handler=_refresh)
 
 
+# --- queue ------------------------------------------------------------------------------
+
+
+def _queue_status(args, _stdin) -> Output:
+    from chalicelib import queues
+
+    items = [d.as_dict() for d in queues.depths()]
+    if not items:
+        return Output(items, "no queues configured: refreshes and deliveries run inline")
+    rows = [
+        [
+            i["name"],
+            str(i["waiting"]),
+            str(i["in_flight"]),
+            str(i["delayed"]),
+            "-" if i["dead_letters"] is None else str(i["dead_letters"]),
+        ]
+        for i in items
+    ]
+    return Output(items, _table(rows, ["QUEUE", "WAITING", "IN FLIGHT", "DELAYED", "DEAD"]))
+
+
+def _queue_redrive(args, _stdin) -> Output:
+    from chalicelib import queues
+
+    moved = queues.redrive(args.name, limit=args.limit)
+    info = {"queue": args.name, "moved": moved}
+    return Output(info, f"{moved} messages moved back from {args.name}'s dead-letter queue")
+
+
+def register_queue(groups, common) -> None:
+    from chalicelib.queues import NAMES
+
+    grp = groups.add_parser("queue", help="the SQS queues and their dead letters", parents=[common])
+    sub = grp.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser(
+        "status", help="messages waiting, in flight, delayed and dead, per queue", parents=[common]
+    )
+    p.set_defaults(handler=_queue_status)
+    p = sub.add_parser(
+        "redrive",
+        help="move a queue's dead letters back to it (once their cause is fixed)",
+        parents=[common],
+    )
+    p.add_argument("name", metavar="QUEUE", choices=NAMES, help=" or ".join(NAMES))
+    p.add_argument("--limit", type=int, default=10_000, help="at most this many (10000)")
+    p.set_defaults(handler=_queue_redrive)
+
+
 # --- backup / restore -------------------------------------------------------------------
 
 
@@ -560,5 +609,6 @@ REGISTRARS = [
     register_user,
     register_api_key,
     register_refresh,
+    register_queue,
     register_backup,
 ]

@@ -91,7 +91,13 @@ def test_policy_covers_the_stage_and_nothing_of_the_others(stage):
     queue = f"arn:aws:sqs:eu-west-1:123456789012:lifemonitor-refresh-{stage}"
     for action in ("SendMessage", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes"):
         assert grants(policy, f"sqs:{action}", queue), action
-    assert not grants(policy, "sqs:ReceiveMessage", queue + "-dlq")
+    # Dead letters are read only to move them back (`admin queue redrive`), never consumed.
+    draining = [
+        st["Sid"]
+        for st in policy["Statement"]
+        if grants({"Statement": [st]}, "sqs:ReceiveMessage", queue + "-dlq")
+    ]
+    assert draining == ["DrainDeadLetters"]
     objects = f"arn:aws:s3:::lifemonitor-{stage}-crates-123456789012-eu-west-1/crates/1.zip"
     for action in ("GetObject", "PutObject", "DeleteObject"):
         assert grants(policy, f"s3:{action}", objects), action
@@ -250,3 +256,16 @@ def test_adding_a_permission_is_one_line(monkeypatch):
         "ses:SendEmail",
         "arn:aws:ses:*:*:identity/dev.example",
     )
+
+
+def test_only_admin_drains_dead_letters_and_never_the_live_queues():
+    for stage in STAGES:
+        for queue in ("refresh", "webhooks"):
+            dlq = f"arn:aws:sqs:eu-west-1:1:lifemonitor-{queue}-{stage}-dlq"
+            live = f"arn:aws:sqs:eu-west-1:1:lifemonitor-{queue}-{stage}"
+            admin = function_policy(stage, "admin")
+            assert grants(admin, "sqs:ReceiveMessage", dlq)
+            assert grants(admin, "sqs:DeleteMessage", dlq)
+            assert grants(admin, "sqs:GetQueueAttributes", live)
+            assert not grants(admin, "sqs:ReceiveMessage", live)
+            assert not grants(function_policy(stage, "api_handler"), "sqs:ReceiveMessage", dlq)
