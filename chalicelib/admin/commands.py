@@ -561,4 +561,5 @@ REGISTRARS = [
     register_api_key,
     register_refresh,
     register_backup,
+    __import__("chalicelib.admin.oauth", fromlist=["register_oauth"]).register_oauth,
 ]
