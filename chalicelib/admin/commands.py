@@ -559,7 +559,7 @@ REGISTRARS = [
     register_registry,
     register_user,
     register_api_key,
+    __import__("chalicelib.admin.oauth", fromlist=["register_oauth"]).register_oauth,
     register_refresh,
     register_backup,
-    __import__("chalicelib.admin.oauth", fromlist=["register_oauth"]).register_oauth,
 ]
