@@ -126,7 +126,13 @@ def run(argv: list[str], stdin: str | None = None) -> Result:
         text = json.dumps(output.data, indent=2, sort_keys=True, default=str) + "\n"
     else:
         text = output.text if output.text.endswith("\n") else output.text + "\n"
-    return Result(0, stdout=text, data=output.data)
+    # A report that is also a failure (`oauth refresh-tokens` with a provider down): the
+    # report on stdout, a non-zero exit and one line on stderr.
+    code = getattr(output, "exit_code", 0)
+    error = " ".join(getattr(output, "error", "").split())
+    return Result(
+        code, stdout=text, stderr=f"{error}\n" if code and error else "", data=output.data
+    )
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> Result:

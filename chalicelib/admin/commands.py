@@ -608,6 +608,7 @@ REGISTRARS = [
     register_registry,
     register_user,
     register_api_key,
+    __import__("chalicelib.admin.oauth", fromlist=["register_oauth"]).register_oauth,
     register_refresh,
     register_queue,
     register_backup,

@@ -3,7 +3,8 @@ endpoint, the token endpoint, revocation, and bearer checks.
 
 Grants: `authorization_code` (PKCE S256; required of public clients, whose auth method is
 `none`), `refresh_token` (rotating: each use revokes the old token), `client_credentials`
-(registries calling us, contract §10). No implicit, no password grant.
+(registries calling us, contract §10; a client that is not a registry's and has an owner
+gets tokens acting as that user, with the granted scopes). No implicit, no password grant.
 
 Nothing secret is stored in clear: client secrets, codes, access and refresh tokens are
 kept as SHA-256 (high-entropy random values, so a fast hash is enough and lookups stay
@@ -45,6 +46,8 @@ REGISTRY_RESPONSE_TYPES = ("code",)
 #: Generic apps acting for a user (the "OAuth apps" of the profile page).
 APP_GRANT_TYPES = ("authorization_code", "refresh_token")
 APP_RESPONSE_TYPES = ("code",)
+#: A user's own client_credentials client (a script acting as its owner).
+USER_CLIENT_CREDENTIALS_GRANT_TYPES = ("client_credentials",)
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,9 @@ def delete_client(session: Session, client: OAuth2Client) -> None:
 class _Client:
     """authlib's ClientMixin over our model."""
 
-    def __init__(self, model: OAuth2Client) -> None:
+    def __init__(self, model: OAuth2Client, *, registry: bool) -> None:
         self.model = model
+        self.registry = registry
 
     @property
     def is_public(self) -> bool:
@@ -164,9 +168,9 @@ class _Client:
 
     @property
     def is_registry(self) -> bool:
-        # Registry clients (the only ones with client_credentials) skip consent, as in
-        # LifeMonitor: the registry's own login already asked the person.
-        return "client_credentials" in self.model.grant_types
+        # Registry clients skip consent, as in LifeMonitor: the registry's own login
+        # already asked the person. (A user's client_credentials client is not one.)
+        return self.registry
 
     def get_client_id(self) -> str:
         return self.model.client_id
@@ -293,8 +297,16 @@ def _build_server(session: Session, effects: _Effects | None = None):
         def query_client(self, client_id):
             if not client_id or len(client_id) > 48:
                 return None
-            model = session.query(OAuth2Client).filter_by(client_id=client_id).one_or_none()
-            return _Client(model) if model is not None else None
+            row = (
+                session.query(OAuth2Client, Registry.id)
+                .outerjoin(Registry, Registry.oauth_client_id == OAuth2Client.id)
+                .filter(OAuth2Client.client_id == client_id)
+                .first()
+            )
+            if row is None:
+                return None
+            model, registry_id = row
+            return _Client(model, registry=registry_id is not None)
 
         def save_token(self, token, request):
             now = utcnow()
@@ -342,6 +354,14 @@ def _build_server(session: Session, effects: _Effects | None = None):
 
     class ClientCredentials(ClientCredentialsGrant):
         TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+
+        def validate_token_request(self):
+            super().validate_token_request()
+            client: _Client = self.request.client
+            # A registry's token acts for no user (a user comes with RegistryCodeFlow). A
+            # user's own client acts as its owner: save_token records the user.
+            if not client.is_registry and client.model.user_id is not None:
+                self.request.user = session.get(User, client.model.user_id)
 
     class AuthorizationCode(AuthorizationCodeGrant):
         TOKEN_ENDPOINT_AUTH_METHODS = list(CLIENT_AUTH_METHODS)

@@ -643,9 +643,6 @@ def store_token(identity: Identity, token: dict[str, Any], scope: str | None = N
 def fresh_token(session: Session, identity: Identity, scope: str | None = None) -> str | None:
     """A usable access token of the provider for this identity: refreshed (and stored
     again) when expired; None when there is none or it cannot be refreshed."""
-    import requests
-    from authlib.common.errors import AuthlibBaseError
-
     tokens = open_tokens(identity.tokens)
     if not tokens:
         return None
@@ -656,20 +653,71 @@ def fresh_token(session: Session, identity: Identity, scope: str | None = None) 
     if not token.get("refresh_token"):
         return None
     try:
-        provider = resolve_endpoints(get_provider(session, identity.provider))
+        return renew_token(session, identity, key)
     except ProviderError:
         return None
-    client = _oauth_session(provider)
+
+
+class NoRefreshToken(ProviderError):
+    """The identity keeps no token that could be refreshed (the person signs in again)."""
+
+    status = 409
+
+
+def renew_token(session: Session, identity: Identity, scope: str | None = None) -> str | None:
+    """Refresh the identity's token (for `scope`, else its first) at the provider now,
+    expired or not, and store the new one. Raises ProviderError saying why it could not
+    (NoRefreshToken when there is nothing to refresh); the stored tokens are then unchanged."""
+    import requests
+    from authlib.common.errors import AuthlibBaseError
+    from authlib.integrations.base_client import OAuthError
+
+    from chalicelib.errors import NotFoundError
+
+    tokens = open_tokens(identity.tokens)
+    name = identity.provider
+    if not tokens:
+        raise NoRefreshToken("no token is stored", provider=name, status=409)
+    key = scope if scope in tokens else next(iter(tokens))
+    if not tokens[key].get("refresh_token"):
+        raise NoRefreshToken(
+            "the token has no refresh token (the person must sign in again)",
+            provider=name,
+            status=409,
+        )
+    try:
+        provider = resolve_endpoints(get_provider(session, name))
+    except NotFoundError:
+        raise ProviderError(f"there is no login provider named {name!r}", provider=name) from None
+    client = _oauth_session(provider)  # ProviderError when its secret is missing
     try:
         new = client.refresh_token(
             provider.token_url,
-            refresh_token=token["refresh_token"],
+            refresh_token=tokens[key]["refresh_token"],
             timeout=get_settings().provider_timeout,
             allow_redirects=False,
         )
+    except OAuthError as exc:
+        log.warning("refreshing a %s token failed: %s", provider.name, exc.error)
+        raise ProviderError(
+            f"{provider.label} refused to refresh the token ({exc.error})", provider=name
+        ) from None
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        log.warning("refreshing a %s token failed: HTTP %s", provider.name, status)
+        raise ProviderError(
+            f"{provider.label} failed to refresh the token (HTTP {status})", provider=name
+        ) from None
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        log.warning("refreshing a %s token failed: %s", provider.name, type(exc).__name__)
+        raise ProviderError(
+            f"{provider.label} did not answer ({type(exc).__name__})", provider=name, status=503
+        ) from None
     except (requests.RequestException, AuthlibBaseError, ValueError) as exc:
         log.warning("refreshing a %s token failed: %s", provider.name, type(exc).__name__)
-        return None
+        raise ProviderError(
+            f"{provider.label} answered the refresh with something unusable", provider=name
+        ) from None
     store_token(identity, dict(new), key)
     session.flush()
     return new.get("access_token")

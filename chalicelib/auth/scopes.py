@@ -60,6 +60,10 @@ AUTHORIZATION_CODE_FLOW = frozenset(
 USER_API_KEY = frozenset(
     s for s in ALL if not s.startswith(("registry.workflow.", "registry.user.workflow."))
 )
+#: A client_credentials client acting as its owner (admin CLI `oauth
+#: create-client-credentials`): an API key's scopes without any `registry.*` one (those
+#: belong to registries; the two an API key may hold open nothing to a user).
+USER_CLIENT_CREDENTIALS = frozenset(s for s in USER_API_KEY if not s.startswith("registry."))
 
 #: The exact scope string WorkflowHub sends to /oauth2/token (contract §10).
 WORKFLOWHUB_REQUEST = (

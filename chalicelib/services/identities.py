@@ -317,3 +317,113 @@ def _unique_keys(table) -> list[list[str]]:
     if table.primary_key is not None and len(table.primary_key.columns) > 1:
         keys.append([c.name for c in table.primary_key.columns])
     return keys
+
+
+# --- login-provider tokens, for administrators ------------------------------------------------
+
+
+def invalidate_tokens(session: Session, user: User) -> dict[str, int]:
+    """Mark every provider token of the user's identities expired: the next use refreshes
+    it (or, without a refresh token, the person signs in again). Counts the identities
+    and tokens affected (identities without tokens are not)."""
+    import time
+
+    from chalicelib.auth import providers
+
+    now = int(time.time())
+    identities = tokens = 0
+    for identity in session.query(Identity).filter_by(user_id=user.id).order_by(Identity.id):
+        stored = providers.open_tokens(identity.tokens)
+        if not stored:
+            continue
+        for token in stored.values():
+            token["expires_at"] = now
+        identity.tokens = providers.seal_tokens(stored)
+        identities += 1
+        tokens += len(stored)
+    session.flush()
+    return {"identities": identities, "tokens": tokens}
+
+
+@dataclass(frozen=True)
+class TokenRefresh:
+    """What refreshing one identity's tokens came to."""
+
+    identity_id: int
+    username: str
+    provider: str
+    outcome: str  # "refreshed" | "skipped" (nothing to refresh) | "failed"
+    reason: str | None = None
+    expires_at: int | None = None  # of the (first) refreshed token
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity_id,
+            "username": self.username,
+            "provider": self.provider,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "expires_at": self.expires_at,
+        }
+
+
+def select_identities(
+    session: Session,
+    *,
+    user: User | None = None,
+    identity_id: int | None = None,
+    everyone: bool = False,
+) -> list[Identity]:
+    """The identities an administrator named: one (`identity_id`, of `user` if given), a
+    user's, or everyone's."""
+    query = session.query(Identity).order_by(Identity.id)
+    if identity_id is not None:
+        identity = session.get(Identity, identity_id)
+        if identity is None or (user is not None and identity.user_id != user.id):
+            owner = f" of user {user.username!r}" if user is not None else ""
+            raise NotFoundError(f"no identity {identity_id}{owner}")
+        return [identity]
+    if user is not None:
+        return list(query.filter_by(user_id=user.id))
+    if everyone:
+        return list(query)
+    raise BadRequestError("say whose tokens: a user, an identity, or all")
+
+
+def refresh_tokens(session: Session, identities: list[Identity]) -> list[TokenRefresh]:
+    """Refresh every token of these identities at their providers now (expired or not).
+    A provider that is down or refuses fails that identity only (its tokens stay as they
+    were); an identity without a refresh token is skipped. Each success is committed at
+    once: the provider has already rotated the refresh token, and a later failure must
+    not lose the new one."""
+    from chalicelib.auth import providers
+
+    outcomes = []
+    for identity in identities:
+        username = identity.user.username
+        base = {"identity_id": identity.id, "username": username, "provider": identity.provider}
+        keys = list(providers.open_tokens(identity.tokens)) or [None]
+        expires_at = None
+        refreshed = 0
+        problem: providers.ProviderError | None = None
+        for key in keys:
+            try:
+                providers.renew_token(session, identity, key)
+            except providers.NoRefreshToken as exc:
+                problem = problem or exc
+                continue
+            except providers.ProviderError as exc:
+                problem = exc
+                break
+            refreshed += 1
+            if expires_at is None:
+                expires_at = providers.open_tokens(identity.tokens)[key].get("expires_at")
+            session.commit()
+        if isinstance(problem, providers.NoRefreshToken) and not refreshed:
+            outcome = TokenRefresh(**base, outcome="skipped", reason=problem.detail)
+        elif problem is not None and not isinstance(problem, providers.NoRefreshToken):
+            outcome = TokenRefresh(**base, outcome="failed", reason=problem.detail)
+        else:
+            outcome = TokenRefresh(**base, outcome="refreshed", expires_at=expires_at)
+        outcomes.append(outcome)
+    return outcomes

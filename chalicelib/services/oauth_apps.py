@@ -1,5 +1,6 @@
 """A user's own OAuth apps: authorization-code clients acting for that user, created,
-edited and deleted from the profile page. The client machinery is `auth/oauth2`."""
+edited and deleted from the profile page, and (admin CLI only) client_credentials clients
+acting as their owner. The client machinery is `auth/oauth2`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ ALLOWED_SCOPES = S.AUTHORIZATION_CODE_FLOW
 GRANT_TYPES = ("authorization_code", "refresh_token")
 RESPONSE_TYPES = ("code",)
 MAX_REDIRECT_URIS = 10
+#: A client_credentials client acting as its owner: an API key's scopes, no registry one.
+CLIENT_CREDENTIALS_SCOPES = S.USER_CLIENT_CREDENTIALS
+CLIENT_CREDENTIALS_GRANT_TYPES = ("client_credentials",)
 
 
 def _name(name: str) -> str:
@@ -48,14 +52,24 @@ def _redirect_uris(text: str | list[str]) -> list[str]:
     return uris
 
 
-def _scopes(scopes: list[str]) -> frozenset[str]:
+def _scopes(
+    scopes: list[str], allowed: frozenset[str] = ALLOWED_SCOPES, kind: str = "OAuth apps"
+) -> frozenset[str]:
     requested = frozenset(scopes)
     if not requested:
         raise BadRequestError("choose at least one scope")
-    bad = sorted(requested - ALLOWED_SCOPES)
+    bad = sorted(requested - allowed)
     if bad:
-        raise BadRequestError(f"scope(s) not available to OAuth apps: {', '.join(bad)}")
+        raise BadRequestError(f"scope(s) not available to {kind}: {', '.join(bad)}")
     return requested
+
+
+def _auth_method(method: str, allowed: tuple[str, ...]) -> str:
+    if method not in allowed:
+        raise BadRequestError(
+            f"client auth method must be one of {', '.join(allowed)}, got {method!r}"
+        )
+    return method
 
 
 def _client_uri(uri: str | None) -> str | None:
@@ -97,9 +111,11 @@ def create_app(
     redirect_uris: str | list[str],
     scopes: list[str],
     client_uri: str | None = None,
+    auth_method: str = "client_secret_post",
 ) -> NewClient:
-    """A confidential authorization-code client owned by `user`; the secret comes back
-    once, in clear, and is kept only hashed."""
+    """An authorization-code client owned by `user`: confidential (the secret comes back
+    once, in clear, and is kept only hashed), or public with auth method `none` (no
+    secret; PKCE required)."""
     from chalicelib.auth import oauth2
 
     return oauth2.create_client(
@@ -109,10 +125,75 @@ def create_app(
         grant_types=GRANT_TYPES,
         response_types=RESPONSE_TYPES,
         redirect_uris=_redirect_uris(redirect_uris),
-        auth_method="client_secret_post",
+        auth_method=_auth_method(auth_method, oauth2.CLIENT_AUTH_METHODS),
         client_uri=_client_uri(client_uri),
         owner=user,
     )
+
+
+def create_client_credentials_app(
+    session: Session,
+    user: User,
+    *,
+    name: str,
+    scopes: list[str],
+    client_uri: str | None = None,
+    auth_method: str = "client_secret_post",
+) -> NewClient:
+    """A confidential client_credentials client whose tokens act as `user` with the
+    granted scopes (a script's credentials). Never a registry scope: those are a
+    registry's, and a user's client is not one."""
+    from chalicelib.auth import oauth2
+
+    return oauth2.create_client(
+        session,
+        client_name=_name(name),
+        scope=_scopes(scopes, CLIENT_CREDENTIALS_SCOPES, "client_credentials clients"),
+        grant_types=CLIENT_CREDENTIALS_GRANT_TYPES,
+        auth_method=_auth_method(auth_method, oauth2.AUTH_METHODS),
+        client_uri=_client_uri(client_uri),
+        owner=user,
+    )
+
+
+def list_all_apps(session: Session) -> list[tuple[OAuth2Client, str | None]]:
+    """Every OAuth2 client (for administrators): (client, its registry's name or None)."""
+    from chalicelib.models import Registry
+
+    return [
+        (client, registry)
+        for client, registry in session.query(OAuth2Client, Registry.name)
+        .outerjoin(Registry, Registry.oauth_client_id == OAuth2Client.id)
+        .order_by(OAuth2Client.client_name, OAuth2Client.id)
+    ]
+
+
+def delete_any_app(session: Session, client_id: str) -> dict:
+    """An administrator deletes anyone's app (tokens and codes too); what was deleted. A
+    registry's client goes only with its registry (`registry delete`)."""
+    from chalicelib.models import Registry
+
+    client = (
+        session.query(OAuth2Client)
+        .filter(OAuth2Client.client_id == (client_id or "")[:48])
+        .one_or_none()
+    )
+    if client is None:
+        raise NotFoundError(f"no OAuth client with id {client_id!r}")
+    registry = session.query(Registry.name).filter_by(oauth_client_id=client.id).scalar()
+    if registry is not None or client.user_id is None:
+        what = f"registry {registry!r}" if registry else "no user (a system client)"
+        raise BadRequestError(
+            f"client {client_id!r} belongs to {what}: it is not an OAuth app"
+            + ("; use `registry delete`" if registry else "")
+        )
+    deleted = {
+        "client_id": client.client_id,
+        "client_name": client.client_name,
+        "owner": client.user.username,
+    }
+    delete_app(session, client.user_id, client.client_id)
+    return deleted
 
 
 def update_app(

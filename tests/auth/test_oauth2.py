@@ -358,3 +358,36 @@ def test_token_with_a_user(session, wfh):
     p = oauth2.authenticate(session, "user-token")
     assert (p.user_id, p.username, p.registry_id) == (alice.id, "alice", wfh.registry.id)
     assert p.is_user and p.is_registry
+
+
+def test_client_credentials_of_a_users_client_act_as_its_owner_a_registrys_never(session, wfh):
+    alice = users.create_user(session, "alice")
+    new = oauth2.create_client(
+        session,
+        client_name="script",
+        scope=frozenset({"user.profile"}),
+        grant_types=("client_credentials",),
+        owner=alice,
+    )
+    r = _post(
+        session,
+        grant_type="client_credentials",
+        client_id=new.client.client_id,
+        client_secret=new.client_secret,
+    )
+    assert r.status == 200, r.body
+    p = oauth2.authenticate(session, r.body["access_token"])
+    assert (p.user_id, p.username, p.is_registry) == (alice.id, "alice", False)
+    assert p.scopes == {"user.profile"}
+    # A registry's client acts for no user, even were it owned by one.
+    session.query(OAuth2Client).filter_by(client_id=wfh.client_id).one().user_id = alice.id
+    session.flush()
+    r = _post(
+        session,
+        grant_type="client_credentials",
+        client_id=wfh.client_id,
+        client_secret=wfh.client_secret,
+    )
+    assert r.status == 200, r.body
+    p = oauth2.authenticate(session, r.body["access_token"])
+    assert p.is_registry and p.user_id is None and not p.is_user
