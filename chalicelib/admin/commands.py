@@ -603,12 +603,19 @@ def register_backup(groups, common) -> None:
     p.set_defaults(handler=_restore)
 
 
+def register_oauth(groups, common) -> None:
+    # Its own module (chalicelib/admin/oauth.py), which imports this one: loaded here.
+    from chalicelib.admin.oauth import register_oauth as register
+
+    register(groups, common)
+
+
 REGISTRARS = [
     register_db,
     register_registry,
     register_user,
     register_api_key,
-    __import__("chalicelib.admin.oauth", fromlist=["register_oauth"]).register_oauth,
+    register_oauth,
     register_refresh,
     register_queue,
     register_backup,
