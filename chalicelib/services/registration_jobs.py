@@ -414,6 +414,7 @@ def _run(job_uuid: str) -> None:
         if key:
             body["authorization"] = _stashed_secret(get_secrets(), key)
         with session_scope() as s:
+            _check_still_entitled(s, principal)
             result = registered_body(register(s, principal, route, params, body))
         _finish(job_uuid, COMPLETED, result=result)
     except LifeMonitorError as exc:
@@ -424,6 +425,27 @@ def _run(job_uuid: str) -> None:
         _finish(job_uuid, ERROR, error=LifeMonitorError(INTERNAL).problem(request_url))
     finally:
         _discard(location, key)
+
+
+def _check_still_entitled(session: Session, principal: Principal) -> None:
+    """The job acts for whoever asked, later: refuse (403) if that account, registry or
+    OAuth client has been deleted or revoked since (a revoked client's tokens are gone too,
+    so the request would be refused now)."""
+    from chalicelib.errors import ForbiddenError
+    from chalicelib.models import OAuth2Client, Registry, User
+
+    if principal.user_id is not None and session.get(User, principal.user_id) is None:
+        raise ForbiddenError("the account that asked for this registration has been deleted")
+    if principal.registry_id is not None and session.get(Registry, principal.registry_id) is None:
+        raise ForbiddenError("the registry that asked for this registration has been deleted")
+    if (
+        principal.client_id
+        and session.scalar(
+            select(OAuth2Client.id).where(OAuth2Client.client_id == principal.client_id)
+        )
+        is None
+    ):
+        raise ForbiddenError("the OAuth client that asked for this registration was revoked")
 
 
 def _stashed_secret(store, key: str) -> str:

@@ -611,3 +611,23 @@ def test_housekeeping_expires_jobs_whose_message_was_lost(world, alice, monkeypa
     job = poll(world, alice, f"/jobs/status/{lost}")
     assert job["status"] == "error" and "never started" in job["error"]["detail"]
     assert stashed_crates(world) == []
+
+
+def test_a_job_of_a_deleted_account_is_refused_when_it_runs(world, monkeypatch):
+    """The job acts for whoever asked, later: an account deleted meanwhile gets nothing."""
+    from sqlalchemy import delete
+
+    from chalicelib.db import session_scope
+    from chalicelib.jobs import refresh
+    from chalicelib.models import User
+
+    carol = api_data.make_user("carol")
+    job_id = _waiting_job(world, carol, monkeypatch)
+    with session_scope() as s:
+        s.execute(delete(User).where(User.id == carol.user_id))
+    records = [{"messageId": "m1", "body": _message(job_id)}]
+    assert refresh.handle_sqs_records(records) == {"batchItemFailures": []}
+    [row] = [j for j in job_rows() if j["uuid"] == job_id]
+    assert row["status"] == "error" and row["error"]["status"] == 403
+    assert "deleted" in row["error"]["detail"]
+    assert stashed_crates(world) == []
