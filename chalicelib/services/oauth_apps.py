@@ -196,6 +196,11 @@ def delete_any_app(session: Session, client_id: str) -> dict:
     return deleted
 
 
+def is_client_credentials(client: OAuth2Client) -> bool:
+    """A user's client_credentials client (`admin oauth create-client-credentials`)."""
+    return tuple(client.grant_types or ()) == CLIENT_CREDENTIALS_GRANT_TYPES
+
+
 def update_app(
     session: Session,
     user_id: int,
@@ -209,12 +214,18 @@ def update_app(
     """Change an app. Tokens granted beyond the new scopes are revoked: an app must not
     keep what its owner took away."""
     client = get_app(session, user_id, client_id)
-    new_scopes = _scopes(scopes)
+    if is_client_credentials(client):
+        # A script's credentials: no redirect URIs, a user's client_credentials scopes.
+        new_scopes = _scopes(scopes, CLIENT_CREDENTIALS_SCOPES, "client_credentials clients")
+        uris: list[str] = []
+    else:
+        new_scopes = _scopes(scopes)
+        uris = _redirect_uris(redirect_uris)
     metadata = dict(client.client_metadata)
     old_scopes = S.parse(metadata.get("scope"))
     metadata.update(
         client_name=_name(name),
-        redirect_uris=_redirect_uris(redirect_uris),
+        redirect_uris=uris,
         scope=S.join(new_scopes),
         client_uri=_client_uri(client_uri),
     )

@@ -68,6 +68,7 @@ def _profile(request: PageRequest, tab: str, status: int = 200, **extra):
             "api_keys": apikeys.list_keys(db, user) if tab == "apiKeysTab" else [],
             "apps": oauth_apps.list_apps(db, user.id) if tab == "oauth2ClientsTab" else [],
             "app_scopes": sorted(oauth_apps.ALLOWED_SCOPES),
+            "credential_scopes": sorted(oauth_apps.CLIENT_CREDENTIALS_SCOPES),
             "scope_descriptions": S.DESCRIPTIONS,
             "identities": (identities.list_identities(db, user.id) if tab == "accountsTab" else []),
             "providers": _providers(db) if tab == "accountsTab" else [],

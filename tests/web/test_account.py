@@ -263,6 +263,39 @@ def test_oauth_app_create_edit_rotate_delete(browser, user):
         assert s.query(OAuth2Client).count() == 0
 
 
+def test_a_client_credentials_client_is_edited_without_redirect_uris(browser, user):
+    """`admin oauth create-client-credentials` makes one; its owner edits it in the tab:
+    no redirect URIs asked, the client_credentials scopes offered."""
+    from chalicelib.db import session_scope
+    from chalicelib.models import OAuth2Client
+    from chalicelib.services import oauth_apps, users
+
+    with session_scope() as s:
+        alice = users.get_user(s, "alice")
+        client_id = oauth_apps.create_client_credentials_app(
+            s, alice, name="CI script", scopes=["workflow.read"]
+        ).client.client_id
+    browser.login()
+    page = browser.get(
+        f"/account/profile?currentView=oauth2ClientsTab&edit={client_id}"
+    ).body.decode()
+    assert 'name="redirect_uris"' not in page and "no redirect URIs" in page
+    r = browser.post(
+        "/account/oauth2/clients/save",
+        {
+            "client_id": client_id,
+            "client_name": "CI job",
+            "scopes": ["workflow.read", "user.profile"],
+        },
+    )
+    assert r.status_code == 303, browser.text()
+    with session_scope() as s:
+        c = s.query(OAuth2Client).filter_by(client_id=client_id).one()
+        assert c.client_name == "CI job" and c.redirect_uris == []
+        assert set(c.scope.split()) == {"workflow.read", "user.profile"}
+        assert c.grant_types == ["client_credentials"]
+
+
 def test_someone_elses_oauth_app_is_not_found(browser, user):
     from chalicelib.db import session_scope
     from chalicelib.services import oauth_apps, users
