@@ -164,6 +164,19 @@ def _revoke(args, _stdin) -> Output:
     )
 
 
+def _rotate(args, _stdin) -> Output:
+    from chalicelib.services import oauth_apps
+
+    with session_scope() as s:
+        client, secret = oauth_apps.rotate_any_secret(s, args.client_id)
+        info = _client_info(client, secret, created=True)
+    return Output(
+        info,
+        f"new secret of {info['client_name']!r} ({info['client_id']}), shown once; its "
+        f"tokens are revoked:\n{secret}",
+    )
+
+
 def _invalidate(args, _stdin) -> Output:
     from chalicelib.services import identities, users
 
@@ -266,6 +279,14 @@ def register_oauth(groups, common) -> None:
     p = sub.add_parser("revoke", help="delete a user's OAuth app and its tokens", parents=[common])
     p.add_argument("client_id", metavar="CLIENT_ID")
     p.set_defaults(handler=_revoke)
+
+    p = sub.add_parser(
+        "rotate-secret",
+        help="give a user's OAuth app a new secret (printed once; its tokens are revoked)",
+        parents=[common],
+    )
+    p.add_argument("client_id", metavar="CLIENT_ID")
+    p.set_defaults(handler=_rotate)
 
     p = sub.add_parser(
         "invalidate-tokens",

@@ -168,9 +168,9 @@ def list_all_apps(session: Session) -> list[tuple[OAuth2Client, str | None]]:
     ]
 
 
-def delete_any_app(session: Session, client_id: str) -> dict:
-    """An administrator deletes anyone's app (tokens and codes too); what was deleted. A
-    registry's client goes only with its registry (`registry delete`)."""
+def _any_app(session: Session, client_id: str) -> OAuth2Client:
+    """A user's OAuth app by client id, for an administrator; a registry's client (changed
+    only with its registry) or a system client is refused."""
     from chalicelib.models import Registry
 
     client = (
@@ -185,8 +185,15 @@ def delete_any_app(session: Session, client_id: str) -> dict:
         what = f"registry {registry!r}" if registry else "no user (a system client)"
         raise BadRequestError(
             f"client {client_id!r} belongs to {what}: it is not an OAuth app"
-            + ("; use `registry delete`" if registry else "")
+            + ("; use `registry delete` or `registry update`" if registry else "")
         )
+    return client
+
+
+def delete_any_app(session: Session, client_id: str) -> dict:
+    """An administrator deletes anyone's app (tokens and codes too); what was deleted. A
+    registry's client goes only with its registry (`registry delete`)."""
+    client = _any_app(session, client_id)
     deleted = {
         "client_id": client.client_id,
         "client_name": client.client_name,
@@ -194,6 +201,18 @@ def delete_any_app(session: Session, client_id: str) -> dict:
     }
     delete_app(session, client.user_id, client.client_id)
     return deleted
+
+
+def rotate_any_secret(session: Session, client_id: str) -> tuple[OAuth2Client, str]:
+    """An administrator gives anyone's confidential app a new secret (its tokens are
+    revoked, as when the owner does it in the OAuth Apps tab); the client and the secret,
+    which exists in clear only now."""
+    from chalicelib.auth import oauth2
+
+    client = _any_app(session, client_id)
+    if client.token_endpoint_auth_method == oauth2.PUBLIC_AUTH_METHOD:
+        raise BadRequestError(f"client {client_id!r} is public: it has no secret")
+    return client, rotate_secret(session, client.user_id, client.client_id)
 
 
 def is_client_credentials(client: OAuth2Client) -> bool:

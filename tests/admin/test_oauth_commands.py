@@ -78,6 +78,7 @@ SUBCOMMANDS = [
     "create-client-credentials",
     "list",
     "revoke",
+    "rotate-secret",
     "invalidate-tokens",
     "refresh-tokens",
 ]
@@ -338,6 +339,24 @@ def test_client_credentials_client_acts_as_its_owner(client, admin):
     )
     assert me.status_code == 401
     assert _clients() == []
+
+
+def test_rotate_secret_gives_a_new_one_once_and_ends_the_old_and_its_tokens(client, admin):
+    info = _json(*CREDS, "s", "https://s.example", "user.profile")
+    creds = {"grant_type": "client_credentials", "client_id": info["client_id"]}
+    old = _token(client, {**creds, "client_secret": info["client_secret"]}).json_body
+    rotated = _json("oauth", "rotate-secret", info["client_id"])
+    secret = rotated["client_secret"]
+    assert secret and secret != info["client_secret"]
+    assert _clients() == [(info["client_id"], token_hash(secret), "admin")]
+    bearer = {"Authorization": f"Bearer {old['access_token']}"}
+    assert client.http.get("/users/current", headers=bearer).status_code == 401
+    assert _token(client, {**creds, "client_secret": info["client_secret"]}).status_code == 401
+    assert _token(client, {**creds, "client_secret": secret}).status_code == 200
+    assert secret not in _ok("oauth", "list").stdout
+    public = _json(*APP, "none")
+    result = run(["oauth", "rotate-secret", public["client_id"]])
+    assert result.exit_code == 1 and "public" in result.stderr
 
 
 def test_client_credentials_basic_auth_and_scope_limits(client, admin):
