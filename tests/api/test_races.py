@@ -98,6 +98,24 @@ def test_same_uuid_and_version_twenty_times(postgres, chalice_app, api_key):
     assert _count("SELECT count(*) FROM workflow_versions") == 1
 
 
+def test_same_async_registration_ten_times(postgres, chalice_app, api_key):
+    """`async: true` without a queue runs each job inline: every caller gets its 302, one
+    job completes, the others end in a 409 problem (never a 500), one workflow row."""
+    wf = str(uuid.uuid4())
+    headers = {"ApiKey": api_key, "Content-Type": "application/json"}
+    body = json.dumps({**json.loads(_submission(wf, "1")), "async": True}).encode()
+    results = burst(chalice_app, [("POST", "/users/current/workflows", headers, body)] * 10)
+    assert _statuses(results) == [302] * 10, results
+    outcomes = sorted(
+        (json.loads(b)["status"], (json.loads(b).get("error") or {}).get("status"))
+        for _, b in results
+    )
+    assert outcomes == [("completed", None)] + [("error", 409)] * 9, outcomes
+    assert _count("SELECT count(*) FROM workflows WHERE uuid = :u", u=wf) == 1
+    assert _count("SELECT count(*) FROM workflow_versions") == 1
+    assert _count("SELECT count(*) FROM registration_jobs") == 10
+
+
 def test_new_versions_of_one_new_workflow_at_once(postgres, chalice_app, api_key):
     wf = str(uuid.uuid4())
     headers = {"ApiKey": api_key, "Content-Type": "application/json"}
