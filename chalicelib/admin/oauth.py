@@ -99,37 +99,32 @@ def _client_text(info: dict) -> str:
     return "\n".join(lines)
 
 
-def _create_code(args, _stdin) -> Output:
-    from chalicelib.services import oauth_apps
-
+def _create(args, create, **fields) -> Output:
+    """A new app of either kind, owned by --username: its info with the secret, once."""
     with session_scope() as s:
-        new = oauth_apps.create_app(
+        new = create(
             s,
             _owner(s, args.username),
             name=args.client_name,
-            redirect_uris=_split(args.redirect_uri),
             scopes=_split(args.scope),
             client_uri=args.client_uri,
             auth_method=args.auth_method,
+            **fields,
         )
         info = _client_info(new.client, new.client_secret, created=True)
     return Output(info, _client_text(info))
+
+
+def _create_code(args, _stdin) -> Output:
+    from chalicelib.services import oauth_apps
+
+    return _create(args, oauth_apps.create_app, redirect_uris=_split(args.redirect_uri))
 
 
 def _create_credentials(args, _stdin) -> Output:
     from chalicelib.services import oauth_apps
 
-    with session_scope() as s:
-        new = oauth_apps.create_client_credentials_app(
-            s,
-            _owner(s, args.username),
-            name=args.client_name,
-            scopes=_split(args.scope),
-            client_uri=args.client_uri,
-            auth_method=args.auth_method,
-        )
-        info = _client_info(new.client, new.client_secret, created=True)
-    return Output(info, _client_text(info))
+    return _create(args, oauth_apps.create_client_credentials_app)
 
 
 def _list(args, _stdin) -> Output:
