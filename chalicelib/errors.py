@@ -18,14 +18,32 @@ class LifeMonitorError(Exception):
     def problem(self, instance: str | None = None) -> dict[str, Any]:
         """The `application/problem+json` body of this error (contract §1.6); the API
         answers it, and an asynchronous registration keeps it as the job's `error`."""
-        return {
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail or self.title,
-            "instance": instance,
-            "extra_info": self.extra_info or {},
-        }
+        return problem_body(self.status, self.title, self.detail, instance, self.extra_info)
+
+
+def problem_body(
+    status: int,
+    title: str | None = None,
+    detail: str | None = None,
+    instance: str | None = None,
+    extra_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every problem+json body, whoever answers it (a view's error, Chalice's own, a job)."""
+    if not title:
+        from http import HTTPStatus
+
+        try:
+            title = HTTPStatus(status).phrase
+        except ValueError:
+            title = "Error"
+    return {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        "instance": instance,
+        "extra_info": extra_info or {},
+    }
 
 
 class BadRequestError(LifeMonitorError):

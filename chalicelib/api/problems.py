@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
 from chalice import Response
 
-from chalicelib.errors import LifeMonitorError
+from chalicelib.errors import LifeMonitorError, problem_body
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -22,18 +21,7 @@ def problem(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Response:
-    try:
-        default_title = HTTPStatus(status).phrase
-    except ValueError:
-        default_title = "Error"
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title or default_title,
-        "status": status,
-        "detail": detail or title or default_title,
-        "instance": instance,
-        "extra_info": extra_info or {},
-    }
+    body = problem_body(status, title, detail, instance, extra_info)
     if extra:
         body.update(extra)
     return Response(
@@ -45,11 +33,13 @@ def from_error(exc: LifeMonitorError, instance: str | None) -> Response:
     headers = {}
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="lifemonitor", ApiKey'
-    # One body builder for both doors: a job's `error` is what this would have answered.
-    return Response(
-        body=exc.problem(instance),
-        status_code=exc.status,
-        headers={**headers, "Content-Type": PROBLEM_JSON},
+    return problem(
+        exc.status,
+        exc.title,
+        exc.detail,
+        instance=instance,
+        extra_info=exc.extra_info,
+        headers=headers,
     )
 
 
