@@ -66,6 +66,11 @@ def preload(
     )
 
 
+def login(url: str, user: str, password: str, *extra: str) -> list[str]:
+    """Arguments naming a server, an account and project 2."""
+    return ["--url", url, "--user", user, "--password", password, "--project", "2", *extra]
+
+
 def as_user1(emu: WorkflowHubEmulator, *extra: str) -> list[str]:
     """Arguments for user1 (a member of project 2 in both the real and generated catalogue)."""
     return [
@@ -266,7 +271,7 @@ def test_missing_credentials_are_a_usage_error(emu):
 def test_an_unreachable_server_fails_within_the_wait(emu):
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    done = preload("--url", url, "--user", "u", "--password", "p", "--project", "2", "--wait", "2")
+    done = preload(*login(url, "u", "p", "--wait", "2"))
     elapsed = time.monotonic() - started
     line = one_line_error(done)
     assert "no answer within --wait 2 s" in line and "cannot reach" in line
@@ -280,16 +285,7 @@ def test_it_waits_for_a_server_that_starts_late():
     timer.start()
     try:
         done = preload(
-            "--url",
-            f"http://127.0.0.1:{port}",
-            "--user",
-            "user1",
-            "--password",
-            DEFAULT_PASSWORD,
-            "--project",
-            "2",
-            "--wait",
-            "30",
+            *login(f"http://127.0.0.1:{port}", "user1", DEFAULT_PASSWORD, "--wait", "30")
         )
     finally:
         timer.join()
@@ -349,18 +345,7 @@ def test_a_redirect_to_another_host_is_refused_while_waiting():
         elsewhere = f"http://localhost:{other_port}"
         redirect = lambda h: reply(h, 302, {}, Location=elsewhere + h.path)  # noqa: E731
         with tiny_server(redirect) as (port, seen):
-            done = preload(
-                "--url",
-                f"http://127.0.0.1:{port}",
-                "--user",
-                "u",
-                "--password",
-                "secret",
-                "--project",
-                "2",
-                "--wait",
-                "5",
-            )
+            done = preload(*login(f"http://127.0.0.1:{port}", "u", "secret", "--wait", "5"))
     line = one_line_error(done)
     assert "redirected (302)" in line and f"localhost:{other_port}" in line
     assert not any("authorization" in headers for _, _, headers in other_seen), other_seen
@@ -379,18 +364,7 @@ def test_a_redirect_after_login_does_not_take_the_credentials_along():
                 reply(h, 307, {}, Location=elsewhere + h.path)
 
         with tiny_server(respond) as (port, seen):
-            done = preload(
-                "--url",
-                f"http://127.0.0.1:{port}",
-                "--user",
-                "u",
-                "--password",
-                "secret",
-                "--project",
-                "2",
-                "--wait",
-                "5",
-            )
+            done = preload(*login(f"http://127.0.0.1:{port}", "u", "secret", "--wait", "5"))
     line = one_line_error(done)
     assert "GET /workflows was redirected (307)" in line
     assert [(m, p) for m, p, _ in seen] == [("GET", "/workflows.json"), ("GET", "/workflows")]
@@ -408,9 +382,7 @@ def test_a_redirect_within_the_origin_is_followed_with_the_credentials():
             reply(h, 401, {"errors": [{"title": "Unauthorized", "detail": "stop here"}]})
 
     with tiny_server(respond) as (port, seen):
-        done = preload(
-            "--url", f"http://127.0.0.1:{port}", "--user", "u", "--password", "p", "--project", "2"
-        )
+        done = preload(*login(f"http://127.0.0.1:{port}", "u", "p"))
     assert "POST /workflows answered 401 Unauthorized: stop here" in one_line_error(done)
     assert [(m, p) for m, p, _ in seen] == [
         ("GET", "/workflows"),
